@@ -1,0 +1,207 @@
+"""The contracts between the host and its plugins.
+
+A plugin registers *specs* through the hooks in :mod:`ddbench.hookspecs`:
+
+- :class:`DatasetSpec`: how to load a dataset (:class:`ddbench.data.Dataset`).
+- :class:`ArchitectureSpec`: how to build a network for an image shape.
+- :class:`Distiller`: ``distill(task) -> DistilledSet``.
+- :class:`Evaluator`: ``evaluate(distilled, context) -> EvalResult``.
+
+Everything here is plain data; torch is imported only for type checking so that
+``ddbench --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol, runtime_checkable
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from torch import nn
+
+    from ddbench.data.base import Dataset
+
+
+ProgressCallback = Callable[[int], None]
+"""Called with the number of units of work just finished (see ``DistillTask.total_work``)."""
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Per-channel mean and std: images inside ddbench are ``(x - mean) / std``."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def pixel_bounds(self) -> tuple[list[float], list[float]]:
+        """Per-channel normalised values of pixel 0 and pixel 1 (the valid range)."""
+        low = [(0.0 - m) / s for m, s in zip(self.mean, self.std)]
+        high = [(1.0 - m) / s for m, s in zip(self.mean, self.std)]
+        return low, high
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """What a dataset loader receives from the command line."""
+
+    root: str | None = None
+    download: bool = False
+    image_size: int | None = None  # resize to this many pixels a side; None keeps the native size
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A dataset a plugin offers. ``load`` returns a :class:`ddbench.data.Dataset`."""
+
+    name: str
+    load: Callable[[DataOptions], "Dataset"]
+    description: str
+    needs_root: bool = False
+
+
+@dataclass(frozen=True)
+class ArchitectureSpec:
+    """A network family member. ``build(channels, num_classes, image_size)`` returns an ``nn.Module``.
+
+    ``feature_layers`` names the intermediate layers (``named_modules`` names) that methods
+    may read features from, shallow to deep; ``default_feature_layer`` is the last
+    convolutional block, before pooling and classifier.
+    """
+
+    name: str
+    build: Callable[[int, int, int], "nn.Module"]
+    description: str
+    has_batchnorm: bool
+    feature_layers: tuple[str, ...] = ()
+    default_feature_layer: str = ""
+
+
+@dataclass
+class DistillTask:
+    """Everything a distiller needs. Images are float tensors in normalised space."""
+
+    dataset: "Dataset"
+    observer: "nn.Module"  # eval mode, parameters frozen
+    observer_arch: ArchitectureSpec
+    ipc: int
+    device: "torch.device"
+    seed: int
+    options: Any  # an instance of the distiller's ``options_class``
+    progress: ProgressCallback = lambda n: None
+
+    @property
+    def num_classes(self) -> int:
+        return self.dataset.num_classes
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return self.dataset.image_shape
+
+    @property
+    def normalization(self) -> Normalization:
+        return self.dataset.normalization
+
+    def train_indices_by_class(self) -> dict[int, "torch.Tensor"]:
+        """Indices of the training images of each class (the distillation pool)."""
+        return self.dataset.train_indices_by_class()
+
+    def load_train(self, indices: "torch.Tensor") -> "torch.Tensor":
+        """Training images at ``indices`` as a float tensor on the task's device."""
+        return self.dataset.train.load(indices).to(self.device)
+
+
+SOFT_LABEL_KINDS = ("hard", "observer", "stored")
+
+
+@dataclass
+class DistilledSet:
+    """A distilled dataset as a method returns it.
+
+    ``soft_labels`` says where training targets come from: ``"hard"`` (the integer labels),
+    ``"observer"`` (the observer relabels every augmented view online) or ``"stored"``
+    (``stored_soft_labels`` holds a probability vector per image).
+    ``tile_grid`` is the side of the tile layout: 1 for whole images, 2 when four images
+    were squeezed into a 2x2 grid, and so on.
+    """
+
+    images: "torch.Tensor"  # [K, C, H, W] float32, normalised space, CPU
+    labels: "torch.Tensor"  # [K] int64
+    method: str
+    soft_labels: str = "observer"
+    stored_soft_labels: "torch.Tensor | None" = None
+    tile_grid: int = 1
+    options: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    peak_memory_bytes: int = 0
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def images_per_class(self, num_classes: int) -> list[int]:
+        import torch
+
+        return torch.bincount(self.labels, minlength=num_classes).tolist()
+
+
+@dataclass
+class EvalContext:
+    """What an evaluator receives besides the distilled set: one seed of one evaluation."""
+
+    dataset: "Dataset"
+    verifier_arch: ArchitectureSpec
+    teacher: "nn.Module | None"  # the observer, for soft labels
+    budget: Any  # ddbench.budget.EvalBudget
+    seed: int
+    device: "torch.device"
+    options: Any = None  # an instance of the evaluator's ``options_class``
+    progress: ProgressCallback = lambda n: None
+
+
+@dataclass
+class EvalResult:
+    """One seed's outcome. ``accuracy`` is the last epoch's test accuracy in percent."""
+
+    accuracy: float
+    seed: int
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Distiller(Protocol):
+    """A distillation method. ``options_class`` is a dataclass of its options with defaults."""
+
+    name: ClassVar[str] | str
+    options_class: ClassVar[type] | type
+
+    def total_work(self, task: DistillTask) -> int:
+        """Units of progress ``distill`` will report (for the progress bar)."""
+
+    def distill(self, task: DistillTask) -> DistilledSet: ...
+
+
+@runtime_checkable
+class Evaluator(Protocol):
+    """Judges a distilled set by training a verifier on it, one seed per ``evaluate`` call.
+
+    The host runs the seeds and reports their mean and standard deviation.
+    """
+
+    name: ClassVar[str] | str
+    options_class: ClassVar[type] | type
+
+    def total_work(self, distilled: DistilledSet, context: EvalContext) -> int:
+        """Units of progress ``evaluate`` will report."""
+
+    def describe(self, distilled: DistilledSet, context: EvalContext) -> dict[str, Any]:
+        """The labels this evaluation uses and what they cost to store (``label_storage_bytes``)."""
+
+    def evaluate(self, distilled: DistilledSet, context: EvalContext) -> EvalResult: ...
+
+
+def options_to_dict(options: Any) -> dict[str, Any]:
+    """A plugin's options dataclass as a plain dict (for results and manifests)."""
+    if options is None:
+        return {}
+    if dataclasses.is_dataclass(options):
+        return dataclasses.asdict(options)
+    raise TypeError(f"options must be a dataclass instance, got {type(options).__name__}")

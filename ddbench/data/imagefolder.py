@@ -1,0 +1,181 @@
+"""Image folders of any resolution (Tiny-ImageNet, ImageNet subsets), decoded on demand.
+
+Accepted layouts under ``root``:
+
+- ``train/<class>/**/<image>`` and a labelled test split in ``val/<class>/**/<image>``
+  or ``test/<class>/**/<image>`` (``val`` wins when both exist);
+- Tiny-ImageNet's own: ``train/<wnid>/images/*.JPEG`` and ``val/images/*.JPEG`` with
+  ``val/val_annotations.txt`` ("filename<TAB>wnid<TAB>..." per line).
+
+Classes are the sorted train folder names. Images are decoded when loaded (RGB), the
+shorter side resized to ``image_size``, center-cropped to a square, scaled to [0, 1] and
+normalised with ImageNet's statistics. ``image_size`` defaults to 64, Tiny-ImageNet's
+native size.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ddbench.contracts import DataOptions, Normalization
+from ddbench.data.base import Dataset, normalize
+from ddbench.data.errors import DataFileError, DataRootError
+
+DEFAULT_IMAGE_SIZE = 64
+IMAGENET_NORMALIZATION = Normalization(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".webp")
+TINY_ANNOTATIONS = os.path.join("val", "val_annotations.txt")
+
+_FIX = "pass --data-root pointing at a folder with train/<class>/ images and val/<class>/ or test/<class>/ images (imagefolder cannot download)"
+
+
+def resize_and_crop(image: torch.Tensor, size: int) -> torch.Tensor:
+    """Float [C, H, W]: resize so the shorter side is ``size`` (bilinear), then center-crop to a square."""
+    h, w = image.shape[-2:]
+    scale = size / min(h, w)
+    new_h, new_w = max(size, round(h * scale)), max(size, round(w * scale))
+    if (new_h, new_w) != (h, w):
+        image = F.interpolate(
+            image[None], size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=scale < 1
+        )[0]
+    top, left = (new_h - size) // 2, (new_w - size) // 2
+    return image[:, top : top + size, left : left + size]
+
+
+@dataclass
+class ImageFolderSource:
+    """A split of image files: labels in memory, pixels decoded on each ``load``."""
+
+    paths: list[str]
+    labels: torch.Tensor
+    normalization: Normalization
+    image_size: int
+
+    def __post_init__(self) -> None:
+        if len(self.paths) != len(self.labels):
+            raise ValueError(f"{len(self.paths)} files but {len(self.labels)} labels")
+        self.labels = self.labels.to(torch.int64)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def decode(self, path: str) -> torch.Tensor:
+        """One file as float [3, S, S] in [0, 1]; a DataFileError naming the file if it cannot be read."""
+        from torchvision.io import ImageReadMode, decode_image
+
+        try:
+            with warnings.catch_warnings():  # torchvision 0.29 deprecates its image codecs in favour of torchcodec
+                warnings.filterwarnings("ignore", message=".*image decoding and encoding", category=DeprecationWarning)
+                pixels = decode_image(path, mode=ImageReadMode.RGB)
+        except (RuntimeError, ValueError, OSError) as err:
+            raise DataFileError(f"could not decode image {path}: {err}; replace or delete the file") from err
+        if pixels.ndim == 4:  # an animated GIF: keep the first frame
+            pixels = pixels[0]
+        return resize_and_crop(pixels.float() / 255.0, self.image_size)
+
+    def load(self, indices: torch.Tensor) -> torch.Tensor:
+        idx = torch.as_tensor(indices).reshape(-1).tolist()
+        if not idx:
+            return torch.empty(0, 3, self.image_size, self.image_size)
+        batch = torch.stack([self.decode(self.paths[i]) for i in idx])
+        return normalize(batch, self.normalization)
+
+
+def _is_image(name: str) -> bool:
+    return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def _images_under(folder: str) -> list[str]:
+    """Every image file below ``folder``, sorted by path (recursive, hidden files skipped)."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        found.extend(os.path.join(dirpath, f) for f in filenames if _is_image(f))
+    return sorted(found)
+
+
+def _class_folders(split_dir: str) -> list[str]:
+    return sorted(d for d in os.listdir(split_dir) if not d.startswith(".") and os.path.isdir(os.path.join(split_dir, d)))
+
+
+def _scan_class_split(split_dir: str, class_to_idx: dict[str, int] | None) -> tuple[list[str], list[int], list[str]]:
+    """Files and labels of ``split_dir/<class>/...``; with ``class_to_idx`` unknown classes are errors."""
+    classes = _class_folders(split_dir)
+    mapping = class_to_idx if class_to_idx is not None else {c: i for i, c in enumerate(classes)}
+    paths, labels = [], []
+    for name in classes:
+        files = _images_under(os.path.join(split_dir, name))
+        if files and name not in mapping:
+            raise DataFileError(f"{files[0]} is in class folder {name!r}, which is not a train class; remove it or add train/{name}/")
+        paths.extend(files)
+        labels.extend([mapping[name]] * len(files))
+    return paths, labels, classes
+
+
+def _scan_tiny_val(root: str, class_to_idx: dict[str, int]) -> tuple[list[str], list[int]]:
+    """Tiny-ImageNet's ``val/images`` labelled by ``val/val_annotations.txt``."""
+    annotations = os.path.join(root, TINY_ANNOTATIONS)
+    paths, labels = [], []
+    with open(annotations, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            fields = line.rstrip("\n").split("\t")
+            if len(fields) < 2:
+                raise DataFileError(f"{annotations} line {line_no}: expected 'filename<TAB>wnid', got {line.strip()!r}")
+            path = os.path.join(root, "val", "images", fields[0])
+            if fields[1] not in class_to_idx:
+                raise DataFileError(f"{path}: class {fields[1]!r} ({annotations} line {line_no}) is not a train class")
+            if not os.path.isfile(path):
+                raise DataFileError(f"{path} is listed in {annotations} line {line_no} but does not exist")
+            paths.append(path)
+            labels.append(class_to_idx[fields[1]])
+    return paths, labels
+
+
+def load_imagefolder(options: DataOptions) -> Dataset:
+    """An image-folder dataset from ``options.root`` (see the module docstring for layouts)."""
+    if options.root is None:
+        raise DataRootError(None, "a folder with train/<class>/ images", _FIX)
+    root = os.path.expanduser(str(options.root))
+    train_dir = os.path.join(root, "train")
+    if not os.path.isdir(train_dir):
+        raise DataRootError(root, "a train/ folder with one sub-folder per class", _FIX)
+    size = options.image_size or DEFAULT_IMAGE_SIZE
+
+    train_paths, train_labels, classes = _scan_class_split(train_dir, None)
+    if not train_paths:
+        raise DataRootError(train_dir, "image files (.jpg, .jpeg, .png, .gif, .webp) in its class sub-folders", _FIX)
+    class_to_idx = {c: i for i, c in enumerate(classes)}
+
+    if os.path.isfile(os.path.join(root, TINY_ANNOTATIONS)):
+        test_paths, test_labels = _scan_tiny_val(root, class_to_idx)
+    else:
+        test_paths, test_labels = [], []
+        for split in ("val", "test"):
+            split_dir = os.path.join(root, split)
+            if os.path.isdir(split_dir):
+                test_paths, test_labels, _ = _scan_class_split(split_dir, class_to_idx)
+                if test_paths:
+                    break
+    if not test_paths:
+        raise DataRootError(
+            root, f"a labelled test split: val/<class>/ or test/<class>/ images, or {TINY_ANNOTATIONS}", _FIX
+        )
+
+    norm = IMAGENET_NORMALIZATION
+    return Dataset(
+        name="imagefolder",
+        train=ImageFolderSource(train_paths, torch.tensor(train_labels), norm, size),
+        test=ImageFolderSource(test_paths, torch.tensor(test_labels), norm, size),
+        class_names=tuple(classes),
+        channels=3,
+        image_size=size,
+        normalization=norm,
+        source=root,
+    )

@@ -1,0 +1,1 @@
+"""The plugins ddbench ships with: datasets, architectures, evaluators and the random distiller."""

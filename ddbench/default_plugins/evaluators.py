@@ -1,0 +1,10 @@
+"""Registers the host's evaluators through the same hook as any plugin."""
+
+from ddbench.hookspecs import hookimpl
+
+
+@hookimpl
+def register_evaluators(register):
+    from ddbench.evaluators.train import TrainEvaluator
+
+    register(TrainEvaluator())

@@ -1,0 +1,10 @@
+"""Registers the built-in ``random`` distiller through the same hook as any plugin."""
+
+from ddbench.hookspecs import hookimpl
+
+
+@hookimpl
+def register_distillers(register):
+    from ddbench.distillers.random import RandomDistiller
+
+    register(RandomDistiller())

@@ -1,0 +1,1 @@
+"""The host's own distiller: ``random`` (random real images per class)."""

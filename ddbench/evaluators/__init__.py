@@ -1,0 +1,1 @@
+"""The host's evaluators: ``train`` (hard labels) and ``relabel`` (observer soft labels)."""

@@ -1,0 +1,79 @@
+"""The verifier training loop every evaluator shares: optimiser, schedule, epochs, steps.
+
+The loop never reads a value back to the host while training, so it runs at full speed on
+a GPU; a non-finite loss is caught once per epoch from a flag kept on the device.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ddbench.budget import EvalBudget
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+def make_optimizer(budget: EvalBudget, model: nn.Module) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if budget.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=budget.lr, weight_decay=budget.weight_decay)
+    if budget.optimizer == "adam":
+        return torch.optim.Adam(params, lr=budget.lr, weight_decay=budget.weight_decay)
+    if budget.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=budget.lr, momentum=0.9, weight_decay=budget.weight_decay)
+    raise ValueError(f"unknown optimizer {budget.optimizer!r}; use adamw, adam or sgd")
+
+
+def make_scheduler(budget: EvalBudget, optimizer: torch.optim.Optimizer):
+    """A per-epoch schedule."""
+    if budget.scheduler == "multistep":
+        milestones = sorted({max(1, int(round(m * budget.epochs))) for m in budget.milestones})
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=budget.gamma)
+    if budget.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=budget.epochs)
+    if budget.scheduler == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
+    raise ValueError(f"unknown scheduler {budget.scheduler!r}; use multistep, cosine or constant")
+
+
+def total_steps(budget: EvalBudget, num_samples: int) -> int:
+    return budget.epochs * budget.steps_per_epoch(num_samples)
+
+
+def fit(
+    model: nn.Module,
+    num_samples: int,
+    budget: EvalBudget,
+    compute_loss: Callable[[torch.Tensor], torch.Tensor],
+    device: torch.device,
+    progress: Callable[[int], None] = lambda n: None,
+    what: str = "verifier",
+) -> None:
+    """Train ``model`` for ``budget.epochs`` epochs over ``num_samples`` samples.
+
+    ``compute_loss(batch_indices)`` returns the loss of one mini-batch (indices on ``device``).
+    ``progress`` is advanced once per step.
+    """
+    optimizer = make_optimizer(budget, model)
+    scheduler = make_scheduler(budget, optimizer)
+    model.train()
+    finite = torch.ones((), dtype=torch.bool, device=device)
+    for epoch in range(budget.epochs):
+        order = torch.randperm(num_samples, device=device)
+        steps = 0
+        for batch in order.split(budget.batch_size):
+            loss = compute_loss(batch)
+            finite &= torch.isfinite(loss.detach())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            steps += 1
+        scheduler.step()
+        progress(steps)
+        if not bool(finite):  # one host sync per epoch
+            raise NonFiniteLossError(f"{what} training loss became NaN or infinite in epoch {epoch + 1}")

@@ -1,0 +1,77 @@
+"""Atomic file writes (temporary file + rename) and pickle-free tensor files."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def _atomic_write(path: Path, write) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    _atomic_write(path, lambda handle: handle.write(data))
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def save_tensors(path: Path, tensors: dict[str, Any], metadata: dict[str, Any]) -> None:
+    """Tensors to a safetensors file with ``metadata`` (JSON) in its header, atomically."""
+    from safetensors.torch import save
+
+    contiguous = {name: tensor.detach().cpu().contiguous() for name, tensor in tensors.items()}
+    data = save(contiguous, metadata={"ddbench": json.dumps(metadata, default=_json_default)})
+    atomic_write_bytes(path, data)
+
+
+class ArtifactError(ValueError):
+    """A file on disk that cannot be read as what it claims to be."""
+
+
+def load_tensors(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Tensors and ddbench metadata from a safetensors file; no code is executed."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path}: no such file")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+            header = handle.metadata() or {}
+    except Exception as exc:
+        raise ArtifactError(f"{path}: not a readable safetensors file ({exc})") from exc
+    try:
+        metadata = json.loads(header.get("ddbench", "{}"))
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"{path}: the ddbench metadata in its header is not valid JSON ({exc})") from exc
+    return tensors, metadata

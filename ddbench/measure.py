@@ -1,0 +1,80 @@
+"""Wall time and peak memory of a stage, honestly measured on either device.
+
+CUDA: ``torch.cuda.max_memory_allocated`` after a reset. CPU (Linux): the process's peak
+resident set (``VmHWM``), reset through ``/proc/self/clear_refs`` at the start of the stage,
+so it is the true high-water mark of the process during the stage. Where that reset is not
+available the kind says so (``process-peak-rss-since-start``).
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+
+@dataclass
+class StageMeasure:
+    seconds: float = 0.0
+    peak_memory_bytes: int = 0
+    memory_kind: str = ""
+
+
+def _read_vm_hwm() -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _reset_vm_hwm() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+@contextmanager
+def measure_stage(device: torch.device):
+    """``with measure_stage(device) as m: ...`` fills ``m.seconds`` and ``m.peak_memory_bytes``."""
+    result = StageMeasure()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        result.memory_kind = "cuda-max-allocated"
+    elif _reset_vm_hwm():
+        result.memory_kind = "peak-rss"
+    else:
+        result.memory_kind = "process-peak-rss-since-start"
+    start = time.perf_counter()
+    try:
+        yield result
+    finally:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            result.peak_memory_bytes = int(torch.cuda.max_memory_allocated(device))
+        else:
+            hwm = _read_vm_hwm()
+            if hwm is None:
+                import resource
+
+                hwm = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+            result.peak_memory_bytes = hwm
+        result.seconds = time.perf_counter() - start
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when present; anything else is passed to ``torch.device``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name} asked for CUDA but torch sees no GPU; use --device cpu or auto")
+    return device

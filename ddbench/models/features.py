@@ -1,0 +1,71 @@
+"""Read a model's intermediate features by ``named_modules`` name.
+
+A forward hook on the named submodule captures its output. By default the hook then
+raises a private exception that stops the forward pass, so the layers after the chosen
+one are never computed (a real saving when LIC reads shallow features many times).
+The captured output keeps its autograd graph, so gradients flow back to the input.
+Hooks are always removed, also when the forward fails.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class _StopForward(Exception):
+    """Raised from the hook to skip the rest of the forward pass; never escapes this module."""
+
+
+def layer_names(model: nn.Module) -> list[str]:
+    """The names ``read_features`` accepts for ``model`` (the root, named ``""``, left out)."""
+    return [name for name, _ in model.named_modules() if name]
+
+
+class FeatureReader:
+    """Reads the output of ``model``'s submodule ``layer_name``: ``reader(x) -> Tensor``.
+
+    With ``stop_early`` (the default) the forward stops right after that submodule; the
+    result is the same as a full forward's. If the submodule runs more than once in a
+    forward, its first output is returned.
+    """
+
+    def __init__(self, model: nn.Module, layer_name: str, stop_early: bool = True) -> None:
+        modules = dict(model.named_modules())
+        if layer_name not in modules or not layer_name:
+            valid = ", ".join(layer_names(model))
+            raise ValueError(
+                f"{type(model).__name__} has no layer named {layer_name!r}; valid names: {valid}"
+            )
+        self.model = model
+        self.layer_name = layer_name
+        self.module = modules[layer_name]
+        self.stop_early = stop_early
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        captured: list[torch.Tensor] = []
+
+        def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+            if captured:
+                return
+            captured.append(output)
+            if self.stop_early:
+                raise _StopForward
+
+        handle = self.module.register_forward_hook(hook)
+        try:
+            self.model(x)
+        except _StopForward:
+            pass
+        finally:
+            handle.remove()
+        if not captured:
+            raise RuntimeError(
+                f"layer {self.layer_name!r} of {type(self.model).__name__} did not run in the forward pass"
+            )
+        return captured[0]
+
+
+def read_features(model: nn.Module, layer_name: str, x: torch.Tensor, stop_early: bool = True) -> torch.Tensor:
+    """The output of ``model``'s submodule ``layer_name`` for input ``x`` (differentiable)."""
+    return FeatureReader(model, layer_name, stop_early=stop_early)(x)

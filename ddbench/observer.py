@@ -1,0 +1,209 @@
+"""Observers: a model trained on the full training set that every method in a comparison
+shares (it scores, aligns, recovers from and relabels).
+
+An observer is trained once per (dataset, image size, architecture, seed, recipe) and cached
+as a safetensors file whose header holds its class map, recipe, image shape, normalisation
+and test accuracy. Loading never executes pickled code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ddbench.contracts import ArchitectureSpec
+from ddbench.data.base import Dataset
+from ddbench.io import ArtifactError, load_tensors, save_tensors
+from ddbench.metrics import accuracy
+
+CACHE_ENV = "DDBENCH_CACHE"
+FORMAT = "ddbench-observer/1"
+
+
+@dataclass(frozen=True)
+class ObserverRecipe:
+    """How an observer is trained: SGD with momentum and a cosine schedule."""
+
+    epochs: int
+    batch_size: int = 128
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    flip: bool = True  # random horizontal flips (off for digits)
+    version: int = 1
+
+    def key(self) -> str:
+        blob = json.dumps(dataclasses.asdict(self), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:10]
+
+
+# Per-dataset defaults, chosen to reach a useful observer in reasonable time on a CPU.
+DEFAULT_EPOCHS = {"digits": 15, "mnist": 2, "fashion-mnist": 2, "cifar10": 30, "cifar100": 30}
+NO_FLIP = {"digits", "mnist"}
+
+
+def default_recipe(dataset_name: str, **overrides) -> ObserverRecipe:
+    recipe = ObserverRecipe(epochs=DEFAULT_EPOCHS.get(dataset_name, 30), flip=dataset_name not in NO_FLIP)
+    return dataclasses.replace(recipe, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def cache_dir(explicit: str | None = None) -> Path:
+    if explicit:
+        return Path(explicit).expanduser()
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    return Path.home() / ".cache" / "ddbench"
+
+
+@dataclass
+class Observer:
+    model: nn.Module
+    arch: ArchitectureSpec
+    checkpoint: Path
+    test_accuracy: float
+    recipe: dict
+    seed: int
+    trained_now: bool
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "architecture": self.arch.name,
+            "checkpoint": str(self.checkpoint),
+            "test_accuracy": round(self.test_accuracy, 2),
+            "seed": self.seed,
+            "recipe": self.recipe,
+            "trained_now": self.trained_now,
+        }
+
+
+class ObserverMismatchError(ValueError):
+    """A checkpoint made for another dataset, class map, architecture or image shape."""
+
+
+def checkpoint_path(root: Path, dataset: Dataset, arch: ArchitectureSpec, seed: int, recipe: ObserverRecipe) -> Path:
+    size = dataset.image_size
+    return root / "observers" / f"{dataset.name}-{size}px-{arch.name}-seed{seed}-{recipe.key()}.safetensors"
+
+
+def _freeze(model: nn.Module) -> nn.Module:
+    model.eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    return model
+
+
+def train_observer(
+    dataset: Dataset,
+    arch: ArchitectureSpec,
+    recipe: ObserverRecipe,
+    seed: int,
+    device: torch.device,
+    progress: Callable[[int], None] = lambda n: None,
+) -> nn.Module:
+    """Train ``arch`` on every training image of ``dataset`` (one progress unit per step)."""
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    model = arch.build(dataset.channels, dataset.num_classes, dataset.image_size).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+    steps_per_epoch = -(-len(dataset.train) // recipe.batch_size)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=recipe.epochs * steps_per_epoch)
+    labels = dataset.train.labels
+    model.train()
+    for _ in range(recipe.epochs):
+        order = torch.randperm(len(dataset.train), generator=generator)
+        for batch in order.split(recipe.batch_size):
+            images = dataset.train.load(batch).to(device, non_blocking=True)
+            if recipe.flip:
+                flip = (torch.rand(len(batch), generator=generator) < 0.5).to(device)
+                images = torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
+            loss = F.cross_entropy(model(images), labels[batch].to(device, non_blocking=True))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            progress(1)
+    return _freeze(model)
+
+
+def observer_metadata(dataset: Dataset, arch: ArchitectureSpec, recipe: dict, seed: int, test_accuracy: float) -> dict:
+    return {
+        "format": FORMAT,
+        "dataset": dataset.name,
+        "architecture": arch.name,
+        "class_names": list(dataset.class_names),
+        "image_shape": list(dataset.image_shape),
+        "normalization": {"mean": list(dataset.normalization.mean), "std": list(dataset.normalization.std)},
+        "recipe": recipe,
+        "seed": seed,
+        "test_accuracy": test_accuracy,
+    }
+
+
+def check_compatible(meta: dict, dataset: Dataset, arch: ArchitectureSpec, path: Path) -> None:
+    """Refuse a checkpoint whose class map, shape or architecture differs from this run's."""
+    problems = []
+    if meta.get("class_names") != list(dataset.class_names):
+        problems.append(f"its class map {meta.get('class_names')} differs from {dataset.name}'s {list(dataset.class_names)}")
+    if meta.get("image_shape") != list(dataset.image_shape):
+        problems.append(f"it takes images of shape {meta.get('image_shape')}, the dataset gives {list(dataset.image_shape)}")
+    if meta.get("architecture") != arch.name:
+        problems.append(f"it is a {meta.get('architecture')}, not a {arch.name}")
+    if problems:
+        raise ObserverMismatchError(f"observer checkpoint {path} does not fit this run: " + "; ".join(problems))
+
+
+def load_observer_checkpoint(path: Path, dataset: Dataset, arch: ArchitectureSpec, device: torch.device) -> tuple[nn.Module, dict]:
+    tensors, meta = load_tensors(path)
+    if meta.get("format") != FORMAT:
+        raise ArtifactError(f"{path}: not a ddbench observer checkpoint (format {meta.get('format')!r}, expected {FORMAT!r})")
+    check_compatible(meta, dataset, arch, path)
+    model = arch.build(dataset.channels, dataset.num_classes, dataset.image_size)
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as exc:
+        raise ArtifactError(f"{path}: its weights do not fit a {arch.name}: {exc}") from exc
+    return _freeze(model.to(device)), meta
+
+
+def save_observer(path: Path, model: nn.Module, metadata: dict) -> None:
+    save_tensors(path, model.state_dict(), metadata)
+
+
+def get_observer(
+    dataset: Dataset,
+    arch: ArchitectureSpec,
+    device: torch.device,
+    seed: int = 0,
+    recipe: ObserverRecipe | None = None,
+    cache: Path | None = None,
+    checkpoint: Path | None = None,
+    progress_factory=None,
+) -> Observer:
+    """Load the observer from ``checkpoint`` or the cache, or train and cache it.
+
+    ``progress_factory(description, total)`` returns a progress callback (for training).
+    """
+    if checkpoint is not None:
+        model, meta = load_observer_checkpoint(Path(checkpoint), dataset, arch, device)
+        return Observer(model, arch, Path(checkpoint), meta["test_accuracy"], meta.get("recipe", {}), meta.get("seed", -1), False)
+    recipe = recipe or default_recipe(dataset.name)
+    path = checkpoint_path(cache or cache_dir(), dataset, arch, seed, recipe)
+    if path.exists():
+        model, meta = load_observer_checkpoint(path, dataset, arch, device)
+        return Observer(model, arch, path, meta["test_accuracy"], meta["recipe"], seed, False)
+    steps = recipe.epochs * -(-len(dataset.train) // recipe.batch_size)
+    progress = progress_factory(f"observer {arch.name}", steps) if progress_factory else (lambda n: None)
+    model = train_observer(dataset, arch, recipe, seed, device, progress)
+    test_accuracy = accuracy(model, dataset.test, device)
+    meta = observer_metadata(dataset, arch, dataclasses.asdict(recipe), seed, test_accuracy)
+    save_observer(path, model, meta)
+    return Observer(model, arch, path, test_accuracy, meta["recipe"], seed, True)

@@ -1,0 +1,82 @@
+"""Look-ups over what the plugins registered, with errors that list what is installed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ddbench.plugins import PluginInfo, load_plugins, plugin_info
+
+KINDS = {
+    # kind: (hook name, what a user calls one of them)
+    "distillers": ("register_distillers", "method"),
+    "evaluators": ("register_evaluators", "evaluator"),
+    "datasets": ("register_datasets", "dataset"),
+    "architectures": ("register_architectures", "architecture"),
+}
+
+
+class UnknownNameError(LookupError):
+    """A name that no installed plugin registered."""
+
+
+class DuplicateNameError(ValueError):
+    """Two plugins registered the same name."""
+
+
+@dataclass(frozen=True)
+class Registered:
+    item: Any
+    plugin: PluginInfo
+
+
+def registered(kind: str) -> dict[str, Registered]:
+    """Everything of ``kind`` the loaded plugins register, by name, in registration order."""
+    hook_name, noun = KINDS[kind]
+    pm = load_plugins()
+    found: dict[str, Registered] = {}
+    # hookimpls come last-registered first; reverse so built-ins list first.
+    for impl in reversed(getattr(pm.hook, hook_name).get_hookimpls()):
+        info = plugin_info(impl.plugin)
+
+        def register(item: Any, _info: PluginInfo = info) -> None:
+            name = getattr(item, "name", None)
+            if not isinstance(name, str) or not name:
+                raise TypeError(f"plugin {_info.name!r} registered a {noun} without a name: {item!r}")
+            if name in found:
+                raise DuplicateNameError(
+                    f"{noun} {name!r} is registered twice: by {found[name].plugin.name!r} and by {_info.name!r}"
+                )
+            found[name] = Registered(item, _info)
+
+        impl.function(register=register)
+    return found
+
+
+def get(kind: str, name: str) -> Any:
+    """The registered item called ``name``, or an error that lists the installed ones."""
+    items = registered(kind)
+    if name not in items:
+        noun = KINDS[kind][1]
+        installed = ", ".join(sorted(items)) or "(none)"
+        raise UnknownNameError(
+            f"unknown {noun} {name!r}. Installed {kind}: {installed}. "
+            f"Run 'ddbench plugins' to see where each comes from."
+        )
+    return items[name].item
+
+
+def get_distiller(name: str) -> Any:
+    return get("distillers", name)
+
+
+def get_evaluator(name: str) -> Any:
+    return get("evaluators", name)
+
+
+def get_dataset(name: str) -> Any:
+    return get("datasets", name)
+
+
+def get_architecture(name: str) -> Any:
+    return get("architectures", name)

@@ -1,0 +1,115 @@
+"""What a person sees: rich progress bars for long loops and the results table with the
+whole budget beside the numbers."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+
+def format_bytes(count: int) -> str:
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.2f} {unit}"
+        value /= 1024
+    return f"{value:.2f} GiB"
+
+
+def format_accuracy(accuracy: dict[str, Any]) -> str:
+    return f"{accuracy['mean']:.2f} ± {accuracy['std']:.2f}"
+
+
+class ConsoleUI:
+    """Progress bars and tables on a rich console (stderr for progress, stdout for results)."""
+
+    def __init__(self, console: Console | None = None, quiet: bool = False):
+        self.console = console or Console()
+        self.quiet = quiet
+        self._progress: Progress | None = None
+
+    def __enter__(self) -> "ConsoleUI":
+        self._progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+            console=Console(stderr=True), transient=False, disable=self.quiet,
+        )
+        self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(*exc)
+            self._progress = None
+
+    def info(self, message: str) -> None:
+        if self._progress is not None:
+            self._progress.console.print(message, markup=False, highlight=False)
+        else:
+            self.console.print(message, markup=False, highlight=False)
+
+    def progress(self, description: str, total: int) -> Callable[[int], None]:
+        if self._progress is None:
+            return lambda n: None
+        task = self._progress.add_task(description, total=max(1, total))
+        progress = self._progress
+
+        def advance(n: int) -> None:
+            progress.advance(task, n)
+
+        return advance
+
+    def results_table(self, results: dict[str, Any]) -> None:
+        self.console.print(results_table(results))
+        self.console.print(budget_table(results))
+
+
+def results_table(results: dict[str, Any]) -> Table:
+    dataset = results["dataset"]
+    observer = results["observer"]
+    title = (
+        f"{dataset['name']} · IPC {results['ipc']} · observer {observer['architecture']} "
+        f"({observer['test_accuracy']:.2f}% test) · verifier {results['verifier']} · evaluator {results['evaluator']['name']}"
+    )
+    table = Table(title=title)
+    table.add_column("method")
+    table.add_column("accuracy % (mean ± std)", justify="right")
+    table.add_column("per seed", justify="right")
+    table.add_column("distill time", justify="right")
+    table.add_column("peak memory", justify="right")
+    table.add_column("labels")
+    table.add_column("label storage", justify="right")
+    for name, entry in results["methods"].items():
+        labels = entry.get("labels", {})
+        table.add_row(
+            name,
+            format_accuracy(entry["accuracy"]),
+            ", ".join(f"{a:.2f}" for a in entry["accuracy"]["per_seed"]),
+            f"{entry['distill_seconds']:.2f} s",
+            f"{format_bytes(entry['peak_memory_bytes'])} ({entry['peak_memory_kind']})",
+            str(labels.get("labels", entry["soft_labels"])),
+            format_bytes(labels.get("label_storage_bytes", 0)),
+        )
+    return table
+
+
+def budget_table(results: dict[str, Any]) -> Table:
+    budget = results["budget"]
+    table = Table(title=f"budget: preset {budget['preset']} (v{budget['version']})", show_header=True)
+    table.add_column("setting")
+    table.add_column("value")
+    for key, value in budget.items():
+        if key in ("preset", "version"):
+            continue
+        table.add_row(key, ", ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value))
+    for key, value in results["evaluator"]["options"].items():
+        table.add_row(f"{results['evaluator']['name']}.{key}", str(value))
+    table.add_row("seeds", ", ".join(map(str, results["seeds"])))
+    observer = results["observer"]
+    table.add_row("observer", f"{observer['architecture']} seed {observer['seed']}, {observer['test_accuracy']:.2f}% test, {observer['checkpoint']}")
+    table.add_row("device", results["device"])
+    if results.get("budget_notes"):
+        table.add_row("notes", results["budget_notes"])
+    return table

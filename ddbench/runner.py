@@ -1,0 +1,242 @@
+"""``ddbench run``: config -> data -> observer -> distillers -> evaluator -> report.
+
+Everything a run needs is resolved and validated before any work starts: unknown methods,
+datasets, architectures, evaluators, options and budget fields fail at once.
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ddbench import registry
+from ddbench.budget import EvalBudget
+from ddbench.contracts import DataOptions, DistilledSet, DistillTask, EvalContext, options_to_dict
+from ddbench.data.base import Dataset
+from ddbench.io import atomic_write_json
+from ddbench.measure import measure_stage, resolve_device
+from ddbench.observer import Observer, default_recipe, get_observer
+from ddbench.options import apply_overrides
+
+RESULTS_SCHEMA = "ddbench-results/1"
+
+
+class RunError(ValueError):
+    """A run that cannot start as asked (bad IPC, a method that broke its contract...)."""
+
+
+@dataclass
+class RunConfig:
+    methods: list[str]  # the main method first, then the baselines
+    dataset: str = "digits"
+    data_root: str | None = None
+    download: bool = False
+    image_size: int | None = None
+    ipc: int = 10
+    arch: str = "convnet3"
+    verifier: str | None = None
+    evaluator: str = "train"
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    distill_seed: int = 0
+    budget: EvalBudget | None = None
+    method_options: dict[str, list[str]] = field(default_factory=dict)
+    evaluator_options: list[str] = field(default_factory=list)
+    observer_seed: int = 0
+    observer_epochs: int | None = None
+    observer_checkpoint: str | None = None
+    cache_dir: str | None = None
+    device: str = "auto"
+    out: str | None = None
+    command: str = ""
+
+    def output_dir(self) -> Path:
+        if self.out:
+            return Path(self.out)
+        return Path("runs") / f"{self.dataset}-{self.arch}-ipc{self.ipc}"
+
+
+@dataclass
+class Plan:
+    """The resolved plugins and options of a run."""
+
+    distillers: dict[str, Any]
+    method_options: dict[str, Any]
+    evaluator: Any
+    evaluator_options: Any
+    dataset_spec: Any
+    observer_arch: Any
+    verifier_arch: Any
+
+
+def plan_run(config: RunConfig) -> Plan:
+    """Resolve every name and option; raises before any work if something is wrong."""
+    if len(set(config.methods)) != len(config.methods):
+        raise RunError(f"a method is named twice in {config.methods}")
+    distillers = {name: registry.get_distiller(name) for name in config.methods}
+    unknown = sorted(set(config.method_options) - set(config.methods))
+    if unknown:
+        raise RunError(f"--option given for {', '.join(unknown)}, which this run does not use (methods: {', '.join(config.methods)})")
+    method_options = {
+        name: apply_overrides(d.options_class(), config.method_options.get(name, []), what=f"method {name!r}")
+        for name, d in distillers.items()
+    }
+    evaluator = registry.get_evaluator(config.evaluator)
+    evaluator_options = apply_overrides(evaluator.options_class(), config.evaluator_options, what=f"evaluator {config.evaluator!r}")
+    dataset_spec = registry.get_dataset(config.dataset)
+    observer_arch = registry.get_architecture(config.arch)
+    verifier_arch = registry.get_architecture(config.verifier or config.arch)
+    if config.ipc < 1:
+        raise RunError(f"--ipc must be at least 1, got {config.ipc}")
+    if not config.seeds:
+        raise RunError("--seeds must name at least one seed")
+    return Plan(distillers, method_options, evaluator, evaluator_options, dataset_spec, observer_arch, verifier_arch)
+
+
+def load_dataset(config: RunConfig, spec: Any) -> Dataset:
+    dataset = spec.load(DataOptions(root=config.data_root, download=config.download, image_size=config.image_size))
+    smallest = min(len(v) for v in dataset.train_indices_by_class().values())
+    if config.ipc > smallest:
+        raise RunError(f"--ipc {config.ipc} is more than the {smallest} training images of the smallest class of {dataset.name}")
+    return dataset
+
+
+def summarize(per_seed: list[float]) -> dict[str, Any]:
+    """Mean and sample standard deviation (ddof=1; 0 for a single seed), in percent."""
+    std = statistics.stdev(per_seed) if len(per_seed) > 1 else 0.0
+    return {"per_seed": [round(a, 4) for a in per_seed], "mean": round(statistics.fmean(per_seed), 4), "std": round(std, 4)}
+
+
+def check_distilled(distilled: DistilledSet, method: str, dataset: Dataset, ipc: int) -> None:
+    """The host's contract check on what a distiller returned; names the method that broke it."""
+    problems = []
+    images, labels = distilled.images, distilled.labels
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or tuple(images.shape[1:]) != dataset.image_shape:
+        problems.append(f"images must be a [K, {', '.join(map(str, dataset.image_shape))}] tensor, got {getattr(images, 'shape', type(images))}")
+    elif images.dtype != torch.float32:
+        problems.append(f"images must be float32, got {images.dtype}")
+    elif not bool(torch.isfinite(images).all()):
+        problems.append("images contain NaN or infinite values")
+    if not isinstance(labels, torch.Tensor) or labels.dtype != torch.int64 or labels.ndim != 1:
+        problems.append("labels must be a 1-D int64 tensor")
+    elif isinstance(images, torch.Tensor) and len(labels) != len(images):
+        problems.append(f"{len(images)} images but {len(labels)} labels")
+    elif len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= dataset.num_classes):
+        problems.append(f"labels must lie in [0, {dataset.num_classes})")
+    else:
+        per_class = distilled.images_per_class(dataset.num_classes)
+        if any(count != ipc for count in per_class):
+            problems.append(f"expected {ipc} images per class, got {per_class}")
+    if distilled.soft_labels not in ("hard", "observer", "stored"):
+        problems.append(f"soft_labels must be hard, observer or stored, got {distilled.soft_labels!r}")
+    if problems:
+        raise RunError(f"method {method!r} returned an invalid distilled set: " + "; ".join(problems))
+
+
+def versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    from ddbench import __version__
+
+    found = {"ddbench": __version__, "python": platform.python_version(), "torch": torch.__version__}
+    for package in ("torchvision", "kornia", "pluggy"):
+        try:
+            found[package] = md.version(package)
+        except md.PackageNotFoundError:
+            pass
+    return found
+
+
+def run(config: RunConfig, ui) -> dict[str, Any]:
+    """Run the comparison and write ``results.json``; ``ui`` shows progress and the table."""
+    plan = plan_run(config)
+    budget = config.budget
+    device = resolve_device(config.device)
+    dataset = load_dataset(config, plan.dataset_spec)
+    ui.info(f"dataset {dataset.name}: {len(dataset.train)} train / {len(dataset.test)} test images, "
+            f"shape {dataset.image_shape}, {dataset.num_classes} classes; device {device}")
+    observer = get_observer(
+        dataset, plan.observer_arch, device, seed=config.observer_seed,
+        recipe=default_recipe(dataset.name, epochs=config.observer_epochs),
+        cache=Path(config.cache_dir) if config.cache_dir else None,
+        checkpoint=Path(config.observer_checkpoint) if config.observer_checkpoint else None,
+        progress_factory=ui.progress,
+    )
+    ui.info(f"observer {observer.arch.name}: test accuracy {observer.test_accuracy:.2f}% "
+            f"({'trained now' if observer.trained_now else 'loaded'} from {observer.checkpoint})")
+
+    methods: dict[str, Any] = {}
+    for name, distiller in plan.distillers.items():
+        distilled, measure = distill_one(name, distiller, plan.method_options[name], dataset, observer, config, device, ui)
+        methods[name] = evaluate_one(distilled, measure, plan, dataset, observer, config, device, ui)
+
+    results = {
+        "schema": RESULTS_SCHEMA,
+        "command": config.command,
+        "dataset": dataset.describe(),
+        "ipc": config.ipc,
+        "observer": observer.describe(),
+        "verifier": plan.verifier_arch.name,
+        "evaluator": {"name": plan.evaluator.name, "options": options_to_dict(plan.evaluator_options)},
+        "budget": budget.describe(),
+        "budget_notes": budget.notes,
+        "seeds": list(config.seeds),
+        "distill_seed": config.distill_seed,
+        "device": str(device),
+        "methods": methods,
+        "versions": versions(),
+    }
+    out = config.output_dir()
+    atomic_write_json(out / "results.json", results)
+    ui.results_table(results)
+    ui.info(f"results written to {out / 'results.json'}")
+    return results
+
+
+def distill_one(name, distiller, options, dataset, observer: Observer, config: RunConfig, device, ui):
+    task = DistillTask(
+        dataset=dataset, observer=observer.model, observer_arch=observer.arch, ipc=config.ipc,
+        device=device, seed=config.distill_seed, options=options,
+    )
+    task.progress = ui.progress(f"distill {name}", distiller.total_work(task))
+    with measure_stage(device) as measure:
+        distilled = distiller.distill(task)
+    check_distilled(distilled, name, dataset, config.ipc)
+    distilled.options = options_to_dict(options)
+    distilled.timings.setdefault("distill_seconds", measure.seconds)
+    distilled.peak_memory_bytes = measure.peak_memory_bytes
+    return distilled, measure
+
+
+def evaluate_one(distilled: DistilledSet, measure, plan: Plan, dataset, observer: Observer, config: RunConfig, device, ui) -> dict:
+    evaluator = plan.evaluator
+    per_seed = []
+    eval_seconds = 0.0
+    for seed in config.seeds:
+        context = EvalContext(
+            dataset=dataset, verifier_arch=plan.verifier_arch, teacher=observer.model, budget=config.budget,
+            seed=seed, device=device, options=plan.evaluator_options,
+        )
+        context.progress = ui.progress(f"evaluate {distilled.method} seed {seed}", evaluator.total_work(distilled, context))
+        with measure_stage(device) as eval_measure:
+            result = evaluator.evaluate(distilled, context)
+        eval_seconds += eval_measure.seconds
+        per_seed.append(result.accuracy)
+    label_info = evaluator.describe(distilled, context)
+    return {
+        "accuracy": summarize(per_seed),
+        "distill_seconds": round(measure.seconds, 3),
+        "peak_memory_bytes": measure.peak_memory_bytes,
+        "peak_memory_kind": measure.memory_kind,
+        "eval_seconds": round(eval_seconds, 3),
+        "images_per_class": config.ipc,
+        "num_images": len(distilled.images),
+        "tile_grid": distilled.tile_grid,
+        "soft_labels": distilled.soft_labels,
+        "labels": label_info,
+        "options": distilled.options,
+    }
