@@ -51,7 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--ipc", type=int, default=10, help="images per class (default: 10)")
     _add_observer_args(run)
     run.add_argument("--verifier", help="architecture trained on the distilled set (default: the observer's)")
-    run.add_argument("--evaluator", default="train", help="evaluator name (default: train)")
+    run.add_argument("--evaluator", default="relabel", help="evaluator: relabel (soft labels from the observer, default), train (hard labels), or a plugin's")
+    run.add_argument("--teacher", dest="teacher_checkpoint", metavar="PATH", help="soft-label teacher checkpoint (default: the observer)")
+    run.add_argument("--validation", type=int, default=0, metavar="N",
+                     help="hold out N training images per class (seeded) and report accuracy on them instead of the test set: for tuning")
+    run.add_argument("--validation-seed", type=int, default=0, help="seed of the validation split (default: 0)")
     run.add_argument("--seeds", type=_seeds, default=[0, 1, 2], help="evaluation seeds: a count (3 = 0,1,2) or a list (default: 3)")
     run.add_argument("--distill-seed", type=int, default=0, help="seed of every method's distillation (default: 0)")
     run.add_argument("--budget", default="quick", help="evaluation budget preset: quick, paper, paper-imagenet (default: quick)")
@@ -96,7 +100,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         seeds=args.seeds, distill_seed=args.distill_seed, budget=resolve_budget(args.budget, args.budget_set),
         method_options=_method_options(args.option), evaluator_options=args.eval_option,
         observer_seed=args.observer_seed, observer_epochs=args.observer_epochs,
-        observer_checkpoint=args.observer_checkpoint, cache_dir=args.cache_dir, device=args.device, out=args.out,
+        observer_checkpoint=args.observer_checkpoint, teacher_checkpoint=args.teacher_checkpoint,
+        validation_per_class=args.validation, validation_seed=args.validation_seed,
+        cache_dir=args.cache_dir, device=args.device, out=args.out,
         command=shlex.join(["ddbench", *sys.argv[1:]]),
     )
     with ConsoleUI(quiet=args.quiet) as ui:

@@ -178,6 +178,10 @@ class Distiller(Protocol):
 
     def distill(self, task: DistillTask) -> DistilledSet: ...
 
+    # Optional: ``check_observer(arch: ArchitectureSpec) -> None`` raises ``ValueError`` when the
+    # method cannot work with an observer of that architecture. The host calls it before any
+    # work (before the observer is trained), so the message should name an architecture to use.
+
 
 @runtime_checkable
 class Evaluator(Protocol):

@@ -91,7 +91,8 @@ class ObserverMismatchError(ValueError):
 
 def checkpoint_path(root: Path, dataset: Dataset, arch: ArchitectureSpec, seed: int, recipe: ObserverRecipe) -> Path:
     size = dataset.image_size
-    return root / "observers" / f"{dataset.name}-{size}px-{arch.name}-seed{seed}-{recipe.key()}.safetensors"
+    name = f"{dataset.name}{dataset.split_tag}-{size}px-{arch.name}-seed{seed}-{recipe.key()}.safetensors"
+    return root / "observers" / name
 
 
 def _freeze(model: nn.Module) -> nn.Module:
@@ -138,6 +139,7 @@ def observer_metadata(dataset: Dataset, arch: ArchitectureSpec, recipe: dict, se
     return {
         "format": FORMAT,
         "dataset": dataset.name,
+        "trained_on": "train" + dataset.split_tag,
         "architecture": arch.name,
         "class_names": list(dataset.class_names),
         "image_shape": list(dataset.image_shape),
@@ -155,6 +157,9 @@ def check_compatible(meta: dict, dataset: Dataset, arch: ArchitectureSpec, path:
         problems.append(f"its class map {meta.get('class_names')} differs from {dataset.name}'s {list(dataset.class_names)}")
     if meta.get("image_shape") != list(dataset.image_shape):
         problems.append(f"it takes images of shape {meta.get('image_shape')}, the dataset gives {list(dataset.image_shape)}")
+    if meta.get("trained_on", "train") != "train" + dataset.split_tag:
+        problems.append(f"it was trained on {meta.get('trained_on', 'train')!r} but this run holds out "
+                        f"{'train' + dataset.split_tag!r} (a validation split the observer must not have seen)")
     if meta.get("architecture") != arch.name:
         problems.append(f"it is a {meta.get('architecture')}, not a {arch.name}")
     if problems:
@@ -207,3 +212,14 @@ def get_observer(
     meta = observer_metadata(dataset, arch, dataclasses.asdict(recipe), seed, test_accuracy)
     save_observer(path, model, meta)
     return Observer(model, arch, path, test_accuracy, meta["recipe"], seed, True)
+
+
+def load_teacher(path: Path, dataset: Dataset, device: torch.device) -> Observer:
+    """A soft-label teacher other than the observer: any ddbench checkpoint, its architecture
+    read from the file's metadata."""
+    from ddbench.registry import get_architecture
+
+    _, meta = load_tensors(path)
+    arch = get_architecture(str(meta.get("architecture")))
+    model, meta = load_observer_checkpoint(path, dataset, arch, device)
+    return Observer(model, arch, Path(path), meta["test_accuracy"], meta.get("recipe", {}), meta.get("seed", -1), False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from typing import Any
 
@@ -14,7 +15,7 @@ class OptionError(ValueError):
 def _coerce(raw: str, annotation: Any, key: str, what: str) -> Any:
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
-    if origin is typing.Union or str(origin) == "types.UnionType":
+    if origin in (typing.Union, types.UnionType):
         non_none = [a for a in args if a is not type(None)]
         if raw.lower() in ("none", "null") and len(non_none) < len(args):
             return None

@@ -73,9 +73,12 @@ def results_table(results: dict[str, Any]) -> Table:
         f"{dataset['name']} · IPC {results['ipc']} · observer {observer['architecture']} "
         f"({observer['test_accuracy']:.2f}% test) · verifier {results['verifier']} · evaluator {results['evaluator']['name']}"
     )
+    evaluated_on = dataset.get("evaluated_on", "test")
+    if evaluated_on != "test":
+        title += f" · accuracy on the {evaluated_on}"
     table = Table(title=title)
     table.add_column("method")
-    table.add_column("accuracy % (mean ± std)", justify="right")
+    table.add_column(f"{'test' if evaluated_on == 'test' else 'validation'} accuracy % (mean ± std)", justify="right")
     table.add_column("per seed", justify="right")
     table.add_column("distill time", justify="right")
     table.add_column("peak memory", justify="right")

@@ -20,7 +20,7 @@ from ddbench.contracts import DataOptions, DistilledSet, DistillTask, EvalContex
 from ddbench.data.base import Dataset
 from ddbench.io import atomic_write_json
 from ddbench.measure import measure_stage, resolve_device
-from ddbench.observer import Observer, default_recipe, get_observer
+from ddbench.observer import Observer, default_recipe, get_observer, load_teacher
 from ddbench.options import apply_overrides
 
 RESULTS_SCHEMA = "ddbench-results/1"
@@ -40,7 +40,7 @@ class RunConfig:
     ipc: int = 10
     arch: str = "convnet3"
     verifier: str | None = None
-    evaluator: str = "train"
+    evaluator: str = "relabel"
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     distill_seed: int = 0
     budget: EvalBudget | None = None
@@ -49,6 +49,9 @@ class RunConfig:
     observer_seed: int = 0
     observer_epochs: int | None = None
     observer_checkpoint: str | None = None
+    teacher_checkpoint: str | None = None
+    validation_per_class: int = 0
+    validation_seed: int = 0
     cache_dir: str | None = None
     device: str = "auto"
     out: str | None = None
@@ -90,6 +93,13 @@ def plan_run(config: RunConfig) -> Plan:
     dataset_spec = registry.get_dataset(config.dataset)
     observer_arch = registry.get_architecture(config.arch)
     verifier_arch = registry.get_architecture(config.verifier or config.arch)
+    for name, distiller in distillers.items():
+        check_observer = getattr(distiller, "check_observer", None)
+        if check_observer is not None:
+            try:
+                check_observer(observer_arch)
+            except ValueError as exc:
+                raise RunError(f"method {name!r} cannot use observer {observer_arch.name!r}: {exc}") from None
     if config.ipc < 1:
         raise RunError(f"--ipc must be at least 1, got {config.ipc}")
     if not config.seeds:
@@ -99,6 +109,11 @@ def plan_run(config: RunConfig) -> Plan:
 
 def load_dataset(config: RunConfig, spec: Any) -> Dataset:
     dataset = spec.load(DataOptions(root=config.data_root, download=config.download, image_size=config.image_size))
+    if config.validation_per_class:
+        try:
+            dataset = dataset.with_validation_split(config.validation_per_class, config.validation_seed)
+        except ValueError as exc:
+            raise RunError(str(exc)) from None
     smallest = min(len(v) for v in dataset.train_indices_by_class().values())
     if config.ipc > smallest:
         raise RunError(f"--ipc {config.ipc} is more than the {smallest} training images of the smallest class of {dataset.name}")
@@ -168,11 +183,15 @@ def run(config: RunConfig, ui) -> dict[str, Any]:
     )
     ui.info(f"observer {observer.arch.name}: test accuracy {observer.test_accuracy:.2f}% "
             f"({'trained now' if observer.trained_now else 'loaded'} from {observer.checkpoint})")
+    teacher = observer
+    if config.teacher_checkpoint:
+        teacher = load_teacher(Path(config.teacher_checkpoint), dataset, device)
+        ui.info(f"teacher for soft labels: {teacher.arch.name}, test accuracy {teacher.test_accuracy:.2f}% ({teacher.checkpoint})")
 
     methods: dict[str, Any] = {}
     for name, distiller in plan.distillers.items():
         distilled, measure = distill_one(name, distiller, plan.method_options[name], dataset, observer, config, device, ui)
-        methods[name] = evaluate_one(distilled, measure, plan, dataset, observer, config, device, ui)
+        methods[name] = evaluate_one(distilled, measure, plan, dataset, teacher, config, device, ui)
 
     results = {
         "schema": RESULTS_SCHEMA,
@@ -180,6 +199,7 @@ def run(config: RunConfig, ui) -> dict[str, Any]:
         "dataset": dataset.describe(),
         "ipc": config.ipc,
         "observer": observer.describe(),
+        "teacher": "observer" if teacher is observer else teacher.describe(),
         "verifier": plan.verifier_arch.name,
         "evaluator": {"name": plan.evaluator.name, "options": options_to_dict(plan.evaluator_options)},
         "budget": budget.describe(),
@@ -212,13 +232,13 @@ def distill_one(name, distiller, options, dataset, observer: Observer, config: R
     return distilled, measure
 
 
-def evaluate_one(distilled: DistilledSet, measure, plan: Plan, dataset, observer: Observer, config: RunConfig, device, ui) -> dict:
+def evaluate_one(distilled: DistilledSet, measure, plan: Plan, dataset, teacher: Observer, config: RunConfig, device, ui) -> dict:
     evaluator = plan.evaluator
     per_seed = []
     eval_seconds = 0.0
     for seed in config.seeds:
         context = EvalContext(
-            dataset=dataset, verifier_arch=plan.verifier_arch, teacher=observer.model, budget=config.budget,
+            dataset=dataset, verifier_arch=plan.verifier_arch, teacher=teacher.model, budget=config.budget,
             seed=seed, device=device, options=plan.evaluator_options,
         )
         context.progress = ui.progress(f"evaluate {distilled.method} seed {seed}", evaluator.total_work(distilled, context))

@@ -99,6 +99,7 @@ class Dataset:
     image_size: int
     normalization: Normalization
     source: str = ""  # where it was read from, for the record
+    evaluation_split: str = "test"  # what ``test`` holds: the test split, or a validation split carved from train
     _by_class: dict[int, torch.Tensor] | None = field(default=None, init=False, repr=False)
 
     @property
@@ -125,7 +126,38 @@ class Dataset:
             "normalization": {"mean": list(self.normalization.mean), "std": list(self.normalization.std)},
             "class_names": list(self.class_names),
             "source": self.source,
+            "evaluated_on": self.evaluation_split,
         }
+
+    def with_validation_split(self, per_class: int, seed: int) -> "Dataset":
+        """A copy whose ``test`` is a seeded, class-balanced validation split carved out of
+        ``train`` (``per_class`` images of each class) and whose ``train`` is the rest. The
+        real test split is not reachable from the copy, so nothing can be tuned on it."""
+        generator = torch.Generator().manual_seed(seed)
+        keep, held_out = [], []
+        for label, pool in self.train_indices_by_class().items():
+            if per_class >= len(pool):
+                raise ValueError(f"--validation {per_class} per class leaves nothing to train on: class {label} "
+                                 f"({self.class_names[label]}) has {len(pool)} training images")
+            shuffled = pool[torch.randperm(len(pool), generator=generator)]
+            held_out.append(shuffled[:per_class])
+            keep.append(shuffled[per_class:])
+        keep_index = torch.cat(keep).sort().values
+        held_index = torch.cat(held_out).sort().values
+        return Dataset(
+            name=self.name, train=SubsetSource(self.train, keep_index), test=SubsetSource(self.train, held_index),
+            class_names=self.class_names, channels=self.channels, image_size=self.image_size,
+            normalization=self.normalization, source=self.source,
+            evaluation_split=f"validation ({per_class} per class, seed {seed}, carved from train)",
+        )
+
+    @property
+    def split_tag(self) -> str:
+        """A short tag for caches: empty for the full training set."""
+        if self.evaluation_split == "test":
+            return ""
+        per_class = len(self.test) // max(1, self.num_classes)
+        return f"-minusval{per_class}"
 
 
 def indices_by_class(labels: torch.Tensor, num_classes: int) -> dict[int, torch.Tensor]:

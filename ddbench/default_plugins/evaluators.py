@@ -5,6 +5,8 @@ from ddbench.hookspecs import hookimpl
 
 @hookimpl
 def register_evaluators(register):
+    from ddbench.evaluators.relabel import RelabelEvaluator
     from ddbench.evaluators.train import TrainEvaluator
 
+    register(RelabelEvaluator())
     register(TrainEvaluator())

@@ -1,0 +1,70 @@
+"""``squeeze``: N random real images per class, resized and tiled into one image.
+
+No selection and no compensation: the paper's "Original" row and its Figure 3. Each
+distilled image holds N = g*g randomly drawn training images of one class, tiled row-major
+with :func:`ddbench.tiles.squeeze` (Definition 1); the evaluator expands the tiles back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ddbench.contracts import DistilledSet, DistillTask
+from ddbench.hookspecs import hookimpl
+from ddbench.tiles import check_tiles_fit, squeeze
+
+
+@dataclass
+class SqueezeOptions:
+    """``n``: real images squeezed into each distilled image (a perfect square: 1, 4, 9...)."""
+
+    n: int = 4
+
+
+class SqueezeDistiller:
+    """Random real images squeezed N to an image, no selection or compensation (the paper's "Original" row)."""
+
+    name = "squeeze"
+    options_class = SqueezeOptions
+
+    def total_work(self, task: DistillTask) -> int:
+        return task.num_classes
+
+    def distill(self, task: DistillTask) -> DistilledSet:
+        options: SqueezeOptions = task.options if task.options is not None else SqueezeOptions()
+        _, height, width = task.image_shape
+        side = check_tiles_fit(options.n, height, width)
+        needed = options.n * task.ipc
+        pools = task.train_indices_by_class()
+        for label, pool in pools.items():
+            if len(pool) < needed:
+                raise ValueError(
+                    f"squeeze needs n * ipc = {options.n} * {task.ipc} = {needed} distinct training images of class "
+                    f"{label} ({task.dataset.class_names[label]!r}), which has only {len(pool)}; "
+                    f"lower --ipc or squeeze.n so that n * ipc <= {len(pool)}"
+                )
+
+        generator = torch.Generator().manual_seed(task.seed)
+        images, labels, sources = [], [], {}
+        for label, pool in pools.items():
+            picked = pool[torch.randperm(len(pool), generator=generator)[:needed]]
+            real = task.dataset.train.load(picked).to(task.device)
+            images.append(squeeze(real, side).float().cpu())
+            labels.append(torch.full((task.ipc,), label, dtype=torch.int64))
+            sources[str(label)] = picked.view(task.ipc, options.n).tolist()
+            task.progress(1)
+        return DistilledSet(
+            images=torch.cat(images),
+            labels=torch.cat(labels),
+            method=self.name,
+            soft_labels="observer",
+            tile_grid=side,
+            extras={"source_indices": sources},
+        )
+
+
+@hookimpl
+def register_distillers(register):
+    register(SqueezeDistiller())

@@ -1,0 +1,437 @@
+"""Differentiable Siamese Augmentation (DSA; Zhao & Bilen 2021, VICO-UoE/DatasetCondensation) on Kornia.
+
+Strategy ``color_crop_cutout_flip_scale_rotate``. In ``mode="one_family"`` (DSA's default ``'S'`` mode)
+each call applies ONE family drawn uniformly from the strategy; ``mode="all"`` (DSA's ``'M'``) applies
+every family in strategy order. Families and the Kornia op behind each:
+
+- ``color``: :class:`~ddbench.augment.color.DSABrightness`, ``DSASaturation``, ``DSAContrast`` in
+  that order (DSA's formulas, no clamping).
+- ``crop``: :class:`DSACrop`, a ``kornia.augmentation.RandomAffine`` whose generator draws DSA's integer
+  translations ``dy ~ randint(-s_h, s_h)``, ``dx ~ randint(-s_w, s_w)``, ``s_h = int(0.125 H + 0.5)``,
+  zero fill, nearest resampling (an exact pixel gather for integer shifts, as DSA's index gather).
+- ``cutout``: :class:`DSACutout`, a ``kornia.augmentation.IntensityAugmentationBase2D`` subclass:
+  a zero square of ``int(0.5 H + 0.5) x int(0.5 W + 0.5)`` at a random integer centre, clipped at the
+  border (``RandomErasing`` always keeps its box inside the image, so it is not DSA's cutout).
+- ``flip``: ``kornia.augmentation.RandomHorizontalFlip(p=0.5)``.
+- ``scale``: :class:`DSAScale`, a ``RandomAffine`` with independent ``sx, sy ~ U[1/1.2, 1.2]``.
+- ``rotate``: ``RandomAffine(degrees=15)``, angle ``~ U(-15, 15)`` degrees.
+
+All geometric ops use ``padding_mode="zeros"`` (zero in normalised space), ``align_corners=True`` and
+bilinear resampling (nearest for ``crop``), about the pixel-centre image centre ``((W-1)/2, (H-1)/2)``.
+
+Parameter conventions (DSA builds ``F.affine_grid`` thetas that map OUTPUT to INPUT normalised
+coordinates; Kornia's params describe the forward INPUT to OUTPUT map in pixels):
+
+- scale: Kornia ``params["scale"] = (1/sx, 1/sy)``; DSA's theta is ``[[sx, 0, 0], [0, sy, 0]]`` with
+  ``sx`` along the width. ``sx, sy`` are drawn from ``U[1/1.2, 1.2]`` exactly as DSA does (the reciprocal
+  is taken after the draw, so the distribution is DSA's, not ``U`` on Kornia's zoom factor).
+- rotate: with ``a = radians(params["angle"])``, DSA's theta is ``[[cos a, sin a, 0], [-sin a, cos a, 0]]``
+  (DSA's own ``theta = -a``; the angle distribution is symmetric, so this is only a naming).
+- crop: ``params["translations"] = (dx, dy)`` in pixels; ``out[i, j] = x[i - dy, j - dx]`` (zero outside).
+- For square images (every DSA dataset) the normalised-coordinate thetas and Kornia's pixel-space
+  matrices are the same map; for non-square images Kornia rotates rigidly in pixels, DSA does not.
+
+Replay and siamese use: :meth:`DSA.draw` returns a :class:`DSAParams`. ``siamese=True`` draws every
+Kornia parameter for a batch of ONE and :meth:`DSA.apply` expands each parameter tensor (a stride-0
+view) to the batch it is applied to, so one draw transforms a real batch of 64 and a synthetic batch of
+10 identically. ``siamese=False`` draws per-sample parameters for exactly ``shape[0]`` samples.
+
+Randomness: every draw happens on the CPU. The family choice is ``torch.randint`` on the CPU generator
+(a Python-level branch, no device sync). Kornia's samplers only use torch's global RNG, so with a
+``torch.Generator`` (CPU) a seed is drawn from it and Kornia draws under ``torch.random.fork_rng(devices=[])``
+seeded with it: the global RNG is left untouched and the same generator state gives the same draw.
+Without a generator, the draw consumes torch's global CPU RNG (``torch.manual_seed`` makes it
+reproducible). The small parameter tensors are then copied to the input's device non-blocking, so the
+augmentation path never waits for the GPU, and the same seed gives the same parameters on CPU and GPU.
+Every op is differentiable with respect to the input (each is linear in it for fixed parameters).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any, Dict, Iterator, Optional, Sequence, Tuple
+
+import torch
+from kornia.augmentation import IntensityAugmentationBase2D, RandomAffine, RandomHorizontalFlip
+from kornia.augmentation.random_generator import RandomGeneratorBase
+from torch import Tensor, nn
+
+from ddbench.augment.color import DSABrightness, DSAContrast, DSASaturation, to_device
+
+__all__ = [
+    "DEFAULT_STRATEGY",
+    "DSA",
+    "DSACrop",
+    "DSACutout",
+    "DSAParams",
+    "DSAScale",
+    "FAMILY_OPS",
+    "MODES",
+    "parse_strategy",
+]
+
+DEFAULT_STRATEGY = "color_crop_cutout_flip_scale_rotate"
+MODES = ("one_family", "all")
+FAMILY_OPS: Dict[str, Tuple[str, ...]] = {
+    "color": ("brightness", "saturation", "contrast"),
+    "crop": ("crop",),
+    "cutout": ("cutout",),
+    "flip": ("flip",),
+    "scale": ("scale",),
+    "rotate": ("rotate",),
+}
+
+# DSA's ParamDiffAug defaults.
+FLIP_P = 0.5
+SCALE_RATIO = 1.2
+ROTATE_DEGREES = 15.0
+CROP_RATIO = 0.125
+CUTOUT_RATIO = 0.5
+
+
+def _half_up(size: int, ratio: float) -> int:
+    """DSA's ``int(size * ratio + 0.5)``."""
+    return int(size * ratio + 0.5)
+
+
+# --------------------------------------------------------------------------- crop
+
+
+class DSACropGenerator(RandomGeneratorBase):
+    """Affine parameters of a DSA crop: integer ``(dx, dy)``, no rotation, scale or shear."""
+
+    def __init__(self, ratio: float = CROP_RATIO) -> None:
+        super().__init__()
+        self.ratio = float(ratio)
+
+    def __repr__(self) -> str:
+        return f"ratio={self.ratio}"
+
+    def make_samplers(self, device: torch.device, dtype: torch.dtype) -> None:
+        pass
+
+    def forward(self, batch_shape: Tuple[int, ...], same_on_batch: bool = False) -> Dict[str, Tensor]:
+        batch, height, width = int(batch_shape[0]), int(batch_shape[-2]), int(batch_shape[-1])
+        n = 1 if same_on_batch else batch
+        shift_h, shift_w = _half_up(height, self.ratio), _half_up(width, self.ratio)
+        dy = torch.randint(-shift_h, shift_h + 1, (n,), device=self.device)
+        dx = torch.randint(-shift_w, shift_w + 1, (n,), device=self.device)
+        translations = torch.stack([dx, dy], dim=-1).to(self.dtype).repeat(batch // n, 1)
+        center = torch.tensor([(width - 1) / 2.0, (height - 1) / 2.0], device=self.device, dtype=self.dtype)
+        zeros = torch.zeros(batch, device=self.device, dtype=self.dtype)
+        return {
+            "translations": translations,
+            "center": center.expand(batch, 2),
+            "scale": torch.ones(batch, 2, device=self.device, dtype=self.dtype),
+            "angle": zeros,
+            "shear_x": zeros,
+            "shear_y": zeros,
+        }
+
+
+class DSACrop(RandomAffine):
+    """DSA crop: integer translation up to ``int(ratio * H + 0.5)`` rows / ``int(ratio * W + 0.5)`` columns.
+
+    A ``RandomAffine`` with zero padding, ``align_corners=True`` and nearest resampling (exact for
+    integer shifts); only the parameter generator differs.
+    """
+
+    def __init__(self, ratio: float = CROP_RATIO, same_on_batch: bool = False, p: float = 1.0) -> None:
+        super().__init__(
+            degrees=0.0,
+            resample="nearest",
+            padding_mode="zeros",
+            align_corners=True,
+            same_on_batch=same_on_batch,
+            p=p,
+        )
+        self._param_generator = DSACropGenerator(ratio)
+
+
+# --------------------------------------------------------------------------- scale
+
+
+class DSAScale(RandomAffine):
+    """DSA scale: ``sx, sy ~ U[1/ratio, ratio]`` independently; Kornia's ``params["scale"] = (1/sx, 1/sy)``.
+
+    DSA samples the input at ``sx * (output coordinate)`` about the centre; Kornia's scale zooms the
+    content, so it is the reciprocal. Bilinear, zero padding, ``align_corners=True``.
+    """
+
+    def __init__(self, ratio: float = SCALE_RATIO, same_on_batch: bool = False, p: float = 1.0) -> None:
+        lo, hi = 1.0 / ratio, float(ratio)
+        super().__init__(
+            degrees=0.0,
+            scale=(lo, hi, lo, hi),
+            resample="bilinear",
+            padding_mode="zeros",
+            align_corners=True,
+            same_on_batch=same_on_batch,
+            p=p,
+        )
+
+    def generate_parameters(self, batch_shape: Tuple[int, ...]) -> Dict[str, Tensor]:
+        params = super().generate_parameters(batch_shape)
+        params["scale"] = 1.0 / params["scale"]
+        return params
+
+
+# --------------------------------------------------------------------------- cutout
+
+
+class DSACutoutGenerator(RandomGeneratorBase):
+    """Integer square centres, DSA's ``randint(0, H + (1 - size_h % 2))`` (and likewise for W)."""
+
+    def __init__(self, ratio: float = CUTOUT_RATIO) -> None:
+        super().__init__()
+        self.ratio = float(ratio)
+
+    def __repr__(self) -> str:
+        return f"ratio={self.ratio}"
+
+    def make_samplers(self, device: torch.device, dtype: torch.dtype) -> None:
+        pass
+
+    def forward(self, batch_shape: Tuple[int, ...], same_on_batch: bool = False) -> Dict[str, Tensor]:
+        batch, height, width = int(batch_shape[0]), int(batch_shape[-2]), int(batch_shape[-1])
+        n = 1 if same_on_batch else batch
+        size_h, size_w = _half_up(height, self.ratio), _half_up(width, self.ratio)
+        cy = torch.randint(0, height + (1 - size_h % 2), (n,), device=self.device)
+        cx = torch.randint(0, width + (1 - size_w % 2), (n,), device=self.device)
+        return {"center_y": cy.repeat(batch // n), "center_x": cx.repeat(batch // n)}
+
+
+class DSACutout(IntensityAugmentationBase2D):
+    """DSA cutout: ``x * mask``, the mask zero on rows ``[cy - s_h//2, cy - s_h//2 + s_h)`` x the same for columns.
+
+    ``s_h = int(ratio * H + 0.5)``; the part of the square outside the image is clipped.
+    Parameters ``center_y``, ``center_x``: integer tensors of shape ``(B,)``.
+    """
+
+    def __init__(self, ratio: float = CUTOUT_RATIO, same_on_batch: bool = False, p: float = 1.0) -> None:
+        super().__init__(p=p, same_on_batch=same_on_batch)
+        self.ratio = float(ratio)
+        self._param_generator = DSACutoutGenerator(ratio)
+
+    def apply_transform(
+        self, input: Tensor, params: Dict[str, Tensor], flags: Dict[str, Any], transform: Optional[Tensor] = None
+    ) -> Tensor:
+        _, _, height, width = input.shape
+        size_h, size_w = _half_up(height, self.ratio), _half_up(width, self.ratio)
+        top = to_device(params["center_y"], input.device).view(-1, 1) - size_h // 2
+        left = to_device(params["center_x"], input.device).view(-1, 1) - size_w // 2
+        rows = torch.arange(height, device=input.device).view(1, -1)
+        cols = torch.arange(width, device=input.device).view(1, -1)
+        in_rows = (rows >= top) & (rows < top + size_h)  # (B, H)
+        in_cols = (cols >= left) & (cols < left + size_w)  # (B, W)
+        keep = ~(in_rows[:, :, None] & in_cols[:, None, :])  # (B, H, W)
+        return input * keep.unsqueeze(1).to(input.dtype)
+
+
+# --------------------------------------------------------------------------- DSA
+
+
+def parse_strategy(strategy: str) -> Tuple[str, ...]:
+    """Families of a DSA strategy string (``"a_b_c"``); ``""`` / ``"none"`` mean no augmentation."""
+    if strategy.strip().lower() in ("", "none"):
+        return ()
+    families = tuple(part for part in strategy.split("_") if part)
+    unknown = [f for f in families if f not in FAMILY_OPS]
+    if unknown:
+        raise ValueError(
+            f"unknown DSA famil{'y' if len(unknown) == 1 else 'ies'} {', '.join(map(repr, unknown))} "
+            f"in strategy {strategy!r}; valid families: {', '.join(FAMILY_OPS)}"
+        )
+    return families
+
+
+def _make_op(name: str) -> nn.Module:
+    if name == "brightness":
+        return DSABrightness()
+    if name == "saturation":
+        return DSASaturation()
+    if name == "contrast":
+        return DSAContrast()
+    if name == "crop":
+        return DSACrop(CROP_RATIO)
+    if name == "cutout":
+        return DSACutout(CUTOUT_RATIO)
+    if name == "flip":
+        return RandomHorizontalFlip(p=FLIP_P)
+    if name == "scale":
+        return DSAScale(SCALE_RATIO)
+    if name == "rotate":
+        return RandomAffine(
+            degrees=ROTATE_DEGREES,
+            resample="bilinear",
+            padding_mode="zeros",
+            align_corners=True,
+            p=1.0,
+        )
+    raise KeyError(name)
+
+
+@contextlib.contextmanager
+def _kornia_rng(generator: Optional[torch.Generator]) -> Iterator[None]:
+    """Make Kornia's global-RNG draws come from ``generator`` (CPU) without touching the global RNG."""
+    if generator is None:
+        yield
+        return
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    with torch.random.fork_rng(devices=[]):
+        torch.random.default_generator.manual_seed(seed)
+        yield
+
+
+@dataclass(frozen=True)
+class DSAParams:
+    """One DSA draw: the families applied, and each Kornia op's parameter dict in application order.
+
+    ``batch_size`` is ``None`` for a shared (siamese) draw, which replays on a batch of any size;
+    otherwise the draw holds per-sample parameters for exactly ``batch_size`` samples.
+    """
+
+    families: Tuple[str, ...]
+    ops: Tuple[Tuple[str, Dict[str, Tensor]], ...]
+    batch_size: Optional[int]
+    image_size: Tuple[int, int]
+
+    @property
+    def shared(self) -> bool:
+        return self.batch_size is None
+
+    def __getitem__(self, op: str) -> Dict[str, Tensor]:
+        for name, params in self.ops:
+            if name == op:
+                return params
+        raise KeyError(f"op {op!r} not in this draw (ops: {[name for name, _ in self.ops]})")
+
+    def to(self, device: torch.device | str) -> "DSAParams":
+        """Copy the parameter tensors to ``device`` (non-blocking from CPU to CUDA)."""
+        device = torch.device(device)
+        ops = tuple(
+            (name, {k: (v if k == "forward_input_shape" else to_device(v, device)) for k, v in params.items()})
+            for name, params in self.ops
+        )
+        return DSAParams(self.families, ops, self.batch_size, self.image_size)
+
+
+class DSA(nn.Module):
+    """Differentiable Siamese Augmentation built from Kornia augmentations.
+
+    Args:
+        strategy: families joined by ``_`` (see :data:`FAMILY_OPS`); ``""``/``"none"`` is the identity.
+        mode: ``"one_family"`` (one family drawn uniformly per call, DSA's default) or ``"all"``.
+        generator: default CPU ``torch.Generator`` for calls that pass none; ``None`` uses torch's
+            global CPU RNG.
+
+    ``forward(x)`` augments with per-sample parameters (evaluation); ``siamese(a, b)`` applies one shared
+    draw to two batches of possibly different sizes (distillation); ``draw`` + ``apply`` replay a draw.
+    """
+
+    def __init__(
+        self,
+        strategy: str = DEFAULT_STRATEGY,
+        mode: str = "one_family",
+        generator: Optional[torch.Generator] = None,
+    ) -> None:
+        super().__init__()
+        if mode not in MODES:
+            raise ValueError(f"unknown DSA mode {mode!r}; valid modes: {', '.join(MODES)}")
+        self.strategy = strategy
+        self.mode = mode
+        self.families = parse_strategy(strategy)
+        self.generator = generator
+        names = dict.fromkeys(op for family in self.families for op in FAMILY_OPS[family])
+        self.ops = nn.ModuleDict({name: _make_op(name) for name in names})
+
+    def extra_repr(self) -> str:
+        return f"strategy={self.strategy!r}, mode={self.mode!r}"
+
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> "DSA":
+        # ``.to(device)`` moves Kornia's samplers too; DSA keeps every draw on the CPU (see module docs).
+        out = super()._apply(fn, *args, **kwargs)
+        for op in self.ops.values():
+            op.set_rng_device_and_dtype(torch.device("cpu"), torch.float32)
+        return out
+
+    def _generator(self, generator: Optional[torch.Generator]) -> Optional[torch.Generator]:
+        generator = self.generator if generator is None else generator
+        if generator is not None and generator.device.type != "cpu":
+            raise ValueError(f"DSA draws its parameters on the CPU; pass a CPU torch.Generator, got {generator.device}")
+        return generator
+
+    def draw(
+        self,
+        shape: Sequence[int],
+        generator: Optional[torch.Generator] = None,
+        *,
+        siamese: bool = False,
+        device: Optional[torch.device | str] = None,
+    ) -> DSAParams:
+        """Draw one set of parameters for a ``(B, C, H, W)`` batch.
+
+        ``siamese=True``: one transform shared by every sample of every batch it is applied to
+        (same_on_batch semantics, any batch size). ``siamese=False``: per-sample parameters for ``B``
+        samples. ``device``: where to put the parameters (default: left on the CPU; :meth:`apply`
+        moves them to the input's device).
+        """
+        shape = tuple(int(s) for s in shape)
+        if len(shape) != 4:
+            raise ValueError(f"expected a (B, C, H, W) shape, got {shape}")
+        generator = self._generator(generator)
+        families = self.families
+        if self.mode == "one_family" and len(families) > 1:
+            families = (families[int(torch.randint(len(families), (1,), generator=generator))],)
+        draw_shape = (1, *shape[1:]) if siamese else shape
+        with _kornia_rng(generator):
+            ops = tuple(
+                (name, self.ops[name].forward_parameters(draw_shape))
+                for family in families
+                for name in FAMILY_OPS[family]
+            )
+        params = DSAParams(families, ops, None if siamese else shape[0], (shape[2], shape[3]))
+        return params if device is None else params.to(device)
+
+    def _replay(self, params: Dict[str, Tensor], x: Tensor, shared: bool) -> Dict[str, Tensor]:
+        batch = x.shape[0]
+        out: Dict[str, Tensor] = {}
+        for key, value in params.items():
+            if key == "forward_input_shape":
+                out[key] = torch.tensor(tuple(x.shape), dtype=torch.long)
+                continue
+            if isinstance(value, Tensor):
+                value = to_device(value, x.device)
+                if shared and value.dim() >= 1:
+                    value = value.expand(batch, *value.shape[1:])
+            out[key] = value
+        return out
+
+    def apply(self, x: Tensor, params: DSAParams) -> Tensor:
+        """Replay a draw on ``x`` (``(B, C, H, W)``); a shared draw fits any ``B``."""
+        if x.dim() != 4:
+            raise ValueError(f"expected a (B, C, H, W) batch, got shape {tuple(x.shape)}")
+        if tuple(x.shape[-2:]) != params.image_size:
+            raise ValueError(f"parameters were drawn for {params.image_size} images, got {tuple(x.shape[-2:])}")
+        if not params.shared and params.batch_size != x.shape[0]:
+            raise ValueError(
+                f"per-sample parameters were drawn for a batch of {params.batch_size}, got {x.shape[0]}; "
+                "draw with siamese=True to share one transform across batches of different sizes"
+            )
+        for name, op_params in params.ops:
+            x = self.ops[name](x, params=self._replay(op_params, x, params.shared))
+        return x
+
+    def forward(
+        self, x: Tensor, params: Optional[DSAParams] = None, generator: Optional[torch.Generator] = None
+    ) -> Tensor:
+        """Per-sample random augmentation (evaluation mode), or a replay of ``params`` if given."""
+        if params is None:
+            params = self.draw(x.shape, generator, siamese=False, device=x.device)
+        return self.apply(x, params)
+
+    def siamese(self, a: Tensor, b: Tensor, generator: Optional[torch.Generator] = None) -> Tuple[Tensor, Tensor]:
+        """Apply ONE draw, shared by every sample, to both batches (e.g. real 64 and synthetic 10)."""
+        params = self.draw(a.shape, generator, siamese=True, device=a.device)
+        return self.apply(a, params), self.apply(b, params)

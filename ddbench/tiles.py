@@ -1,0 +1,56 @@
+"""Squeeze and expand (the paper's Definition 1): N = g*g images, each resized to
+(H/g, W/g), tiled row-major into one H x W image; expand cuts the tiles out and resizes each
+back to H x W. Both are batched and differentiable."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def grid_side(n: int) -> int:
+    """The side g of a g x g grid of ``n`` tiles; ``n`` must be a perfect square."""
+    side = math.isqrt(n)
+    if n < 1 or side * side != n:
+        raise ValueError(f"N = {n} images per distilled image must be a perfect square (1, 4, 9, 16, ...)")
+    return side
+
+
+def check_tiles_fit(n: int, height: int, width: int) -> int:
+    """The grid side for ``n`` tiles, checking the tiles divide the image size."""
+    side = grid_side(n)
+    if height % side or width % side:
+        raise ValueError(f"N = {n} tiles of a {height}x{width} image need the image size divisible by {side}; "
+                         f"pick N whose square root divides {height} and {width}, or --image-size accordingly")
+    return side
+
+
+def squeeze(images: torch.Tensor, side: int) -> torch.Tensor:
+    """[B * side², C, H, W] -> [B, C, H, W]: groups of side² consecutive images, row-major tiles."""
+    total, channels, height, width = images.shape
+    if total % (side * side):
+        raise ValueError(f"{total} images cannot be grouped in tiles of {side * side}")
+    if side == 1:
+        return images
+    small = F.interpolate(images, size=(height // side, width // side), mode="bilinear", align_corners=False, antialias=True)
+    batch = total // (side * side)
+    tiles = small.view(batch, side, side, channels, height // side, width // side)
+    # [B, row, col, C, h, w] -> [B, C, row, h, col, w] -> [B, C, H, W]
+    return tiles.permute(0, 3, 1, 4, 2, 5).reshape(batch, channels, height, width)
+
+
+def cut_tiles(images: torch.Tensor, side: int) -> torch.Tensor:
+    """[B, C, H, W] -> [B * side², C, H/side, W/side], row-major, without resizing."""
+    batch, channels, height, width = images.shape
+    tiles = images.view(batch, channels, side, height // side, side, width // side)
+    return tiles.permute(0, 2, 4, 1, 3, 5).reshape(batch * side * side, channels, height // side, width // side)
+
+
+def expand(images: torch.Tensor, side: int) -> torch.Tensor:
+    """[B, C, H, W] -> [B * side², C, H, W]: each tile resized back to full size (bilinear)."""
+    if side == 1:
+        return images
+    height, width = images.shape[-2:]
+    return F.interpolate(cut_tiles(images, side), size=(height, width), mode="bilinear", align_corners=False)

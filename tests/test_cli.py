@@ -1,0 +1,63 @@
+"""The command line: fast help, clear errors for bad input, exit codes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+from tests.conftest import run_cli
+
+
+def test_help_answers_in_under_a_second():
+    best = min(_timed([sys.executable, "-m", "ddbench", "--help"]) for _ in range(3))
+    assert best < 1.0, f"ddbench --help took {best:.2f} s"
+
+
+def _timed(command: list[str]) -> float:
+    start = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0 and "run" in result.stdout
+    return time.perf_counter() - start
+
+
+def test_console_script_and_module_agree():
+    result = subprocess.run(["ddbench", "--version"], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.startswith("ddbench ")
+    assert run_cli("--version").stdout == result.stdout
+
+
+def test_unknown_method_lists_installed(tmp_path):
+    result = run_cli("run", "--method", "nosuch", "--cache-dir", str(tmp_path))
+    assert result.returncode == 2
+    assert "unknown method 'nosuch'" in result.stderr and "random" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_baseline_and_dataset_list_installed(tmp_path):
+    result = run_cli("run", "--method", "random", "--baseline", "nosuch", "--cache-dir", str(tmp_path))
+    assert result.returncode == 2 and "unknown method 'nosuch'" in result.stderr
+    result = run_cli("run", "--method", "random", "--dataset", "nosuch", "--cache-dir", str(tmp_path))
+    assert result.returncode == 2
+    assert "unknown dataset 'nosuch'" in result.stderr and "fashion-mnist" in result.stderr and "digits" in result.stderr
+
+
+def test_missing_data_root_names_the_path_and_the_fix(tmp_path):
+    missing = tmp_path / "not-here"
+    result = run_cli("run", "--method", "random", "--dataset", "fashion-mnist", "--data-root", str(missing),
+                     "--cache-dir", str(tmp_path))
+    assert result.returncode == 2
+    assert str(missing) in result.stderr and "--data-root" in result.stderr
+    assert not (tmp_path / "observers").exists()
+
+
+def test_bad_options_name_the_valid_ones(tmp_path):
+    result = run_cli("run", "--method", "random", "--budget-set", "epoch=3", "--cache-dir", str(tmp_path))
+    assert result.returncode == 2 and "'epoch'" in result.stderr and "epochs" in result.stderr
+    result = run_cli("run", "--method", "random", "--option", "random.bogus=1", "--cache-dir", str(tmp_path))
+    assert result.returncode == 2 and "'bogus'" in result.stderr
+    result = run_cli("run", "--method", "random", "--ipc", "0", "--cache-dir", str(tmp_path))
+    assert result.returncode == 2 and "--ipc" in result.stderr
+    result = run_cli("run", "--method", "random", "--ipc", "5000", "--cache-dir", str(tmp_path))
+    assert result.returncode == 2 and "smallest class" in result.stderr
+    assert not (tmp_path / "observers").exists()

@@ -1,0 +1,132 @@
+"""The plugin host: default plugins through the hooks, check_pending, the load filter,
+broken plugins reported by name, duplicate and unknown names."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pluggy
+import pytest
+
+from ddbench import hookimpl, registry
+from ddbench.plugins import pm
+from tests.conftest import run_cli
+
+BUILTIN = {
+    "distillers": {"random"},
+    "evaluators": {"train"},
+    "datasets": {"digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "imagefolder"},
+    "architectures": {"convnet3", "convnet3-bn", "convnet4", "convnet4-bn", "resnet18", "mobilenetv2"},
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BUILTIN))
+def test_builtins_register_through_the_hooks(kind):
+    found = registry.registered(kind)
+    assert BUILTIN[kind] <= set(found)
+    for name in BUILTIN[kind]:
+        assert found[name].plugin.origin == "builtin"
+
+
+def test_a_registered_plugin_is_found_and_removed():
+    class Toy:
+        name = "toy-method"
+        options_class = object
+
+    class ToyPlugin:
+        @hookimpl
+        def register_distillers(self, register):
+            register(Toy())
+
+    plugin = ToyPlugin()
+    pm.register(plugin, name="toy")
+    try:
+        assert registry.get_distiller("toy-method").name == "toy-method"
+        assert registry.registered("distillers")["toy-method"].plugin.name == "toy"
+    finally:
+        pm.unregister(plugin)
+    assert "toy-method" not in registry.registered("distillers")
+
+
+def test_misspelled_hook_fails_check_pending():
+    class Misspelled:
+        @hookimpl
+        def register_distiller(self, register):  # missing the final "s"
+            pass
+
+    plugin = Misspelled()
+    pm.register(plugin, name="misspelled")
+    try:
+        with pytest.raises(pluggy.PluginValidationError, match="register_distiller"):
+            pm.check_pending()
+    finally:
+        pm.unregister(plugin)
+
+
+def test_duplicate_names_are_refused():
+    class Shadow:
+        @hookimpl
+        def register_distillers(self, register):
+            from ddbench.distillers.random import RandomDistiller
+
+            register(RandomDistiller())
+
+    plugin = Shadow()
+    pm.register(plugin, name="shadow")
+    try:
+        with pytest.raises(registry.DuplicateNameError, match="'random' is registered twice"):
+            registry.registered("distillers")
+    finally:
+        pm.unregister(plugin)
+
+
+def test_unknown_name_lists_installed():
+    with pytest.raises(registry.UnknownNameError) as info:
+        registry.get_distiller("nosuch")
+    message = str(info.value)
+    assert "nosuch" in message and "random" in message
+
+
+def _fake_distribution(site, name: str, module_source: str) -> None:
+    """An installed distribution (dist-info with a ddbench entry point) made by hand."""
+    (site / f"{name}.py").write_text(textwrap.dedent(module_source))
+    info = site / f"{name}-1.2.3.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.2.3\n")
+    (info / "entry_points.txt").write_text(f"[ddbench]\n{name} = {name}\n")
+
+
+def test_broken_plugin_is_named_and_others_still_load(tmp_path):
+    _fake_distribution(tmp_path, "broken_plugin", "raise ImportError('needs a package that is not installed')\n")
+    _fake_distribution(tmp_path, "good_plugin", """
+        from ddbench import hookimpl
+        class Good:
+            name = "good-method"
+            options_class = object
+        @hookimpl
+        def register_distillers(register):
+            register(Good())
+    """)
+    result = run_cli("plugins", env={"PYTHONPATH": str(tmp_path), "COLUMNS": "200"})
+    assert result.returncode == 0, result.stderr
+    assert "broken_plugin" in result.stderr and "needs a package that is not installed" in result.stderr
+    assert "good-method" in result.stdout and "1.2.3" in result.stdout
+    assert "random" in result.stdout
+
+
+def test_load_filter_environment_variable(tmp_path):
+    _fake_distribution(tmp_path, "good_plugin", """
+        from ddbench import hookimpl
+        class Good:
+            name = "good-method"
+            options_class = object
+        @hookimpl
+        def register_distillers(register):
+            register(Good())
+    """)
+    env = {"PYTHONPATH": str(tmp_path), "COLUMNS": "200"}
+    assert "good-method" in run_cli("plugins", env=env).stdout
+    none = run_cli("plugins", env={**env, "DDBENCH_LOAD_PLUGINS": ""})
+    assert "good-method" not in none.stdout and "random" in none.stdout
+    only = run_cli("plugins", env={**env, "DDBENCH_LOAD_PLUGINS": "good_plugin"})
+    assert "good-method" in only.stdout

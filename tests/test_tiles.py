@@ -1,0 +1,48 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ddbench.tiles import check_tiles_fit, cut_tiles, expand, grid_side, squeeze
+
+
+def smooth_images(count: int, size: int) -> torch.Tensor:
+    """Low-frequency images, so that down- then up-sampling loses little."""
+    coords = torch.linspace(0, 1, size)
+    yy, xx = torch.meshgrid(coords, coords, indexing="ij")
+    phases = torch.rand(count, 3, 1, 1) * 6.28
+    return torch.sin(2 * xx + phases) * torch.cos(1.5 * yy + phases)
+
+
+def test_grid_side():
+    assert [grid_side(n) for n in (1, 4, 9, 16)] == [1, 2, 3, 4]
+    for bad in (0, 2, 3, 8):
+        with pytest.raises(ValueError, match="perfect square"):
+            grid_side(bad)
+    with pytest.raises(ValueError, match="divisible by 3"):
+        check_tiles_fit(9, 32, 32)
+
+
+@pytest.mark.parametrize("side", [1, 2, 3])
+def test_squeeze_places_tiles_row_major(side):
+    images = smooth_images(2 * side * side, 24)
+    squeezed = squeeze(images, side)
+    assert squeezed.shape == (2, 3, 24, 24)
+    small = F.interpolate(images, size=(24 // side, 24 // side), mode="bilinear", align_corners=False, antialias=True)
+    torch.testing.assert_close(cut_tiles(squeezed, side), small)
+    if side == 2:  # tile 1 of image 0 is the top-right quarter
+        torch.testing.assert_close(squeezed[0, :, :12, 12:], small[1])
+
+
+def test_squeeze_then_expand_returns_the_tiles_within_interpolation_error():
+    images = smooth_images(8, 32)
+    restored = expand(squeeze(images, 2), 2)
+    assert restored.shape == images.shape
+    assert (restored - images).abs().mean() < 0.02
+    noise = torch.rand(8, 3, 32, 32)
+    assert (expand(squeeze(noise, 2), 2) - noise).abs().mean() > 0.1  # the test can tell lossy from lossless
+
+
+def test_expand_is_differentiable():
+    squeezed = smooth_images(1, 16).requires_grad_()
+    expand(squeezed, 2).square().sum().backward()
+    assert squeezed.grad is not None and squeezed.grad.abs().sum() > 0
