@@ -33,7 +33,7 @@ def _expected_features(spec: ArchitectureSpec, image_size: int) -> tuple[int, in
     """(channels, side) of the default feature layer's output."""
     depth = _convnet_depth(spec)
     if depth is not None:
-        return 128, image_size // 2**depth
+        return 128, image_size // 2 ** (depth - 1)  # the last block's activation, before its pooling
     if spec.name == "resnet18":
         return 512, image_size // 8  # small stem: only layer2..layer4 downsample
     if spec.name == "mobilenetv2":
@@ -48,7 +48,9 @@ def test_registry_names() -> None:
     for spec in SPECS:
         assert spec.description and "\n" not in spec.description
         assert ("BatchNorm" if spec.has_batchnorm else "instance norm") in spec.description
-        assert spec.default_feature_layer == spec.feature_layers[-1]
+        # shallow to deep, then the logits; the default is the last convolutional block
+        assert spec.feature_layers[-1] in ("classifier", "fc")
+        assert spec.default_feature_layer == spec.feature_layers[-2]
 
 
 @pytest.mark.parametrize(("spec", "shape"), CASES)

@@ -9,7 +9,8 @@ import torch
 from ddbench import registry
 from ddbench.budget import resolve_budget
 from ddbench.contracts import DistilledSet, EvalContext
-from ddbench.evaluators.relabel import RelabelEvaluator, RelabelOptions, kd_loss, resolve_region_mode, training_regions
+from ddbench.evaluators.regions import resolve_region_mode, training_regions
+from ddbench.evaluators.relabel import RelabelEvaluator, RelabelOptions, kd_loss
 from ddbench.tiles import expand, squeeze
 from tests.conftest import make_dataset
 
@@ -105,3 +106,19 @@ def test_validation_split_is_carved_from_train_and_never_the_test_set():
     assert set(dataset.with_validation_split(4, seed=1).test.indices.tolist()) != val_index
     with pytest.raises(ValueError, match="leaves nothing to train on"):
         dataset.with_validation_split(12, seed=0)
+
+
+def test_hard_label_evaluator_also_respects_tiles():
+    from ddbench.evaluators.train import TrainEvaluator, TrainOptions
+
+    dataset = make_dataset(size=8)
+    distilled = squeezed_set(size=8)
+    evaluator = TrainEvaluator()
+    tiles = _context(dataset, TrainOptions())
+    whole = _context(dataset, TrainOptions(region_sampling="whole"))
+    assert evaluator.total_work(distilled, tiles) == 9 and evaluator.total_work(distilled, whole) == 3
+    assert evaluator.describe(distilled, tiles)["region_sampling"] == "tiles"
+    result = evaluator.evaluate(distilled, tiles)
+    assert 0 <= result.accuracy <= 100
+    with pytest.raises(ValueError, match="region_sampling"):
+        TrainOptions(region_sampling="nope")

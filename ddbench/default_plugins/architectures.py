@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 CONVNET_DEPTHS = range(1, 7)
 CONVNET_WIDTH = 128
-MOBILENET_FEATURE_LAYERS = ("features.3", "features.6", "features.10", "features.13", "features.17", "features.18")
+MOBILENET_FEATURE_LAYERS = ("features.3", "features.6", "features.10", "features.13", "features.17", "features.18", "classifier")
 
 
 def build_convnet(channels: int, num_classes: int, image_size: int, *, depth: int, norm: str) -> "nn.Module":
@@ -44,7 +44,8 @@ def build_mobilenetv2(channels: int, num_classes: int, image_size: int) -> "nn.M
 
 
 def convnet_spec(depth: int, norm: str) -> ArchitectureSpec:
-    blocks = tuple(f"features.block{i}" for i in range(1, depth + 1))
+    # Each block's activation before its pooling, shallow to deep, then the logits.
+    blocks = tuple(f"features.block{i}.relu" for i in range(1, depth + 1))
     if norm == "instance":
         name, norm_text = f"convnet{depth}", f"instance norm (GroupNorm {CONVNET_WIDTH})"
     else:
@@ -54,7 +55,7 @@ def convnet_spec(depth: int, norm: str) -> ArchitectureSpec:
         build=partial(build_convnet, depth=depth, norm=norm),
         description=f"ConvNet-{depth}, width {CONVNET_WIDTH}, {norm_text}, DC/DSA/MTT",
         has_batchnorm=norm == "batch",
-        feature_layers=blocks,
+        feature_layers=(*blocks, "classifier"),
         default_feature_layer=blocks[-1],
     )
 
@@ -69,7 +70,7 @@ def all_specs() -> list[ArchitectureSpec]:
             build=build_resnet18,
             description="ResNet-18 (torchvision), BatchNorm, 3x3 stride-1 stem without max-pool at <= 64 px (SRe2L/RDED)",
             has_batchnorm=True,
-            feature_layers=("layer1", "layer2", "layer3", "layer4"),
+            feature_layers=("layer1", "layer2", "layer3", "layer4", "fc"),
             default_feature_layer="layer4",
         )
     )

@@ -25,12 +25,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ddbench.contracts import DistilledSet, EvalContext, EvalResult
-from ddbench.evaluators.augment import build_augmentation, parse_augmentation
+from ddbench.evaluators.augment import build_augmentation
+from ddbench.evaluators.regions import REGION_MODES, region_augmentation, resolve_region_mode, training_regions
 from ddbench.evaluators.training import fit, total_steps
 from ddbench.metrics import accuracy
-from ddbench.tiles import cut_tiles, expand
 
-REGION_MODES = ("auto", "whole", "tiles", "tile-crops")
 MIXING = ("none", "cutmix", "mixup")
 LABEL_SOURCES = ("online", "stored")
 
@@ -50,24 +49,6 @@ class RelabelOptions:
                 raise ValueError(f"relabel option {key}={value!r}: use one of {', '.join(allowed)}")
         if self.temperature <= 0:
             raise ValueError(f"relabel option temperature must be positive, got {self.temperature}")
-
-
-def resolve_region_mode(mode: str, tile_grid: int) -> str:
-    if tile_grid == 1:
-        return "whole"
-    return "tiles" if mode == "auto" else mode
-
-
-def training_regions(distilled: DistilledSet, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """The samples the verifier draws batches from, and the class of each."""
-    side = distilled.tile_grid
-    if mode == "whole":
-        return distilled.images, distilled.labels
-    per_image = side * side
-    labels = distilled.labels.repeat_interleave(per_image)
-    if mode == "tiles":
-        return expand(distilled.images, side), labels
-    return cut_tiles(distilled.images, side), labels  # tile-crops: cropped and resized when drawn
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -139,10 +120,7 @@ class RelabelEvaluator:
         mode = resolve_region_mode(options.region_sampling, distilled.tile_grid)
         regions, _ = training_regions(distilled, mode)
         regions = regions.to(device)
-        parts = parse_augmentation(context.budget.augmentation)
-        if mode == "tile-crops" and "crop" not in parts:
-            parts = ["crop", *parts]  # tiles must be cropped and resized back to full size
-        augment = build_augmentation("+".join(parts) or "none", dataset.image_size)
+        augment = build_augmentation(region_augmentation(context.budget.augmentation, mode), dataset.image_size)
         teacher = context.teacher.eval()
         temperature = options.temperature
         stored = None
