@@ -87,15 +87,14 @@ class RelabelEvaluator:
         return context.options if isinstance(context.options, RelabelOptions) else RelabelOptions()
 
     def total_work(self, distilled: DistilledSet, context: EvalContext) -> int:
-        mode = resolve_region_mode(self._options(context).region_sampling, distilled.tile_grid)
-        return total_steps(context.budget, len(training_regions(distilled, mode)[1]))
+        return total_steps(context.budget, len(distilled.images))
 
     def describe(self, distilled: DistilledSet, context: EvalContext) -> dict[str, object]:
         options = self._options(context)
         mode = resolve_region_mode(options.region_sampling, distilled.tile_grid)
         regions = len(training_regions(distilled, mode)[1])
         num_classes = context.dataset.num_classes
-        steps = total_steps(context.budget, regions)
+        steps = total_steps(context.budget, len(distilled.images))
         storage = {
             "hard": distilled.labels.numel() * 8,
             "stored": regions * num_classes * 4,
@@ -141,7 +140,7 @@ class RelabelEvaluator:
                     targets = F.softmax(teacher(views) / temperature, dim=1)
             return kd_loss(model(views), targets, temperature)
 
-        fit(model, len(regions), context.budget, compute_loss, device, context.progress)
+        fit(model, len(regions), context.budget, compute_loss, device, context.progress, epoch_size=len(distilled.images))
         return EvalResult(accuracy=accuracy(model, dataset.test, device, context.budget.test_batch_size), seed=context.seed)
 
     @staticmethod

@@ -35,7 +35,7 @@ class TrainEvaluator:
         return resolve_region_mode(options.region_sampling, distilled.tile_grid)
 
     def total_work(self, distilled: DistilledSet, context: EvalContext) -> int:
-        return total_steps(context.budget, len(training_regions(distilled, self._mode(distilled, context))[1]))
+        return total_steps(context.budget, len(distilled.images))
 
     def describe(self, distilled: DistilledSet, context: EvalContext) -> dict[str, object]:
         mode = self._mode(distilled, context)
@@ -55,6 +55,6 @@ class TrainEvaluator:
         def compute_loss(batch: torch.Tensor) -> torch.Tensor:
             return F.cross_entropy(model(augment(images[batch])), labels[batch])
 
-        fit(model, len(images), context.budget, compute_loss, device, context.progress)
+        fit(model, len(images), context.budget, compute_loss, device, context.progress, epoch_size=len(distilled.images))
         test_accuracy = accuracy(model, dataset.test, device, context.budget.test_batch_size)
         return EvalResult(accuracy=test_accuracy, seed=context.seed)

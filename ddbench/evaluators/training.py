@@ -41,8 +41,24 @@ def make_scheduler(budget: EvalBudget, optimizer: torch.optim.Optimizer):
     raise ValueError(f"unknown scheduler {budget.scheduler!r}; use multistep, cosine or constant")
 
 
-def total_steps(budget: EvalBudget, num_samples: int) -> int:
-    return budget.epochs * budget.steps_per_epoch(num_samples)
+def total_steps(budget: EvalBudget, epoch_size: int) -> int:
+    return budget.epochs * budget.steps_per_epoch(epoch_size)
+
+
+class SampleStream:
+    """Indices into a pool of ``num_samples``, drawn as consecutive random permutations, so
+    every sample is seen once before any is seen twice, whatever the epoch size."""
+
+    def __init__(self, num_samples: int, device: torch.device):
+        self.num_samples = num_samples
+        self.device = device
+        self.buffer = torch.empty(0, dtype=torch.int64, device=device)
+
+    def take(self, count: int) -> torch.Tensor:
+        while self.buffer.numel() < count:
+            self.buffer = torch.cat([self.buffer, torch.randperm(self.num_samples, device=self.device)])
+        taken, self.buffer = self.buffer[:count], self.buffer[count:]
+        return taken
 
 
 def fit(
@@ -53,9 +69,13 @@ def fit(
     device: torch.device,
     progress: Callable[[int], None] = lambda n: None,
     what: str = "verifier",
+    epoch_size: int | None = None,
 ) -> None:
-    """Train ``model`` for ``budget.epochs`` epochs over ``num_samples`` samples.
+    """Train ``model`` for ``budget.epochs`` epochs.
 
+    ``num_samples`` is the size of the pool batches are drawn from (e.g. the tiles of a
+    squeezed set); an epoch is ``epoch_size`` samples (default: the pool), so methods at the
+    same IPC get the same number of steps whatever their region sampling.
     ``compute_loss(batch_indices)`` returns the loss of one mini-batch (indices on ``device``).
     ``progress`` is advanced once per step.
     """
@@ -63,8 +83,10 @@ def fit(
     scheduler = make_scheduler(budget, optimizer)
     model.train()
     finite = torch.ones((), dtype=torch.bool, device=device)
+    stream = SampleStream(num_samples, device)
+    epoch_size = epoch_size or num_samples
     for epoch in range(budget.epochs):
-        order = torch.randperm(num_samples, device=device)
+        order = stream.take(epoch_size)
         steps = 0
         for batch in order.split(budget.batch_size):
             loss = compute_loss(batch)
