@@ -31,7 +31,7 @@ def _add_data_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_observer_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--arch", default="convnet3", help="observer architecture (default: convnet3)")
+    parser.add_argument("--arch", default="convnet3-bn", help="observer architecture (default: convnet3-bn: BatchNorm, so every method, SRe2L included, can share it)")
     parser.add_argument("--observer-seed", type=int, default=0, help="seed of the observer's training (default: 0)")
     parser.add_argument("--observer-epochs", type=int, help="override the observer recipe's epochs")
     parser.add_argument("--observer", dest="observer_checkpoint", metavar="PATH", help="use this observer checkpoint (safetensors) instead of the cache")

@@ -38,7 +38,7 @@ class RunConfig:
     download: bool = False
     image_size: int | None = None
     ipc: int = 10
-    arch: str = "convnet3"
+    arch: str = "convnet3-bn"
     verifier: str | None = None
     evaluator: str = "relabel"
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])

@@ -33,7 +33,7 @@ def test_results_json_schema(first_run):
     assert entry["images_per_class"] == 2 and entry["num_images"] == 20
     assert entry["distill_seconds"] >= 0 and entry["peak_memory_bytes"] > 0
     assert results["budget"]["epochs"] == 2 and results["budget"]["preset"] == "quick*"
-    assert results["observer"]["architecture"] == "convnet3" and 0 < results["observer"]["test_accuracy"] <= 100
+    assert results["observer"]["architecture"] == "convnet3-bn" and 0 < results["observer"]["test_accuracy"] <= 100
     assert results["dataset"]["name"] == "digits" and results["seeds"] == [0, 1]
     assert {"ddbench", "torch", "python"} <= set(results["versions"])
 
