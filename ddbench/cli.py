@@ -106,7 +106,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         command=shlex.join(["ddbench", *sys.argv[1:]]),
     )
     with ConsoleUI(quiet=args.quiet) as ui:
-        run(config, ui)
+        results = run(config, ui)
+    failed = [name for name, entry in results["methods"].items() if "error" in entry]
+    if failed:
+        print(f"ddbench: error: method(s) {', '.join(failed)} failed; see the table and results.json", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -85,6 +85,9 @@ def results_table(results: dict[str, Any]) -> Table:
     table.add_column("labels")
     table.add_column("label storage", justify="right")
     for name, entry in results["methods"].items():
+        if "error" in entry:
+            table.add_row(name, "[red]failed[/red]", entry["error"], "", "", "", "")
+            continue
         labels = entry.get("labels", {})
         table.add_row(
             name,

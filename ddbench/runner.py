@@ -18,6 +18,7 @@ from ddbench import registry
 from ddbench.budget import EvalBudget
 from ddbench.contracts import DataOptions, DistilledSet, DistillTask, EvalContext, options_to_dict
 from ddbench.data.base import Dataset
+from ddbench.artifacts import RunStore, file_digest, git_revision, load_distilled, save_distilled, unit_key
 from ddbench.io import atomic_write_json
 from ddbench.measure import measure_stage, resolve_device
 from ddbench.observer import Observer, default_recipe, get_observer, load_teacher
@@ -166,12 +167,22 @@ def versions() -> dict[str, str]:
     return found
 
 
+def observer_identity(observer: Observer) -> dict[str, Any]:
+    return {"architecture": observer.arch.name, "sha256": file_digest(observer.checkpoint)}
+
+
 def run(config: RunConfig, ui) -> dict[str, Any]:
-    """Run the comparison and write ``results.json``; ``ui`` shows progress and the table."""
+    """Run the comparison and write ``results.json``; ``ui`` shows progress and the table.
+
+    Finished units (each method's distillation, each evaluation seed) are recorded in the
+    output folder's manifest and reused when the run is started again.
+    """
     plan = plan_run(config)
     budget = config.budget
     device = resolve_device(config.device)
     dataset = load_dataset(config, plan.dataset_spec)
+    out = config.output_dir()
+    store = RunStore(out)
     ui.info(f"dataset {dataset.name}: {len(dataset.train)} train / {len(dataset.test)} test images, "
             f"shape {dataset.image_shape}, {dataset.num_classes} classes; device {device}")
     observer = get_observer(
@@ -187,11 +198,19 @@ def run(config: RunConfig, ui) -> dict[str, Any]:
     if config.teacher_checkpoint:
         teacher = load_teacher(Path(config.teacher_checkpoint), dataset, device)
         ui.info(f"teacher for soft labels: {teacher.arch.name}, test accuracy {teacher.test_accuracy:.2f}% ({teacher.checkpoint})")
+    store.start({"command": config.command, "git_revision": git_revision(Path(__file__).parent), "versions": versions(),
+                 "seeds": config.seeds, "observer": observer.describe()})
 
+    context = RunContext(config, plan, dataset, observer, teacher, device, store, ui)
     methods: dict[str, Any] = {}
     for name, distiller in plan.distillers.items():
-        distilled, measure = distill_one(name, distiller, plan.method_options[name], dataset, observer, config, device, ui)
-        methods[name] = evaluate_one(distilled, measure, plan, dataset, teacher, config, device, ui)
+        try:
+            distilled, record, key = distill_one(context, name, distiller)
+            methods[name] = evaluate_one(context, distilled, record, key)
+        except Exception as exc:  # one broken plugin must not sink the others; it is named in the table
+            message = f"{type(exc).__name__}: {exc}"
+            ui.info(f"method {name!r} failed: {message}")
+            methods[name] = {"error": message}
 
     results = {
         "schema": RESULTS_SCHEMA,
@@ -210,53 +229,98 @@ def run(config: RunConfig, ui) -> dict[str, Any]:
         "methods": methods,
         "versions": versions(),
     }
-    out = config.output_dir()
     atomic_write_json(out / "results.json", results)
     ui.results_table(results)
     ui.info(f"results written to {out / 'results.json'}")
     return results
 
 
-def distill_one(name, distiller, options, dataset, observer: Observer, config: RunConfig, device, ui):
+@dataclass
+class RunContext:
+    """What every stage of one run shares."""
+
+    config: RunConfig
+    plan: Plan
+    dataset: Dataset
+    observer: Observer
+    teacher: Observer
+    device: torch.device
+    store: RunStore
+    ui: Any
+
+
+def distill_one(ctx: RunContext, name: str, distiller: Any) -> tuple[DistilledSet, dict, str]:
+    """A method's distilled set: from the run folder if it finished before, else distilled now."""
+    config, dataset = ctx.config, ctx.dataset
+    options = ctx.plan.method_options[name]
+    key = unit_key("distill", {
+        "method": name, "plugin": registry.registered("distillers")[name].plugin.version,
+        "options": options_to_dict(options), "dataset": dataset.describe(), "ipc": config.ipc,
+        "seed": config.distill_seed, "observer": observer_identity(ctx.observer),
+    })
+    path = ctx.store.folder / "distilled" / f"{name}.safetensors"
+    done = ctx.store.finished(key)
+    if done is not None and path.exists():
+        distilled, _ = load_distilled(path)
+        ctx.ui.info(f"{name}: distilled set from {path} (finished before)")
+        return distilled, done, key
     task = DistillTask(
-        dataset=dataset, observer=observer.model, observer_arch=observer.arch, ipc=config.ipc,
-        device=device, seed=config.distill_seed, options=options,
+        dataset=dataset, observer=ctx.observer.model, observer_arch=ctx.observer.arch, ipc=config.ipc,
+        device=ctx.device, seed=config.distill_seed, options=options,
     )
-    task.progress = ui.progress(f"distill {name}", distiller.total_work(task))
-    with measure_stage(device) as measure:
+    task.progress = ctx.ui.progress(f"distill {name}", distiller.total_work(task))
+    with measure_stage(ctx.device) as measure:
         distilled = distiller.distill(task)
     check_distilled(distilled, name, dataset, config.ipc)
     distilled.options = options_to_dict(options)
     distilled.timings.setdefault("distill_seconds", measure.seconds)
     distilled.peak_memory_bytes = measure.peak_memory_bytes
-    return distilled, measure
+    save_distilled(path, distilled, {
+        "dataset": dataset.name, "class_names": list(dataset.class_names), "image_shape": list(dataset.image_shape),
+        "ipc": config.ipc, "seed": config.distill_seed, "observer": ctx.observer.describe(), "versions": versions(),
+    })
+    record = {"unit": "distill", "method": name, "file": str(path.relative_to(ctx.store.folder)),
+              "distill_seconds": round(measure.seconds, 3), "peak_memory_bytes": measure.peak_memory_bytes,
+              "peak_memory_kind": measure.memory_kind}
+    ctx.store.finish(key, record)
+    return distilled, record, key
 
 
-def evaluate_one(distilled: DistilledSet, measure, plan: Plan, dataset, teacher: Observer, config: RunConfig, device, ui) -> dict:
+def evaluate_one(ctx: RunContext, distilled: DistilledSet, record: dict, distill_key: str) -> dict:
+    """Every evaluation seed of one distilled set; seeds that finished before are reused."""
+    config, plan = ctx.config, ctx.plan
     evaluator = plan.evaluator
-    per_seed = []
-    eval_seconds = 0.0
+    teacher_id = "observer" if ctx.teacher is ctx.observer else observer_identity(ctx.teacher)
+    per_seed, eval_seconds = [], 0.0
     for seed in config.seeds:
         context = EvalContext(
-            dataset=dataset, verifier_arch=plan.verifier_arch, teacher=teacher.model, budget=config.budget,
-            seed=seed, device=device, options=plan.evaluator_options,
+            dataset=ctx.dataset, verifier_arch=plan.verifier_arch, teacher=ctx.teacher.model, budget=config.budget,
+            seed=seed, device=ctx.device, options=plan.evaluator_options,
         )
-        context.progress = ui.progress(f"evaluate {distilled.method} seed {seed}", evaluator.total_work(distilled, context))
-        with measure_stage(device) as eval_measure:
-            result = evaluator.evaluate(distilled, context)
-        eval_seconds += eval_measure.seconds
-        per_seed.append(result.accuracy)
-    label_info = evaluator.describe(distilled, context)
+        key = unit_key("eval", {
+            "distill": distill_key, "evaluator": evaluator.name, "options": options_to_dict(plan.evaluator_options),
+            "budget": config.budget.describe(), "verifier": plan.verifier_arch.name, "teacher": teacher_id, "seed": seed,
+        })
+        done = ctx.store.finished(key)
+        if done is None:
+            context.progress = ctx.ui.progress(f"evaluate {distilled.method} seed {seed}", evaluator.total_work(distilled, context))
+            with measure_stage(ctx.device) as eval_measure:
+                result = evaluator.evaluate(distilled, context)
+            done = {"unit": "eval", "method": distilled.method, "seed": seed, "accuracy": result.accuracy,
+                    "eval_seconds": round(eval_measure.seconds, 3)}
+            ctx.store.finish(key, done)
+        per_seed.append(done["accuracy"])
+        eval_seconds += done["eval_seconds"]
     return {
         "accuracy": summarize(per_seed),
-        "distill_seconds": round(measure.seconds, 3),
-        "peak_memory_bytes": measure.peak_memory_bytes,
-        "peak_memory_kind": measure.memory_kind,
+        "distill_seconds": record["distill_seconds"],
+        "peak_memory_bytes": record["peak_memory_bytes"],
+        "peak_memory_kind": record["peak_memory_kind"],
         "eval_seconds": round(eval_seconds, 3),
         "images_per_class": config.ipc,
         "num_images": len(distilled.images),
         "tile_grid": distilled.tile_grid,
         "soft_labels": distilled.soft_labels,
-        "labels": label_info,
+        "labels": evaluator.describe(distilled, context),
         "options": distilled.options,
     }

@@ -5,21 +5,22 @@ Stage 1 (:mod:`lic_plugin.selection`) runs class by class; Stage 2 squeezes the 
 :mod:`lic_plugin.compensation`) in batches of ``batch_size`` distilled images drawn from all
 classes; Stage 3 is the host's relabel evaluator, told by ``soft_labels="observer"`` and
 ``tile_grid = sqrt(N)``. Randomness: one CPU generator seeded with ``task.seed`` draws, in this
-order, each class's subset (and, without selection, its random picks), then every DSA draw of
-every batch, so one seed gives bit-identical images on the CPU.
+order, every class's subset, then (without selection) each class's random picks, then every
+DSA draw of every batch, so one seed gives bit-identical images on the CPU.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import time
 
 import torch
 
 from ddbench.augment.dsa import DSA
 from ddbench.contracts import DistilledSet, DistillTask
 from ddbench.tiles import check_tiles_fit, squeeze
-from lic_plugin.compensation import compensate, resolve_feature_layer
+from lic_plugin.compensation import SGD_MOMENTUM, compensate, resolve_feature_layer
 from lic_plugin.options import LICOptions
 from lic_plugin.selection import draw_subset, eval_mode, group_ranks, rank_kept, score_images
 
@@ -71,17 +72,22 @@ class LICDistiller:
         layer = resolve_feature_layer(task.observer_arch, task.observer, options.feature_layer)
         generator = torch.Generator().manual_seed(task.seed)
         needed = options.n * task.ipc
-        sources, scores = [], []
+        sources, scores, scored = [], [], {}
+        started = time.perf_counter()
+        # Every class's subset T'_c is drawn first, so it does not depend on lic.selection.
+        subsets = [draw_subset(pool, options.subset_size, generator) for pool in task.train_indices_by_class().values()]
         with eval_mode(task.observer):
-            for label, pool in task.train_indices_by_class().items():  # Stage 1
-                subset = draw_subset(pool, options.subset_size, generator)
+            for label, subset in enumerate(subsets):  # Stage 1
+                scored[str(label)] = subset.tolist()
                 subset_scores = score_images(task.observer, task.load_train(subset), label).cpu()
                 kept = rank_kept(subset_scores, needed, options.selection, generator)
                 sources.append(group_ranks(subset[kept], task.ipc, options.n, options.grouping))
                 scores.append(group_ranks(subset_scores[kept], task.ipc, options.n, options.grouping))
                 task.progress(1)
+            selected = time.perf_counter()  # the scores were read back to the host: the device is idle
             images, loss_trace = self._squeeze_and_compensate(task, options, side, layer,
                                                               torch.cat(sources), generator)
+        timings = {"selection_seconds": selected - started, "squeeze_compensation_seconds": time.perf_counter() - selected}
         labels = torch.arange(task.num_classes, dtype=torch.int64).repeat_interleave(task.ipc)
         resolved = dataclasses.asdict(options)
         return DistilledSet(
@@ -91,15 +97,15 @@ class LICDistiller:
             soft_labels="observer",
             tile_grid=side,
             options=resolved,
+            timings=timings,
             extras={
                 "source_indices": {str(c): s.tolist() for c, s in enumerate(sources)},
                 "scores": {str(c): s.tolist() for c, s in enumerate(scores)},
                 "loss_trace": loss_trace,
                 "feature_layer": layer,
                 "options": resolved,
-                "sgd_momentum": 0.0,
-                "subset_sizes": {str(c): min(len(p), options.subset_size)
-                                 for c, p in task.train_indices_by_class().items()},
+                "scored_indices": scored,
+                "sgd_momentum": SGD_MOMENTUM,
             },
         )
 

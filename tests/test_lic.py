@@ -1,0 +1,272 @@
+"""LIC (lic_plugin): entry point, Stage 1 selection and grouping, Stage 2 compensation (Eq. 8),
+feature layers of every architecture, seeding, the ablation switches and the contract checks.
+Small synthetic data and tiny observers, CPU only."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ddbench import registry
+from ddbench.augment.dsa import DSA
+from ddbench.contracts import DistillTask
+from ddbench.models.features import read_features
+from ddbench.options import OptionError, apply_overrides
+from ddbench.runner import check_distilled
+from ddbench.tiles import expand, squeeze
+from lic_plugin.compensation import alignment_loss, compensate, resolve_feature_layer
+from lic_plugin.distiller import LICDistiller
+from lic_plugin.options import LICOptions
+from lic_plugin.selection import group_ranks, rank_kept, score_images
+from tests.conftest import make_dataset
+
+CPU = torch.device("cpu")
+LAYER = "features.block2.relu"  # convnet2's default feature layer
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    return make_dataset(num_classes=3, per_class=20, size=8)
+
+
+def tiny_observer(frozen: bool = True, classes: int = 3):
+    torch.manual_seed(0)
+    model = registry.get_architecture("convnet2").build(1, classes, 8).eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(not frozen)
+    return model
+
+
+def make_task(dataset, observer=None, ipc: int = 2, seed: int = 0, **options) -> DistillTask:
+    arch = registry.get_architecture("convnet2")
+    return DistillTask(dataset, observer if observer is not None else tiny_observer(), arch, ipc=ipc, device=CPU,
+                       seed=seed, options=LICOptions(**options))
+
+
+def ranked_sources(distilled, label: int, ipc: int, n: int = 4) -> list[int]:
+    """Undo the spread grouping: rank r sits in image r % ipc, tile r // ipc."""
+    grid = distilled.extras["source_indices"][str(label)]
+    return [grid[r % ipc][r // ipc] for r in range(n * ipc)]
+
+
+def brute_force_ce(observer, dataset, indices) -> dict[int, float]:
+    """CE of each image on its own (one forward per image)."""
+    with torch.no_grad():
+        return {i: float(F.cross_entropy(observer(dataset.train.load(torch.tensor([i]))), dataset.train.labels[[i]]))
+                for i in indices}
+
+
+def test_plugin_found_through_entry_point():
+    found = registry.registered("distillers")
+    assert "lic" in found, "lic not registered; run pip install -e . so the entry point exists"
+    assert found["lic"].plugin.name == "lic" and found["lic"].plugin.origin != "builtin"
+    assert type(found["lic"].item).__module__ == "lic_plugin.distiller"
+    assert found["lic"].item.options_class is LICOptions
+
+
+def test_selection_keeps_exactly_the_lowest_loss_images(dataset):
+    observer = tiny_observer()
+    ipc = 2
+    distilled = LICDistiller().distill(make_task(dataset, observer, ipc=ipc, subset_size=100, compensation=False))
+    for label, pool in dataset.train_indices_by_class().items():
+        losses = brute_force_ce(observer, dataset, pool.tolist())
+        expected = sorted(losses, key=lambda i: losses[i])[:4 * ipc]
+        assert ranked_sources(distilled, label, ipc) == expected  # the set and its order
+        kept_scores = distilled.extras["scores"][str(label)]
+        for image, row in enumerate(distilled.extras["source_indices"][str(label)]):
+            for tile, index in enumerate(row):
+                assert kept_scores[image][tile] == pytest.approx(-losses[index], abs=1e-5)
+
+
+def test_selection_on_a_seeded_subset_and_random_ablation(dataset):
+    observer = tiny_observer()
+
+    def kept(seed, selection):
+        out = LICDistiller().distill(make_task(dataset, observer, seed=seed, subset_size=10, selection=selection,
+                                               compensation=False))
+        return out, {c: sorted(sum(out.extras["source_indices"][str(c)], [])) for c in range(3)}
+
+    top0, top_sets = kept(0, True)
+    again, _ = kept(0, True)
+    assert top0.extras["scored_indices"] == again.extras["scored_indices"]
+    other, _ = kept(1, True)
+    assert other.extras["scored_indices"] != top0.extras["scored_indices"]
+    rand0, rand_sets = kept(0, False)
+    rand1, rand1_sets = kept(1, False)
+    assert rand0.extras["scored_indices"] == top0.extras["scored_indices"]  # same subset, drawn first
+    for label in range(3):
+        subset = top0.extras["scored_indices"][str(label)]
+        assert len(subset) == 10 and len(set(subset)) == 10
+        losses = brute_force_ce(observer, dataset, subset)
+        assert top_sets[label] == sorted(sorted(subset, key=lambda i: losses[i])[:8])
+        assert set(rand_sets[label]) <= set(subset) and len(rand_sets[label]) == 8
+        assert set(rand1_sets[label]) <= set(rand1.extras["scored_indices"][str(label)])
+    assert rand_sets != top_sets and rand_sets != rand1_sets
+
+
+def test_rank_and_group_functions():
+    scores = torch.tensor([0.1, -3.0, 2.0, 0.5, -1.0])
+    assert rank_kept(scores, 3).tolist() == [2, 3, 0]
+    ranked = torch.arange(8)
+    assert group_ranks(ranked, ipc=2, n=4, grouping="spread").tolist() == [[0, 2, 4, 6], [1, 3, 5, 7]]
+    assert group_ranks(ranked, ipc=2, n=4, grouping="consecutive").tolist() == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert group_ranks(torch.arange(12), ipc=3, n=4).tolist() == [[0, 3, 6, 9], [1, 4, 7, 10], [2, 5, 8, 11]]
+    with pytest.raises(ValueError, match="cannot keep 6"):
+        rank_kept(scores, 6)
+
+
+def test_grouping_in_distill(dataset):
+    observer = tiny_observer()
+    spread = LICDistiller().distill(make_task(dataset, observer, subset_size=100, compensation=False))
+    consecutive = LICDistiller().distill(make_task(dataset, observer, subset_size=100, compensation=False,
+                                                   grouping="consecutive"))
+    for label in range(3):
+        ranks = ranked_sources(spread, label, ipc=2)
+        assert consecutive.extras["source_indices"][str(label)] == [ranks[:4], ranks[4:]]
+        flat = sum(consecutive.extras["scores"][str(label)], [])
+        assert flat == sorted(flat, reverse=True)
+
+
+def test_compensation_lowers_eq8_on_a_fixed_draw(dataset):
+    observer = tiny_observer()
+    originals = dataset.train.load(torch.arange(8))
+    squeezed = squeeze(originals, 2)
+    dsa = DSA()
+    fixed = dsa.draw(originals.shape, torch.Generator().manual_seed(7), siamese=True)
+
+    def fixed_loss(images):
+        with torch.no_grad():
+            return float(alignment_loss(observer, LAYER, dsa.apply(originals, fixed), dsa.apply(expand(images, 2), fixed)))
+
+    low, high = (torch.tensor(b).view(1, -1, 1, 1) for b in dataset.normalization.pixel_bounds())
+    out, trace = compensate(observer, LAYER, originals, squeezed, 2, dsa, torch.Generator().manual_seed(0),
+                            iterations=40, bounds=(low, high))
+    assert out.shape == squeezed.shape and trace.shape == (40,)
+    assert fixed_loss(out) < 0.9 * fixed_loss(squeezed)
+    # each iteration's loss is under its own draw, so compare the ends of the trace on average ...
+    assert float(trace[-10:].mean()) < float(trace[:10].mean())
+    assert bool((out >= low).all()) and bool((out <= high).all())
+    # ... and exactly with the identity as the one fixed transform
+    _, identity_trace = compensate(observer, LAYER, originals, squeezed, 2, DSA("none"), torch.Generator().manual_seed(0),
+                                   iterations=10, bounds=(low, high))
+    assert float(identity_trace[-1]) < float(identity_trace[0])
+
+
+ARCH_SHAPES = {  # 16 px, 1 channel: default feature layer, then one explicit non-default layer
+    "convnet3": ((128, 4, 4), "features.block1.relu", (128, 16, 16)),
+    "convnet3-bn": ((128, 4, 4), "features.block2.relu", (128, 8, 8)),
+    "resnet18": ((512, 2, 2), "layer2", (128, 8, 8)),
+    "mobilenetv2": ((1280, 2, 2), "features.6", (32, 8, 8)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ARCH_SHAPES))
+def test_feature_layer_of_each_architecture(name):
+    arch = registry.get_architecture(name)
+    model = arch.build(1, 10, 16).eval()
+    x = torch.randn(2, 1, 16, 16)
+    default_shape, other, other_shape = ARCH_SHAPES[name]
+    layer = resolve_feature_layer(arch, model, "")
+    assert layer == arch.default_feature_layer
+    with torch.no_grad():
+        assert tuple(read_features(model, layer, x).shape) == (2, *default_shape)
+        assert resolve_feature_layer(arch, model, other) == other
+        assert tuple(read_features(model, other, x).shape) == (2, *other_shape)
+        # the logits layer works too (2-D features)
+        assert alignment_loss(model, arch.feature_layers[-1], x, x).shape == ()
+    with pytest.raises(ValueError, match=f"valid feature layers: {arch.feature_layers[0]}"):
+        resolve_feature_layer(arch, model, "no.such.layer")
+
+
+def test_named_module_layer_accepted_and_recorded(dataset):
+    distilled = LICDistiller().distill(make_task(dataset, ipc=1, iterations=2, feature_layer="features.block1.conv"))
+    assert distilled.extras["feature_layer"] == "features.block1.conv"
+    with pytest.raises(ValueError, match="features.block1.relu, features.block2.relu, classifier"):
+        LICDistiller().distill(make_task(dataset, ipc=1, iterations=2, feature_layer="block9"))
+
+
+def test_same_seed_bit_identical_other_seed_differs(dataset):
+    observer = tiny_observer()
+    first = LICDistiller().distill(make_task(dataset, observer, iterations=5, subset_size=10))
+    again = LICDistiller().distill(make_task(dataset, observer, iterations=5, subset_size=10))
+    other = LICDistiller().distill(make_task(dataset, observer, seed=1, iterations=5, subset_size=10))
+    assert torch.equal(first.images, again.images)
+    assert first.extras["loss_trace"] == again.extras["loss_trace"]
+    assert not torch.equal(first.images, other.images)
+
+
+def test_plain_squeeze_without_compensation(dataset):
+    distilled = LICDistiller().distill(make_task(dataset, ipc=3, compensation=False))
+    check_distilled(distilled, "lic", dataset, 3)
+    assert distilled.images.shape == (9, 1, 8, 8) and distilled.images.dtype == torch.float32
+    assert distilled.images.device == CPU
+    assert distilled.labels.dtype == torch.int64 and distilled.labels.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert distilled.tile_grid == 2 and distilled.soft_labels == "observer"
+    assert distilled.images_per_class(3) == [3, 3, 3]
+    assert distilled.extras["loss_trace"] == []
+    sources = torch.tensor([distilled.extras["source_indices"][str(c)] for c in range(3)]).view(-1)
+    assert all(int(dataset.train.labels[i]) == label for i, label in zip(sources, torch.arange(3).repeat_interleave(12)))
+    assert torch.equal(distilled.images, squeeze(dataset.train.load(sources), 2))
+
+
+def test_compensated_set_contract_bounds_batches_and_progress(dataset):
+    observer = tiny_observer(frozen=False)  # weights that could take grads: none may get one
+    before = [p.detach().clone() for p in observer.parameters()]
+    observer.train()
+    task = make_task(dataset, observer, iterations=3, batch_size=4)
+    calls = []
+    task.progress = calls.append
+    distilled = LICDistiller().distill(task)
+    check_distilled(distilled, "lic", dataset, 2)
+    assert sum(calls) == LICDistiller().total_work(task) == 3 + 2 * 3  # 6 images in batches of 4
+    assert [b["images"] for b in distilled.extras["loss_trace"]] == [[0, 4], [4, 6]]
+    assert all(isinstance(v, float) for b in distilled.extras["loss_trace"] for v in b["loss"])
+    assert all(p.grad is None for p in observer.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(before, observer.parameters()))
+    assert observer.training  # mode restored
+    low, high = (torch.tensor(b).view(1, -1, 1, 1) for b in dataset.normalization.pixel_bounds())
+    assert bool((distilled.images >= low).all()) and bool((distilled.images <= high).all())
+    assert distilled.extras["feature_layer"] == LAYER and distilled.extras["options"]["lr"] == LICOptions().lr
+    unclamped = LICDistiller().distill(make_task(dataset, observer, iterations=3, clamp="none", lr=1.0))
+    assert bool((unclamped.images < low).any() | (unclamped.images > high).any())
+
+
+def test_refusals(dataset):
+    with pytest.raises(ValueError, match="CUDA"):
+        LICDistiller().distill(make_task(dataset, amp=True))
+    with pytest.raises(ValueError, match=r"class 0 \('c0'\).*only 20"):
+        LICDistiller().distill(make_task(dataset, ipc=6))
+    with pytest.raises(ValueError, match="perfect square"):
+        LICOptions(n=3)
+    with pytest.raises(ValueError, match="spread, consecutive"):
+        LICOptions(grouping="best")
+    with pytest.raises(ValueError, match="adam, sgd"):
+        LICOptions(optimizer="lbfgs")
+    with pytest.raises(ValueError, match="pixel, none"):
+        LICOptions(clamp="yes")
+    with pytest.raises(ValueError, match="iterations"):
+        LICOptions(iterations=-1)
+    with pytest.raises(ValueError, match="subset_size"):
+        LICOptions(subset_size=0)
+    with pytest.raises(ValueError, match="valid families"):
+        LICOptions(dsa_strategy="color_blur")
+    with pytest.raises(ValueError, match="divisible by 3"):
+        LICDistiller().distill(make_task(dataset, n=9))
+
+
+def test_command_line_options_reach_the_dataclass():
+    options = apply_overrides(LICOptions(), ["selection=false", "compensation=false", "lr=0.5", "grouping=consecutive"],
+                              what="method 'lic'")
+    assert (options.selection, options.compensation, options.lr, options.grouping) == (False, False, 0.5, "consecutive")
+    with pytest.raises((OptionError, ValueError)):
+        apply_overrides(LICOptions(), ["n=5"], what="method 'lic'")
+
+
+def test_score_images_is_negative_cross_entropy(dataset):
+    observer = tiny_observer()
+    images = dataset.train.load(torch.arange(10))
+    labels = dataset.train.labels[:10]
+    with torch.no_grad():
+        expected = -F.cross_entropy(observer(images), labels, reduction="none")
+    torch.testing.assert_close(score_images(observer, images, labels, batch_size=3), expected)
