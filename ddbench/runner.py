@@ -19,6 +19,7 @@ from ddbench.budget import EvalBudget
 from ddbench.contracts import DataOptions, DistilledSet, DistillTask, EvalContext, options_to_dict
 from ddbench.data.base import Dataset
 from ddbench.artifacts import RunStore, file_digest, git_revision, load_distilled, save_distilled, unit_key
+from ddbench.exports import write_image_grid, write_tables
 from ddbench.io import atomic_write_json
 from ddbench.measure import measure_stage, resolve_device
 from ddbench.observer import Observer, default_recipe, get_observer, load_teacher
@@ -206,6 +207,7 @@ def run(config: RunConfig, ui) -> dict[str, Any]:
     for name, distiller in plan.distillers.items():
         try:
             distilled, record, key = distill_one(context, name, distiller)
+            write_image_grid(out / "grids" / f"{name}.png", distilled.images, distilled.labels, dataset.normalization)
             methods[name] = evaluate_one(context, distilled, record, key)
         except Exception as exc:  # one broken plugin must not sink the others; it is named in the table
             message = f"{type(exc).__name__}: {exc}"
@@ -230,6 +232,7 @@ def run(config: RunConfig, ui) -> dict[str, Any]:
         "versions": versions(),
     }
     atomic_write_json(out / "results.json", results)
+    write_tables(out, results)
     ui.results_table(results)
     ui.info(f"results written to {out / 'results.json'}")
     return results

@@ -81,3 +81,24 @@ def test_host_rejects_a_broken_distilled_set(digits):
     for word, distilled in bad_cases.items():
         with pytest.raises(RunError, match=f"method 'm' returned an invalid distilled set.*{word}"):
             check_distilled(distilled, "m", digits, 2)
+
+
+def test_exports_agree_with_results_json(first_run):
+    import csv
+
+    from PIL import Image
+
+    root, _ = first_run
+    out = root / "out"
+    results = json.loads((out / "results.json").read_text())
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert [row["method"] for row in rows] == list(results["methods"])
+    entry = results["methods"]["random"]
+    assert float(rows[0]["accuracy_mean"]) == entry["accuracy"]["mean"]
+    assert float(rows[0]["accuracy_std"]) == entry["accuracy"]["std"]
+    markdown = (out / "results.md").read_text()
+    assert f"| random | {entry['accuracy']['mean']:.2f} ± {entry['accuracy']['std']:.2f} |" in markdown
+    latex = (out / "results.tex").read_text()
+    assert "\\begin{tabular}" in latex and f"{entry['accuracy']['mean']:.2f} $\\pm$" in latex
+    picture = Image.open(out / "grids" / "random.png")
+    assert picture.width > 0 and picture.height > picture.width  # 10 class rows of 2 images

@@ -1,0 +1,131 @@
+"""Tables and pictures a run leaves in its output folder: CSV, Markdown and LaTeX versions of
+the results table, and a PNG grid of each method's distilled images."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ddbench.io import atomic_write_bytes, atomic_write_text
+
+COLUMNS = ("method", "accuracy_mean", "accuracy_std", "per_seed", "distill_seconds", "peak_memory_bytes", "labels", "label_storage_bytes")
+
+
+def result_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per method, in run order; a failed method keeps its row with the error."""
+    rows = []
+    for name, entry in results["methods"].items():
+        if "error" in entry:
+            rows.append({"method": name, "labels": f"failed: {entry['error']}"})
+            continue
+        rows.append({
+            "method": name,
+            "accuracy_mean": entry["accuracy"]["mean"],
+            "accuracy_std": entry["accuracy"]["std"],
+            "per_seed": " ".join(f"{a:.2f}" for a in entry["accuracy"]["per_seed"]),
+            "distill_seconds": entry["distill_seconds"],
+            "peak_memory_bytes": entry["peak_memory_bytes"],
+            "labels": entry["labels"].get("labels", entry["soft_labels"]),
+            "label_storage_bytes": entry["labels"].get("label_storage_bytes", 0),
+        })
+    return rows
+
+
+def to_csv(rows: list[dict[str, Any]], columns: tuple[str, ...] = COLUMNS) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def _cell(row: dict[str, Any], column: str) -> str:
+    value = row.get(column, "")
+    if column == "accuracy_mean" and value != "":
+        return f"{value:.2f} ± {row['accuracy_std']:.2f}"
+    if column == "distill_seconds" and value != "":
+        return f"{value:.2f} s"
+    if column.endswith("_bytes") and value != "":
+        return f"{value / 2**20:.2f} MiB"
+    return str(value)
+
+
+DISPLAY = {"method": "method", "accuracy_mean": "accuracy % (mean ± std)", "distill_seconds": "distill time",
+           "peak_memory_bytes": "peak memory", "labels": "labels", "label_storage_bytes": "label storage"}
+
+
+def to_markdown(rows: list[dict[str, Any]], caption: str) -> str:
+    header = "| " + " | ".join(DISPLAY.values()) + " |"
+    rule = "| " + " | ".join("---" for _ in DISPLAY) + " |"
+    body = ["| " + " | ".join(_cell(row, column) for column in DISPLAY) + " |" for row in rows]
+    return "\n".join([f"**{caption}**", "", header, rule, *body]) + "\n"
+
+
+def latex_escape(text: str) -> str:
+    for char, escaped in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
+                          ("{", r"\{"), ("}", r"\}"), ("$", r"\$")):
+        text = text.replace(char, escaped)
+    return text.replace("±", r"$\pm$")
+
+
+def to_latex(rows: list[dict[str, Any]], caption: str) -> str:
+    lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{latex_escape(caption)}}}",
+             r"\begin{tabular}{l" + "r" * (len(DISPLAY) - 1) + "}", r"\toprule",
+             " & ".join(latex_escape(v) for v in DISPLAY.values()) + r" \\", r"\midrule"]
+    lines += [" & ".join(latex_escape(_cell(row, column)) for column in DISPLAY) + r" \\" for row in rows]
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def caption_of(results: dict[str, Any]) -> str:
+    budget = results["budget"]
+    return (f"{results['dataset']['name']}, IPC {results['ipc']}, observer {results['observer']['architecture']}, "
+            f"verifier {results['verifier']}, evaluator {results['evaluator']['name']}, budget {budget['preset']} "
+            f"(v{budget['version']}: {budget['epochs']} epochs, {budget['optimizer']} lr {budget['lr']}), "
+            f"seeds {', '.join(map(str, results['seeds']))}; accuracy on the {results['dataset'].get('evaluated_on', 'test')}")
+
+
+def write_tables(folder: Path, results: dict[str, Any]) -> list[Path]:
+    rows = result_rows(results)
+    caption = caption_of(results)
+    outputs = {"results.csv": to_csv(rows), "results.md": to_markdown(rows, caption), "results.tex": to_latex(rows, caption)}
+    paths = []
+    for name, text in outputs.items():
+        atomic_write_text(folder / name, text)
+        paths.append(folder / name)
+    return paths
+
+
+def image_grid_png(images: torch.Tensor, labels: torch.Tensor, mean, std, max_per_class: int = 10) -> bytes:
+    """A PNG with one row per class (up to ``max_per_class`` images each), pixels denormalised."""
+    from PIL import Image
+    from torchvision.utils import make_grid
+
+    mean_t = torch.tensor(mean).view(1, -1, 1, 1)
+    std_t = torch.tensor(std).view(1, -1, 1, 1)
+    pixels = (images.float() * std_t + mean_t).clamp(0, 1)
+    rows = []
+    per_row = min(max_per_class, int(torch.bincount(labels).max()))
+    for label in labels.unique(sorted=True).tolist():
+        chosen = pixels[labels == label][:per_row]
+        if len(chosen) < per_row:
+            chosen = torch.cat([chosen, torch.ones(per_row - len(chosen), *chosen.shape[1:])])
+        rows.append(chosen)
+    grid = make_grid(torch.cat(rows), nrow=per_row, padding=1, pad_value=1.0)
+    scale = max(1, 256 // max(images.shape[-1], 1) // 2)
+    array = (grid * 255).round().byte().permute(1, 2, 0).numpy()
+    picture = Image.fromarray(array.squeeze(-1) if array.shape[-1] == 1 else array)
+    if scale > 1:
+        picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_image_grid(path: Path, images: torch.Tensor, labels: torch.Tensor, normalization) -> Path:
+    atomic_write_bytes(path, image_grid_png(images, labels, normalization.mean, normalization.std))
+    return path
