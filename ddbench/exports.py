@@ -89,10 +89,11 @@ def caption_of(results: dict[str, Any]) -> str:
             f"seeds {', '.join(map(str, results['seeds']))}; accuracy on the {results['dataset'].get('evaluated_on', 'test')}")
 
 
-def write_tables(folder: Path, results: dict[str, Any]) -> list[Path]:
+def write_tables(folder: Path, results: dict[str, Any], stem: str = "results") -> list[Path]:
+    """``<stem>.csv``, ``<stem>.md`` and ``<stem>.tex`` of a run's results in ``folder``."""
     rows = result_rows(results)
     caption = caption_of(results)
-    outputs = {"results.csv": to_csv(rows), "results.md": to_markdown(rows, caption), "results.tex": to_latex(rows, caption)}
+    outputs = {f"{stem}.csv": to_csv(rows), f"{stem}.md": to_markdown(rows, caption), f"{stem}.tex": to_latex(rows, caption)}
     paths = []
     for name, text in outputs.items():
         atomic_write_text(folder / name, text)

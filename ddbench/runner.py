@@ -58,6 +58,7 @@ class RunConfig:
     device: str = "auto"
     out: str | None = None
     command: str = ""
+    results_name: str = "results.json"  # the results file in the output folder; its tables share its stem
 
     def output_dir(self) -> Path:
         if self.out:
@@ -231,10 +232,10 @@ def run(config: RunConfig, ui) -> dict[str, Any]:
         "methods": methods,
         "versions": versions(),
     }
-    atomic_write_json(out / "results.json", results)
-    write_tables(out, results)
+    atomic_write_json(out / config.results_name, results)
+    write_tables(out, results, stem=Path(config.results_name).stem)
     ui.results_table(results)
-    ui.info(f"results written to {out / 'results.json'}")
+    ui.info(f"results written to {out / config.results_name}")
     return results
 
 
@@ -275,7 +276,8 @@ def distill_one(ctx: RunContext, name: str, distiller: Any) -> tuple[DistilledSe
     with measure_stage(ctx.device) as measure:
         distilled = distiller.distill(task)
     check_distilled(distilled, name, dataset, config.ipc)
-    distilled.options = options_to_dict(options)
+    # the options as given, with any values the method resolved itself (e.g. per-dataset defaults)
+    distilled.options = {**options_to_dict(options), **(distilled.options or {})}
     distilled.timings.setdefault("distill_seconds", measure.seconds)
     distilled.peak_memory_bytes = measure.peak_memory_bytes
     save_distilled(path, distilled, {

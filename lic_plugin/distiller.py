@@ -89,7 +89,7 @@ class LICDistiller:
                                                               torch.cat(sources), generator)
         timings = {"selection_seconds": selected - started, "squeeze_compensation_seconds": time.perf_counter() - selected}
         labels = torch.arange(task.num_classes, dtype=torch.int64).repeat_interleave(task.ipc)
-        resolved = dataclasses.asdict(options)
+        resolved = {**dataclasses.asdict(options), "feature_layer": layer}
         return DistilledSet(
             images=images,
             labels=labels,

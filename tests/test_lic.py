@@ -270,3 +270,22 @@ def test_score_images_is_negative_cross_entropy(dataset):
     with torch.no_grad():
         expected = -F.cross_entropy(observer(images), labels, reduction="none")
     torch.testing.assert_close(score_images(observer, images, labels, batch_size=3), expected)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_loop_has_no_host_sync_and_amp_runs(dataset):
+    device = torch.device("cuda")
+    observer = tiny_observer().to(device)
+    originals = dataset.train.load(torch.arange(8)).to(device)
+    squeezed = squeeze(originals, 2)
+    low, high = (torch.tensor(b, device=device).view(1, -1, 1, 1) for b in dataset.normalization.pixel_bounds())
+    generator = torch.Generator().manual_seed(0)
+    compensate(observer, LAYER, originals, squeezed, 2, DSA(), generator, iterations=2, bounds=(low, high))  # warm-up
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out, trace = compensate(observer, LAYER, originals, squeezed, 2, DSA(), generator, iterations=5,
+                                bounds=(low, high), amp=True)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert out.dtype == torch.float32 and bool(torch.isfinite(trace).all())
