@@ -98,10 +98,10 @@ def _half_up(size: int, ratio: float) -> int:
 # --------------------------------------------------------------------------- crop
 
 
-class DSACropGenerator(RandomGeneratorBase):
-    """Affine parameters of a DSA crop: integer ``(dx, dy)``, no rotation, scale or shear."""
+class _RatioGenerator(RandomGeneratorBase):
+    """A parameter generator sized by a fraction of the image side; draws with ``torch.randint``."""
 
-    def __init__(self, ratio: float = CROP_RATIO) -> None:
+    def __init__(self, ratio: float) -> None:
         super().__init__()
         self.ratio = float(ratio)
 
@@ -110,6 +110,13 @@ class DSACropGenerator(RandomGeneratorBase):
 
     def make_samplers(self, device: torch.device, dtype: torch.dtype) -> None:
         pass
+
+
+class DSACropGenerator(_RatioGenerator):
+    """Affine parameters of a DSA crop: integer ``(dx, dy)``, no rotation, scale or shear."""
+
+    def __init__(self, ratio: float = CROP_RATIO) -> None:
+        super().__init__(ratio)
 
     def forward(self, batch_shape: Tuple[int, ...], same_on_batch: bool = False) -> Dict[str, Tensor]:
         batch, height, width = int(batch_shape[0]), int(batch_shape[-2]), int(batch_shape[-1])
@@ -180,18 +187,11 @@ class DSAScale(RandomAffine):
 # --------------------------------------------------------------------------- cutout
 
 
-class DSACutoutGenerator(RandomGeneratorBase):
+class DSACutoutGenerator(_RatioGenerator):
     """Integer square centres, DSA's ``randint(0, H + (1 - size_h % 2))`` (and likewise for W)."""
 
     def __init__(self, ratio: float = CUTOUT_RATIO) -> None:
-        super().__init__()
-        self.ratio = float(ratio)
-
-    def __repr__(self) -> str:
-        return f"ratio={self.ratio}"
-
-    def make_samplers(self, device: torch.device, dtype: torch.dtype) -> None:
-        pass
+        super().__init__(ratio)
 
     def forward(self, batch_shape: Tuple[int, ...], same_on_batch: bool = False) -> Dict[str, Tensor]:
         batch, height, width = int(batch_shape[0]), int(batch_shape[-2]), int(batch_shape[-1])

@@ -34,6 +34,13 @@ def cell_text(mean: float, std: float) -> str:
     return f"{mean:.2f} ± {std:.2f}"
 
 
+def show(ui: Any, renderable: Any) -> None:
+    """Print a rich renderable on the UI's console (results go to stdout)."""
+    console = getattr(ui, "console", None)
+    if console is not None:
+        console.print(renderable)
+
+
 class QuietTables:
     """A UI proxy for the runs inside a grid: progress and messages pass through, the per-run
     result tables do not (the grid prints its own table, and the budget once)."""
