@@ -29,6 +29,9 @@ class SqueezeDistiller:
     name = "squeeze"
     options_class = SqueezeOptions
 
+    def check_setup(self, options: SqueezeOptions, image_shape: tuple[int, int, int], ipc: int) -> None:
+        check_tiles_fit(options.n, image_shape[1], image_shape[2])
+
     def total_work(self, task: DistillTask) -> int:
         return task.num_classes
 

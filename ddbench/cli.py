@@ -23,6 +23,26 @@ def _seeds(text: str) -> list[int]:
     return list(range(count))
 
 
+def _ints(flag: str):
+    """A comma list of integers (``1,10,50``) for ``flag``."""
+
+    def parse(text: str) -> list[int]:
+        try:
+            values = [int(part) for part in text.split(",") if part.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} takes an integer or a comma list (1,10,50), got {text!r}") from None
+        if not values:
+            raise argparse.ArgumentTypeError(f"{flag} needs at least one value")
+        return values
+
+    return parse
+
+
+def _names(text: str) -> list[str]:
+    """A comma list of names (``lic,sre2l``)."""
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
 def _add_data_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", default="digits", help="dataset name (default: digits, embedded; see 'ddbench plugins')")
     parser.add_argument("--data-root", help="folder holding the dataset (torchvision layout, or class folders for imagefolder)")
@@ -30,13 +50,31 @@ def _add_data_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-size", type=int, help="resize images to this many pixels a side (default: the dataset's)")
 
 
-def _add_observer_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--arch", default="convnet3-bn", help="observer architecture (default: convnet3-bn: BatchNorm, so every method, SRe2L included, can share it)")
+def _add_observer_args(parser: argparse.ArgumentParser, single: bool = True, arch_help: str | None = None) -> None:
+    """Observer arguments; ``single=False`` (grids of observers) leaves out ``--arch`` and ``--observer``."""
+    if single:
+        parser.add_argument("--arch", default="convnet3-bn", help=arch_help or "observer architecture (default: convnet3-bn: BatchNorm, so every method, SRe2L included, can share it)")
     parser.add_argument("--observer-seed", type=int, default=0, help="seed of the observer's training (default: 0)")
     parser.add_argument("--observer-epochs", type=int, help="override the observer recipe's epochs")
-    parser.add_argument("--observer", dest="observer_checkpoint", metavar="PATH", help="use this observer checkpoint (safetensors) instead of the cache")
+    if single:
+        parser.add_argument("--observer", dest="observer_checkpoint", metavar="PATH", help="use this observer checkpoint (safetensors) instead of the cache")
     parser.add_argument("--cache-dir", help="where observers are cached (default: $DDBENCH_CACHE or ~/.cache/ddbench)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+
+
+def _add_evaluation_args(parser: argparse.ArgumentParser, evaluator_help: str | None = None) -> None:
+    """How distilled sets are evaluated, seeds, budget and method options (shared by run and the grids)."""
+    parser.add_argument("--evaluator", default="relabel", help=evaluator_help or "evaluator: relabel (soft labels from the observer, default), train (hard labels), or a plugin's")
+    parser.add_argument("--teacher", dest="teacher_checkpoint", metavar="PATH", help="soft-label teacher checkpoint (default: the observer)")
+    parser.add_argument("--validation", type=int, default=0, metavar="N",
+                        help="hold out N training images per class (seeded) and report accuracy on them instead of the test set: for tuning")
+    parser.add_argument("--validation-seed", type=int, default=0, help="seed of the validation split (default: 0)")
+    parser.add_argument("--seeds", type=_seeds, default=[0, 1, 2], help="evaluation seeds: a count (3 = 0,1,2) or a list (default: 3)")
+    parser.add_argument("--distill-seed", type=int, default=0, help="seed of every method's distillation (default: 0)")
+    parser.add_argument("--budget", default="quick", help="evaluation budget preset: quick, paper, paper-imagenet (default: quick)")
+    parser.add_argument("--budget-set", action="append", default=[], metavar="KEY=VALUE", help="override one budget field (repeatable)")
+    parser.add_argument("--option", action="append", default=[], metavar="METHOD.KEY=VALUE", help="set one method option (repeatable)")
+    parser.add_argument("--eval-option", action="append", default=[], metavar="KEY=VALUE", help="set one evaluator option (repeatable)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,22 +86,50 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--method", required=True, help="the main method (see 'ddbench plugins')")
     run.add_argument("--baseline", action="append", default=[], help="a method to compare against (repeatable)")
     _add_data_args(run)
-    run.add_argument("--ipc", type=int, default=10, help="images per class (default: 10)")
+    run.add_argument("--ipc", type=_ints("--ipc"), default=[10], help="images per class (default: 10); a comma list (1,10,50) runs an IPC sweep and plots accuracy against IPC")
     _add_observer_args(run)
     run.add_argument("--verifier", help="architecture trained on the distilled set (default: the observer's)")
-    run.add_argument("--evaluator", default="relabel", help="evaluator: relabel (soft labels from the observer, default), train (hard labels), or a plugin's")
-    run.add_argument("--teacher", dest="teacher_checkpoint", metavar="PATH", help="soft-label teacher checkpoint (default: the observer)")
-    run.add_argument("--validation", type=int, default=0, metavar="N",
-                     help="hold out N training images per class (seeded) and report accuracy on them instead of the test set: for tuning")
-    run.add_argument("--validation-seed", type=int, default=0, help="seed of the validation split (default: 0)")
-    run.add_argument("--seeds", type=_seeds, default=[0, 1, 2], help="evaluation seeds: a count (3 = 0,1,2) or a list (default: 3)")
-    run.add_argument("--distill-seed", type=int, default=0, help="seed of every method's distillation (default: 0)")
-    run.add_argument("--budget", default="quick", help="evaluation budget preset: quick, paper, paper-imagenet (default: quick)")
-    run.add_argument("--budget-set", action="append", default=[], metavar="KEY=VALUE", help="override one budget field (repeatable)")
-    run.add_argument("--option", action="append", default=[], metavar="METHOD.KEY=VALUE", help="set one method option (repeatable)")
-    run.add_argument("--eval-option", action="append", default=[], metavar="KEY=VALUE", help="set one evaluator option (repeatable)")
-    run.add_argument("--out", help="output folder (default: runs/<dataset>-<arch>-ipc<K>)")
+    _add_evaluation_args(run)
+    run.add_argument("--out", help="output folder (default: runs/<dataset>-<arch>-ipc<K>; an IPC list: runs/<dataset>-<arch>-ipc-sweep)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    cross = commands.add_parser("cross-arch", help="every method distilled once per observer, evaluated on every verifier (the paper's Table 2)")
+    cross.add_argument("--methods", type=_names, required=True, help="comma list of methods, the main one first (lic,sre2l)")
+    cross.add_argument("--observers", type=_names, required=True, help="comma list of observer architectures (convnet3-bn,resnet18)")
+    cross.add_argument("--verifiers", type=_names, help="comma list of verifier architectures (default: the observers)")
+    _add_data_args(cross)
+    cross.add_argument("--ipc", type=int, default=10, help="images per class (default: 10)")
+    _add_observer_args(cross, single=False)
+    _add_evaluation_args(cross)
+    cross.add_argument("--out", help="output folder (default: runs/<dataset>-cross-arch-ipc<K>)")
+    cross.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    bench = commands.add_parser("bench", help="time to distill 100 images at batch size 100 and peak memory, per method and observer (Table 3)")
+    bench.add_argument("--methods", type=_names, required=True, help="comma list of methods (lic,sre2l)")
+    _add_data_args(bench)
+    _add_observer_args(bench, arch_help="observer architecture(s), a comma list (default: convnet3-bn)")
+    bench.add_argument("--bench-iterations", type=int, default=5, metavar="K",
+                       help="timed runs of K and 2K iterations after a 1-iteration warm-up; the full run is projected (default: 5)")
+    bench.add_argument("--batch-size", type=int, default=100, help="the methods' batch_size option (default: 100, as in the paper)")
+    bench.add_argument("--distill-seed", type=int, default=0, help="seed of every distillation (default: 0)")
+    bench.add_argument("--option", action="append", default=[], metavar="METHOD.KEY=VALUE",
+                       help="set one method option (repeatable); METHOD.iterations=N sets the full run the time is projected to")
+    bench.add_argument("--out", help="output folder (default: runs/<dataset>-bench)")
+    bench.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    ablate = commands.add_parser("ablate", help="LIC's Table 7 rows and Figure 1 sweeps (M, N, feature layer): one table, a plot each")
+    ablate.add_argument("method", help="the method whose components are ablated (lic)")
+    ablate.add_argument("--sweeps", type=_names, default=["table7", "m", "n", "layer"], help="comma list of table7, m, n, layer (default: all)")
+    ablate.add_argument("--m-values", type=_ints("--m-values"), default=[0, 50, 100, 200], help="M (lic.iterations) values (default: 0,50,100,200)")
+    ablate.add_argument("--n-values", type=_ints("--n-values"), default=[1, 4, 9, 16],
+                        help="N (lic.n) values; those whose tiles do not divide the image size are skipped (default: 1,4,9,16)")
+    _add_data_args(ablate)
+    ablate.add_argument("--ipc", type=int, default=10, help="images per class (default: 10)")
+    _add_observer_args(ablate)
+    ablate.add_argument("--verifier", help="architecture trained on the distilled set (default: the observer's)")
+    _add_evaluation_args(ablate, evaluator_help="evaluator of the sweeps (default: relabel); Table 7's rows set their own")
+    ablate.add_argument("--out", help="output folder (default: runs/<dataset>-<arch>-ablate-ipc<K>)")
+    ablate.add_argument("--quiet", action="store_true", help="no progress bars")
 
     commands.add_parser("plugins", help="list every method, evaluator, dataset and architecture with its plugin and version")
 
@@ -89,29 +155,91 @@ def _method_options(assignments: list[str]) -> dict[str, list[str]]:
     return grouped
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from ddbench.budget import resolve_budget
-    from ddbench.report import ConsoleUI
-    from ddbench.runner import RunConfig, run
+def _command_line() -> str:
+    return shlex.join(["ddbench", *sys.argv[1:]])
 
-    config = RunConfig(
-        methods=[args.method, *args.baseline], dataset=args.dataset, data_root=args.data_root, download=args.download,
-        image_size=args.image_size, ipc=args.ipc, arch=args.arch, verifier=args.verifier, evaluator=args.evaluator,
+
+def _run_config(args: argparse.Namespace, methods: list[str], **fields):
+    """A RunConfig from the arguments every comparison command shares; ``fields`` add the rest."""
+    from ddbench.budget import resolve_budget
+    from ddbench.runner import RunConfig
+
+    return RunConfig(
+        methods=methods, dataset=args.dataset, data_root=args.data_root, download=args.download,
+        image_size=args.image_size, evaluator=args.evaluator,
         seeds=args.seeds, distill_seed=args.distill_seed, budget=resolve_budget(args.budget, args.budget_set),
         method_options=_method_options(args.option), evaluator_options=args.eval_option,
         observer_seed=args.observer_seed, observer_epochs=args.observer_epochs,
-        observer_checkpoint=args.observer_checkpoint, teacher_checkpoint=args.teacher_checkpoint,
+        teacher_checkpoint=args.teacher_checkpoint,
         validation_per_class=args.validation, validation_seed=args.validation_seed,
-        cache_dir=args.cache_dir, device=args.device, out=args.out,
-        command=shlex.join(["ddbench", *sys.argv[1:]]),
+        cache_dir=args.cache_dir, device=args.device, out=args.out, command=_command_line(), **fields,
     )
+
+
+def _exit_code(failed: list[str], where: str) -> int:
+    if failed:
+        print(f"ddbench: error: method(s) {', '.join(failed)} failed; see the table and {where}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from ddbench.report import ConsoleUI
+    from ddbench.runner import run
+
+    config = _run_config(args, [args.method, *args.baseline], ipc=args.ipc[0], arch=args.arch, verifier=args.verifier,
+                         observer_checkpoint=args.observer_checkpoint)
+    if len(args.ipc) > 1:
+        from ddbench.harness.sweep import ipc_sweep
+
+        with ConsoleUI(quiet=args.quiet) as ui:
+            summary = ipc_sweep(config, args.ipc, ui)
+        failed = sorted({p["method"] for p in summary["points"] if "error" in p})
+        return _exit_code(failed, "ipc-sweep.json")
     with ConsoleUI(quiet=args.quiet) as ui:
         results = run(config, ui)
     failed = [name for name, entry in results["methods"].items() if "error" in entry]
-    if failed:
-        print(f"ddbench: error: method(s) {', '.join(failed)} failed; see the table and results.json", file=sys.stderr)
-        return 1
-    return 0
+    return _exit_code(failed, "results.json")
+
+
+def cmd_cross_arch(args: argparse.Namespace) -> int:
+    from ddbench.harness.crossarch import cross_arch
+    from ddbench.report import ConsoleUI
+
+    config = _run_config(args, args.methods, ipc=args.ipc, arch=args.observers[0])
+    with ConsoleUI(quiet=args.quiet) as ui:
+        summary = cross_arch(config, args.observers, args.verifiers or args.observers, ui)
+    failed = sorted({c["method"] for c in summary["cells"] if "error" in c})
+    return _exit_code(failed, "cross-arch.json")
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from ddbench.harness.bench import BenchConfig, bench
+    from ddbench.report import ConsoleUI
+
+    config = BenchConfig(
+        methods=args.methods, archs=_names(args.arch), dataset=args.dataset, data_root=args.data_root,
+        download=args.download, image_size=args.image_size, method_options=_method_options(args.option),
+        bench_iterations=args.bench_iterations, batch_size=args.batch_size, distill_seed=args.distill_seed,
+        observer_seed=args.observer_seed, observer_epochs=args.observer_epochs, observer_checkpoint=args.observer_checkpoint,
+        cache_dir=args.cache_dir, device=args.device, out=args.out, command=_command_line(),
+    )
+    with ConsoleUI(quiet=args.quiet) as ui:
+        summary = bench(config, ui)
+    failed = sorted({row["method"] for row in summary["rows"] if "error" in row})
+    return _exit_code(failed, "bench.json")
+
+
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from ddbench.harness.ablate import ablate
+    from ddbench.report import ConsoleUI
+
+    config = _run_config(args, [args.method], ipc=args.ipc, arch=args.arch, verifier=args.verifier,
+                         observer_checkpoint=args.observer_checkpoint)
+    with ConsoleUI(quiet=args.quiet) as ui:
+        summary = ablate(config, args.sweeps, args.m_values, args.n_values, ui)
+    failed = sorted({f"{r['sweep']} {r['label']}" for r in summary["rows"] if "error" in r})
+    return _exit_code(failed, "ablate.json")
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
@@ -180,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"ddbench {__version__}")
         return 0
-    handlers = {"run": cmd_run, "plugins": cmd_plugins}
+    handlers = {"run": cmd_run, "plugins": cmd_plugins, "cross-arch": cmd_cross_arch, "bench": cmd_bench, "ablate": cmd_ablate}
     if args.command == "observer":
         if args.observer_command != "train":
             parser.parse_args(["observer", "--help"])

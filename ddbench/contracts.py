@@ -178,6 +178,10 @@ class Distiller(Protocol):
 
     def distill(self, task: DistillTask) -> DistilledSet: ...
 
+    # Optional: ``check_setup(options, image_shape: tuple[int, int, int], ipc: int) -> None`` raises
+    # ``ValueError`` when the options cannot work for this image shape or IPC (e.g. tiles that
+    # do not divide the image). The host calls it once the dataset is known, before any work.
+    #
     # Optional: ``check_observer(arch: ArchitectureSpec) -> None`` raises ``ValueError`` when the
     # method cannot work with an observer of that architecture. The host calls it before any
     # work (before the observer is trained), so the message should name an architecture to use.

@@ -110,8 +110,22 @@ def plan_run(config: RunConfig) -> Plan:
     return Plan(distillers, method_options, evaluator, evaluator_options, dataset_spec, observer_arch, verifier_arch)
 
 
-def load_dataset(config: RunConfig, spec: Any) -> Dataset:
+def check_setup_all(plan: Plan, config: RunConfig, dataset: Dataset) -> None:
+    """Each method's own check of its options against the image shape and IPC, before any work."""
+    for name, distiller in plan.distillers.items():
+        check_setup = getattr(distiller, "check_setup", None)
+        if check_setup is None:
+            continue
+        try:
+            check_setup(plan.method_options[name], dataset.image_shape, config.ipc)
+        except ValueError as exc:
+            raise RunError(f"method {name!r}: {exc}") from None
+
+
+def load_dataset(config: RunConfig, spec: Any, plan: Plan | None = None) -> Dataset:
     dataset = spec.load(DataOptions(root=config.data_root, download=config.download, image_size=config.image_size))
+    if plan is not None:
+        check_setup_all(plan, config, dataset)
     if config.validation_per_class:
         try:
             dataset = dataset.with_validation_split(config.validation_per_class, config.validation_seed)
@@ -182,7 +196,7 @@ def run(config: RunConfig, ui) -> dict[str, Any]:
     plan = plan_run(config)
     budget = config.budget
     device = resolve_device(config.device)
-    dataset = load_dataset(config, plan.dataset_spec)
+    dataset = load_dataset(config, plan.dataset_spec, plan)
     out = config.output_dir()
     store = RunStore(out)
     ui.info(f"dataset {dataset.name}: {len(dataset.train)} train / {len(dataset.test)} test images, "

@@ -79,7 +79,7 @@ def compensate(
     *,
     iterations: int,
     optimizer: str = "adam",
-    lr: float = 0.01,
+    lr: float = 0.1,
     bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
     amp: bool = False,
     progress: Callable[[int], None] = lambda n: None,

@@ -61,3 +61,10 @@ def test_bad_options_name_the_valid_ones(tmp_path):
     result = run_cli("run", "--method", "random", "--ipc", "5000", "--cache-dir", str(tmp_path))
     assert result.returncode == 2 and "smallest class" in result.stderr
     assert not (tmp_path / "observers").exists()
+
+
+def test_tiles_that_do_not_divide_the_image_fail_before_any_work(tmp_path):
+    result = run_cli("run", "--method", "squeeze", "--option", "squeeze.n=9", "--cache-dir", str(tmp_path))
+    assert result.returncode == 2
+    assert "method 'squeeze'" in result.stderr and "divisible by 3" in result.stderr
+    assert not (tmp_path / "observers").exists()

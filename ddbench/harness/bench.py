@@ -1,0 +1,413 @@
+"""``ddbench bench``: the paper's Table 3, time to distill 100 images at batch size 100 and peak memory.
+
+Each (method, observer architecture) is measured in its own process
+(``python -m ddbench.harness.bench SPEC RESULT``), so the peak memory is that method's alone:
+``torch.cuda.max_memory_allocated`` on a GPU, the process's peak resident set on the CPU
+(reset at the start of each timed run, see :mod:`ddbench.measure`). The observers are trained
+(or loaded from the cache) by the parent first; a worker only loads its observer.
+
+A worker distills exactly ``100 // classes`` images per class (100 images for 10 classes; at
+least one per class, the time then scaled to 100 images) with the method's ``batch_size``
+set to 100. Methods with an ``iterations`` option run one warm-up distillation of one
+iteration, then two timed distillations of K and 2K iterations (``--bench-iterations K``):
+their difference gives the seconds per iteration, the rest the fixed cost (selection,
+initialisation), and the full run at the method's own iteration count (its options' default,
+or the iterations its config resolves for the dataset, e.g. SRe2L's per-dataset table) is
+*projected* as ``fixed + per-iteration x full``, labelled so. Where the full count is at most
+2K the full run is simply measured. Methods without iterations are measured whole after a
+warm-up. Outputs in ``<out>``: ``bench.json``, ``bench.csv/.md/.tex``, ``manifest.json`` and
+the workers' specs and results under ``workers/``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ddbench.harness import HarnessManifest, config_record, show
+
+SCHEMA = "ddbench-bench/1"
+BENCH_IMAGES = 100
+PAPER_DEVICE = "paper (RTX 4090)"
+# The paper's Table 3 (Tiny-ImageNet, 100 images at batch size 100, one RTX 4090): seconds, GB.
+PAPER_TABLE3 = {
+    ("lic", "Conv-4"): (13.02, 0.65), ("sre2l", "Conv-4"): (51.68, 1.36),
+    ("lic", "ResNet-18"): (25.34, 1.56), ("sre2l", "ResNet-18"): (191.14, 3.62),
+    ("lic", "MobileNet-V2"): (18.81, 0.64), ("sre2l", "MobileNet-V2"): (114.05, 1.27),
+}
+PAPER_ARCH = {"convnet4": "Conv-4", "convnet4-bn": "Conv-4", "resnet18": "ResNet-18", "mobilenetv2": "MobileNet-V2"}
+
+
+@dataclass
+class BenchConfig:
+    methods: list[str]
+    archs: list[str] = field(default_factory=lambda: ["convnet3-bn"])
+    dataset: str = "digits"
+    data_root: str | None = None
+    download: bool = False
+    image_size: int | None = None
+    method_options: dict[str, list[str]] = field(default_factory=dict)
+    bench_iterations: int = 5
+    batch_size: int = BENCH_IMAGES
+    distill_seed: int = 0
+    observer_seed: int = 0
+    observer_epochs: int | None = None
+    observer_checkpoint: str | None = None
+    cache_dir: str | None = None
+    device: str = "auto"
+    out: str | None = None
+    command: str = ""
+
+    def output_dir(self) -> Path:
+        return Path(self.out) if self.out else Path("runs") / f"{self.dataset}-bench"
+
+
+def images_per_class(num_classes: int) -> int:
+    """IPC for a 100-image distillation: ``100 // classes``, at least 1."""
+    return max(1, BENCH_IMAGES // num_classes)
+
+
+def paper_reference(method: str, arch: str) -> dict[str, Any] | None:
+    key = (method, PAPER_ARCH.get(arch, ""))
+    if key not in PAPER_TABLE3:
+        return None
+    seconds, gigabytes = PAPER_TABLE3[key]
+    return {"label": PAPER_DEVICE, "architecture": key[1], "seconds": seconds, "peak_memory_gb": gigabytes,
+            "note": "the paper's Table 3 on Tiny-ImageNet; for reference only, not comparable hardware or data"}
+
+
+def _option_fields(options_class: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(options_class)}
+
+
+def method_assignments(config: BenchConfig, method: str, options_class: type) -> list[str]:
+    """``batch_size`` = the bench's batch size (where the method has one), then the user's options."""
+    given = list(config.method_options.get(method, []))
+    preset = [f"batch_size={config.batch_size}"] if "batch_size" in _option_fields(options_class) else []
+    return preset + given
+
+
+def plan_bench(config: BenchConfig) -> dict[str, list[str]]:
+    """Check every name and option before any work; returns each method's option assignments."""
+    from ddbench import registry
+    from ddbench.options import apply_overrides
+    from ddbench.runner import RunError
+
+    if not config.methods:
+        raise RunError("--methods must name at least one method")
+    if not config.archs:
+        raise RunError("--arch must name at least one architecture")
+    if len(set(config.methods)) != len(config.methods) or len(set(config.archs)) != len(config.archs):
+        raise RunError("a method or architecture is named twice")
+    if config.bench_iterations < 1:
+        raise RunError(f"--bench-iterations must be at least 1, got {config.bench_iterations}")
+    if config.batch_size < 1:
+        raise RunError(f"--batch-size must be at least 1, got {config.batch_size}")
+    if config.observer_checkpoint and len(config.archs) > 1:
+        raise RunError("--observer gives one checkpoint; name one --arch with it")
+    unknown = sorted(set(config.method_options) - set(config.methods))
+    if unknown:
+        raise RunError(f"--option given for {', '.join(unknown)}, which this bench does not use")
+    registry.get_dataset(config.dataset)
+    assignments = {}
+    for method in config.methods:
+        distiller = registry.get_distiller(method)
+        assignments[method] = method_assignments(config, method, distiller.options_class)
+        apply_overrides(distiller.options_class(), assignments[method], what=f"method {method!r}")
+        for arch_name in config.archs:
+            arch = registry.get_architecture(arch_name)
+            check = getattr(distiller, "check_observer", None)
+            if check is not None:
+                try:
+                    check(arch)
+                except ValueError as exc:
+                    raise RunError(f"method {method!r} cannot use observer {arch.name!r}: {exc}") from None
+    return assignments
+
+
+def bench(config: BenchConfig, ui) -> dict[str, Any]:
+    """Measure every (method, architecture) in its own process; write the table."""
+    import torch
+
+    from ddbench import registry
+    from ddbench.contracts import DataOptions
+    from ddbench.io import atomic_write_json
+    from ddbench.measure import resolve_device
+    from ddbench.observer import default_recipe, get_observer
+
+    assignments = plan_bench(config)
+    dataset = registry.get_dataset(config.dataset).load(DataOptions(config.data_root, config.download, config.image_size))
+    device = resolve_device(config.device)
+    root = config.output_dir()
+    manifest = HarnessManifest(root, "bench", config.command, config_record(config), [config.distill_seed])
+    ui.info(f"bench on {dataset.name} at {dataset.image_size} px ({dataset.num_classes} classes, "
+            f"{images_per_class(dataset.num_classes)} image(s) per class), device {device}")
+    for arch_name in config.archs:  # train or load once here, so a worker only loads
+        observer = get_observer(
+            dataset, registry.get_architecture(arch_name), device, seed=config.observer_seed,
+            recipe=default_recipe(dataset.name, epochs=config.observer_epochs),
+            cache=Path(config.cache_dir) if config.cache_dir else None,
+            checkpoint=Path(config.observer_checkpoint) if config.observer_checkpoint else None,
+            progress_factory=ui.progress)
+        ui.info(f"observer {arch_name}: {observer.test_accuracy:.2f}% test ({observer.checkpoint})")
+        del observer
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+    rows, timings = [], {}
+    for arch_name in config.archs:
+        for method in config.methods:
+            spec = {
+                "method": method, "arch": arch_name, "dataset": config.dataset, "data_root": config.data_root,
+                "download": False, "image_size": config.image_size, "options": assignments[method],
+                "iterations_given": any(a.split("=", 1)[0].strip() == "iterations" for a in config.method_options.get(method, [])),
+                "bench_iterations": config.bench_iterations, "seed": config.distill_seed,
+                "observer_seed": config.observer_seed, "observer_epochs": config.observer_epochs,
+                "observer_checkpoint": config.observer_checkpoint, "cache_dir": config.cache_dir, "device": str(device),
+            }
+            started = time.perf_counter()
+            row = run_worker(root / "workers", spec, ui)
+            timings[f"{method}/{arch_name}"] = round(time.perf_counter() - started, 3)
+            row["paper"] = paper_reference(method, arch_name)
+            rows.append(row)
+    summary = {
+        "schema": SCHEMA, "command": config.command, "dataset": dataset.describe(), "device": str(device),
+        "images": BENCH_IMAGES, "batch_size": config.batch_size, "bench_iterations": config.bench_iterations,
+        "method": ("each (method, observer) in its own process; one warm-up distillation of 1 iteration, then timed "
+                   "distillations of K and 2K iterations: seconds per iteration = their difference / K, fixed cost = the "
+                   "rest; projected full time = fixed + per iteration x full iterations"),
+        "rows": rows,
+    }
+    atomic_write_json(root / "bench.json", summary)
+    write_outputs(root, summary)
+    show(ui, bench_table(summary).to_rich())
+    manifest.finish(timings)
+    ui.info(f"bench written to {root / 'bench.json'} (and .csv, .md, .tex)")
+    return summary
+
+
+def run_worker(folder: Path, spec: dict[str, Any], ui) -> dict[str, Any]:
+    """One measurement in a fresh ``python -m ddbench.harness.bench`` process; its log lines are
+    relayed to the UI. A failed worker gives a row with the error."""
+    from ddbench.io import atomic_write_json
+
+    name = f"{spec['method']}-{spec['arch']}"
+    spec_path, result_path = folder / f"{name}.spec.json", folder / f"{name}.result.json"
+    atomic_write_json(spec_path, spec)
+    result_path.unlink(missing_ok=True)
+    ui.info(f"bench {spec['method']} on {spec['arch']}: own process")
+    tail: list[str] = []
+    process = subprocess.Popen([sys.executable, "-m", "ddbench.harness.bench", str(spec_path), str(result_path)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert process.stdout is not None
+    for line in process.stdout:
+        line = line.rstrip()
+        tail = (tail + [line])[-20:]
+        ui.info(f"  [{name}] {line}")
+    code = process.wait()
+    if code != 0 or not result_path.exists():
+        return {"method": spec["method"], "arch": spec["arch"],
+                "error": f"worker exited with {code}: " + " | ".join(t for t in tail[-5:] if t)}
+    return json.loads(result_path.read_text())
+
+
+# ---------------------------------------------------------------------------------------------
+# The worker: runs in its own process.
+
+
+def full_iterations(distiller: Any, options: Any, task: Any, given: bool) -> tuple[int, str]:
+    """The method's own iteration count for a full run, and where it comes from: the options
+    (given, or the options class's default), else the method's config for this dataset
+    (SRe2L's per-dataset table), else inferred from its progress units."""
+    value = getattr(options, "iterations", None)
+    if value is not None:
+        return int(value), ("--option" if given else f"{type(options).__name__}.iterations default")
+    resolve = getattr(distiller, "_config", None)
+    if callable(resolve):
+        resolved = resolve(task)
+        if isinstance(resolved, dict) and isinstance(resolved.get("iterations"), int):
+            reason = resolved.get("family_reason") or "its config"
+            return resolved["iterations"], f"{distiller.name} default for this dataset ({reason})"
+    work = {it: distiller.total_work(dataclasses.replace(task, options=dataclasses.replace(options, iterations=it)))
+            for it in (1, 2)}
+    per = work[2] - work[1]
+    if per <= 0:
+        raise ValueError(f"cannot tell {distiller.name}'s full iteration count; give --option {distiller.name}.iterations=N")
+    return 1 + (distiller.total_work(task) - work[1]) // per, f"{distiller.name} progress units"
+
+
+def measure_method(spec: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any]:
+    import gc
+    import platform
+
+    import torch
+
+    from ddbench import registry
+    from ddbench.contracts import DataOptions, DistillTask
+    from ddbench.measure import measure_stage, resolve_device
+    from ddbench.observer import default_recipe, get_observer
+    from ddbench.options import apply_overrides
+
+    dataset = registry.get_dataset(spec["dataset"]).load(DataOptions(spec["data_root"], False, spec["image_size"]))
+    ipc = images_per_class(dataset.num_classes)
+    smallest = min(len(pool) for pool in dataset.train_indices_by_class().values())
+    if ipc > smallest:
+        raise ValueError(f"{ipc} images per class needed, the smallest class of {dataset.name} has {smallest}")
+    device = resolve_device(spec["device"])
+    arch = registry.get_architecture(spec["arch"])
+    observer = get_observer(
+        dataset, arch, device, seed=spec["observer_seed"], recipe=default_recipe(dataset.name, epochs=spec["observer_epochs"]),
+        cache=Path(spec["cache_dir"]) if spec["cache_dir"] else None,
+        checkpoint=Path(spec["observer_checkpoint"]) if spec["observer_checkpoint"] else None)
+    distiller = registry.get_distiller(spec["method"])
+    options = apply_overrides(distiller.options_class(), spec["options"], what=f"method {spec['method']!r}")
+    has_iterations = "iterations" in _option_fields(type(options))
+
+    def task_for(opts: Any) -> DistillTask:
+        return DistillTask(dataset=dataset, observer=observer.model, observer_arch=arch, ipc=ipc, device=device,
+                           seed=spec["seed"], options=opts)
+
+    def with_iterations(count: int | None) -> Any:
+        return dataclasses.replace(options, iterations=count) if has_iterations and count is not None else options
+
+    def timed(count: int | None) -> dict[str, Any]:
+        gc.collect()
+        with measure_stage(device) as measure:
+            distilled = distiller.distill(task_for(with_iterations(count)))
+        record = {"iterations": count, "seconds": round(measure.seconds, 4), "peak_memory_bytes": measure.peak_memory_bytes,
+                  "peak_memory_kind": measure.memory_kind, "images": len(distilled.images)}
+        log(f"{count if count is not None else 'full'} iteration(s): {measure.seconds:.2f} s, "
+            f"peak {measure.peak_memory_bytes / 2**20:.1f} MiB ({measure.memory_kind})")
+        return record
+
+    full, source = (full_iterations(distiller, options, task_for(options), spec["iterations_given"])
+                    if has_iterations else (None, "no iterations option: the whole distillation is measured"))
+    k = spec["bench_iterations"]
+    warmup = timed(1 if has_iterations else None)
+    projected = bool(has_iterations and full > 2 * k)
+    if projected:
+        runs = [timed(k), timed(2 * k)]
+        per_iteration = (runs[1]["seconds"] - runs[0]["seconds"]) / k
+        if per_iteration > 0:
+            fixed, fit = max(0.0, runs[0]["seconds"] - per_iteration * k), "difference of the K and 2K runs"
+        else:  # timing noise larger than K iterations: fall back to the plain mean, no fixed part
+            per_iteration, fixed = runs[1]["seconds"] / (2 * k), 0.0
+            fit = "mean of the 2K run (the K/2K difference was not positive: timing noise)"
+        full_seconds = fixed + per_iteration * full
+    else:
+        runs = [timed(full if has_iterations else None)]
+        full_seconds = runs[0]["seconds"]
+        per_iteration = full_seconds / full if has_iterations and full else None
+        fixed, fit = None, "measured full run" + (" (per iteration includes the fixed cost)" if has_iterations else "")
+    images = runs[0]["images"]
+    peak = max(runs, key=lambda r: r["peak_memory_bytes"])
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
+    return {
+        "method": spec["method"], "arch": spec["arch"], "dataset": dataset.name, "image_size": dataset.image_size,
+        "num_classes": dataset.num_classes, "images": images, "ipc": ipc, "batch_size": getattr(options, "batch_size", None),
+        "options": dataclasses.asdict(options), "device": str(device), "device_name": device_name,
+        "torch_threads": torch.get_num_threads(), "warmup": warmup, "runs": runs,
+        "measured_iterations": [r["iterations"] for r in runs] if has_iterations else [],
+        "seconds_per_iteration": None if per_iteration is None else round(per_iteration, 5),
+        "fixed_seconds": None if fixed is None else round(fixed, 4), "fit": fit,
+        "full_iterations": full, "full_iterations_source": source,
+        "full_seconds": round(full_seconds, 3), "seconds_per_100_images": round(full_seconds * BENCH_IMAGES / images, 3),
+        "projected": projected, "time_label": "projected" if projected else "measured",
+        "peak_memory_bytes": peak["peak_memory_bytes"], "peak_memory_kind": peak["peak_memory_kind"],
+        "observer": observer.describe(),
+    }
+
+
+def worker_main(argv: list[str] | None = None) -> int:
+    from ddbench.io import atomic_write_json
+
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 2:
+        print("usage: python -m ddbench.harness.bench SPEC.json RESULT.json (started by 'ddbench bench')", file=sys.stderr)
+        return 2
+    spec = json.loads(Path(argv[0]).read_text())
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    started = time.perf_counter()
+    result = measure_method(spec, log)
+    result["worker_seconds"] = round(time.perf_counter() - started, 3)
+    atomic_write_json(Path(argv[1]), result)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# The table.
+
+
+def _gib(count: int) -> str:
+    return f"{count / 2**30:.2f} GiB" if count >= 2**30 else f"{count / 2**20:.0f} MiB"
+
+
+COLUMNS = ("method", "arch", "device", "images", "batch_size", "measured_iterations", "seconds_per_iteration",
+           "fixed_seconds", "full_iterations", "full_iterations_source", "seconds_per_100_images", "time_label",
+           "peak_memory_bytes", "peak_memory_kind", "paper_rtx4090_seconds", "paper_rtx4090_peak_memory_gb", "error")
+
+
+def bench_table(summary: dict[str, Any]):
+    from ddbench.harness.tables import GridTable
+
+    rows = []
+    for row in summary["rows"]:
+        paper = row.get("paper") or {}
+        paper_cells = [f"{paper['seconds']:.2f} s" if paper else "", f"{paper['peak_memory_gb']:.2f} GB" if paper else ""]
+        if "error" in row:
+            rows.append([row["method"], row["arch"], "", "", "", "", "failed: " + row["error"][:80], "", *paper_cells])
+            continue
+        per_iteration = "" if row["seconds_per_iteration"] is None else f"{row['seconds_per_iteration']:.4f} s"
+        rows.append([
+            row["method"], row["arch"], str(row["images"]),
+            ", ".join(map(str, row["measured_iterations"])) or "-",
+            "-" if row["full_iterations"] is None else str(row["full_iterations"]),
+            per_iteration,
+            f"{row['seconds_per_100_images']:.2f} s ({row['time_label']})",
+            f"{_gib(row['peak_memory_bytes'])} ({row['peak_memory_kind']})",
+            *paper_cells,
+        ])
+    devices = sorted({row.get("device_name") or row.get("device", "") for row in summary["rows"] if "error" not in row})
+    caption = (f"Distillation cost on {summary['dataset']['name']} at {summary['dataset']['image_shape'][-1]} px: time per "
+               f"{summary['images']} images at batch size {summary['batch_size']} and peak memory, on {', '.join(devices) or '?'}")
+    notes = [
+        "projected = fixed cost + seconds per iteration x full iterations, from timed runs of K and 2K iterations after a "
+        "1-iteration warm-up; measured = the full distillation timed; each (method, observer) in its own process",
+        "full iterations: " + "; ".join(f"{r['method']}: {r['full_iterations_source']}" for r in summary["rows"]
+                                        if "error" not in r and r.get("full_iterations") is not None),
+        f"{PAPER_DEVICE}: the paper's Table 3 (Tiny-ImageNet, GPU memory), for reference only",
+    ]
+    return GridTable(caption=caption, header=["method", "observer", "images", "measured iterations", "full iterations",
+                                              "s / iteration", f"time per {summary['images']} images", "peak memory",
+                                              f"{PAPER_DEVICE} time", f"{PAPER_DEVICE} memory"],
+                     rows=rows, notes=notes)
+
+
+def write_outputs(root: Path, summary: dict[str, Any]) -> None:
+    """``bench.md`` and ``bench.tex`` as displayed; ``bench.csv`` with the raw numbers."""
+    from ddbench.exports import to_csv
+    from ddbench.io import atomic_write_text
+
+    table = bench_table(summary)
+    atomic_write_text(root / "bench.md", table.to_markdown())
+    atomic_write_text(root / "bench.tex", table.to_latex())
+    flat = []
+    for row in summary["rows"]:
+        paper = row.get("paper") or {}
+        flat.append({**row, "measured_iterations": " ".join(map(str, row.get("measured_iterations", []))),
+                     "paper_rtx4090_seconds": paper.get("seconds", ""),
+                     "paper_rtx4090_peak_memory_gb": paper.get("peak_memory_gb", "")})
+    atomic_write_text(root / "bench.csv", to_csv(flat, COLUMNS))
+
+
+if __name__ == "__main__":
+    raise SystemExit(worker_main())
