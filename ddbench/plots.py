@@ -8,12 +8,19 @@ Every plot shows mean accuracy with the standard deviation over seeds as error b
 from __future__ import annotations
 
 import io
+import textwrap
 from pathlib import Path
 from typing import Sequence
 
 from ddbench.io import atomic_write_bytes
 
 Point = tuple[object, float, float]  # (x, mean, std)
+MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+LINESTYLES = ("-", "--", "-.", ":")
+
+
+def _title(axes, text: str) -> None:
+    axes.set_title(textwrap.fill(text, 72), fontsize=9)
 
 
 def _figure(width: float = 6.0, height: float = 4.0):
@@ -44,13 +51,15 @@ def line_plot(path: Path, series: dict[str, Sequence[Point]], *, title: str, xla
             for x, _, _ in points:
                 if str(x) not in categories:
                     categories.append(str(x))
-    for name, points in series.items():
+    for i, (name, points) in enumerate(series.items()):
         if not points:
             continue
         xs = [categories.index(str(x)) if categorical else float(x) for x, _, _ in points]
         means = [mean for _, mean, _ in points]
         stds = [std for _, _, std in points]
-        axes.errorbar(xs, means, yerr=stds, marker="o", capsize=4, linewidth=1.5, label=name)
+        # Distinct markers and dashes keep series apart where their values coincide.
+        axes.errorbar(xs, means, yerr=stds, marker=MARKERS[i % len(MARKERS)], linestyle=LINESTYLES[i % len(LINESTYLES)],
+                      capsize=4, linewidth=1.5, markersize=7 - min(i, 3), label=name)
     if categorical:
         axes.set_xticks(range(len(categories)))
         axes.set_xticklabels(categories, rotation=20, ha="right")
@@ -61,7 +70,7 @@ def line_plot(path: Path, series: dict[str, Sequence[Point]], *, title: str, xla
         axes.set_xticks(ticks)
         axes.set_xticklabels([f"{t:g}" for t in ticks])
         axes.minorticks_off()
-    axes.set_title(title, fontsize=10)
+    _title(axes, title)
     axes.set_xlabel(xlabel)
     axes.set_ylabel(ylabel)
     axes.grid(True, alpha=0.3)
@@ -82,7 +91,7 @@ def bar_plot(path: Path, bars: Sequence[Point], *, title: str, ylabel: str = "ac
     axes.set_xticks(range(len(bars)))
     axes.set_xticklabels(labels)
     axes.set_ylim(0, max([m + s for m, s in zip(means, stds)] + [1.0]) * 1.15)
-    axes.set_title(title, fontsize=10)
+    _title(axes, title)
     axes.set_ylabel(ylabel)
     axes.grid(True, axis="y", alpha=0.3)
     return _save(figure, path)

@@ -47,6 +47,10 @@ class LICDistiller:
             return 0
         return math.ceil(task.num_classes * task.ipc / options.batch_size)
 
+    def check_setup(self, options: LICOptions, image_shape: tuple[int, int, int], ipc: int) -> None:
+        """Before any work: the N tiles must divide the image."""
+        check_tiles_fit(options.n, image_shape[1], image_shape[2])
+
     def total_work(self, task: DistillTask) -> int:
         """One unit per class (selection) and one per iteration of every compensation batch."""
         options = self._options(task)

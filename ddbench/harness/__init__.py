@@ -29,6 +29,11 @@ def split_names(text: str | list[str] | None) -> list[str]:
     return [name.strip() for part in parts for name in str(part).split(",") if name.strip()]
 
 
+def count(n: Any, noun: str) -> str:
+    """``1 epoch``, ``20 epochs``."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def cell_text(mean: float, std: float) -> str:
     """The ``mean ± std`` text of one table cell (percent, two decimals)."""
     return f"{mean:.2f} ± {std:.2f}"

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ddbench.harness import HarnessManifest, QuietTables, cell_text, config_record, show
+from ddbench.harness import HarnessManifest, QuietTables, cell_text, config_record, count, show
 from ddbench.harness.tables import GridTable, best_in_groups
 
 SCHEMA = "ddbench-ablate/1"
@@ -210,7 +210,7 @@ def ablation_table(summary: dict[str, Any]) -> GridTable:
     notes = [f"skipped {s['label']}: {s['reason']}" for s in summary["skipped"]]
     caption = (f"LIC ablation on {summary['dataset']['name']}, IPC {summary['ipc']}: observer "
                f"{summary['observer']['architecture']}, verifier {summary['verifier']}, budget {summary['budget']['preset']} "
-               f"({summary['budget']['epochs']} epochs), accuracy % mean ± std over seeds {', '.join(map(str, summary['seeds']))}")
+               f"({count(summary['budget']['epochs'], 'epoch')}), accuracy % mean ± std over seeds {', '.join(map(str, summary['seeds']))}")
     return GridTable(caption=caption, header=["ablation", "setting", "evaluator", "accuracy % (mean ± std)", "distill time"],
                      rows=rows, group_first=True, emphasis=best_in_groups(values, list(groups.values())), notes=notes)
 
@@ -220,7 +220,7 @@ def write_plots(root: Path, summary: dict[str, Any]) -> list[Path]:
     from ddbench.plots import bar_plot, line_plot
 
     where = (f"{summary['dataset']['name']}, IPC {summary['ipc']}, observer {summary['observer']['architecture']}, "
-             f"{summary['budget']['epochs']} epochs")
+             f"{count(summary['budget']['epochs'], 'epoch')}")
     paths = []
     for sweep in summary["sweeps"]:
         points = [(r["value"], r["mean"], r["std"]) for r in summary["rows"] if r["sweep"] == sweep and "mean" in r]

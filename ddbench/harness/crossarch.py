@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ddbench.harness import HarnessManifest, QuietTables, cell_text, config_record, show
+from ddbench.harness import HarnessManifest, QuietTables, cell_text, config_record, count, show
 from ddbench.harness.tables import GridTable, best_in_groups
 
 SCHEMA = "ddbench-cross-arch/1"
@@ -134,7 +134,7 @@ def grid_table(summary: dict[str, Any]) -> GridTable:
     budget = summary.get("budget") or {}
     caption = (f"Cross-architecture accuracy (%) on {dataset}, IPC {summary['ipc']}: rows verifier x method, "
                f"columns observer (the architecture that distilled); evaluator {evaluator}, budget "
-               f"{budget.get('preset', '?')} ({budget.get('epochs', '?')} epochs), mean ± std over seeds "
+               f"{budget.get('preset', '?')} ({count(budget.get('epochs', '?'), 'epoch')}), mean ± std over seeds "
                f"{', '.join(map(str, summary['seeds']))}")
     return GridTable(caption=caption, header=["verifier", "method", *observers], rows=rows, group_first=True,
                      emphasis=best_in_groups(values, groups))

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ddbench.harness import HarnessManifest, QuietTables, cell_text, config_record, show
+from ddbench.harness import HarnessManifest, QuietTables, cell_text, config_record, count, show
 from ddbench.harness.tables import GridTable, best_in_groups
 
 SCHEMA = "ddbench-ipc-sweep/1"
@@ -79,8 +79,8 @@ def ipc_sweep(base, ipcs: list[int], ui) -> dict[str, Any]:
 
 def plot_title(summary: dict[str, Any]) -> str:
     return (f"{summary['dataset']['name']}: accuracy vs IPC (observer {summary['observer']['architecture']}, "
-            f"verifier {summary['verifier']}, {summary['evaluator']['name']}, {summary['budget']['epochs']} epochs, "
-            f"{len(summary['seeds'])} seed{'s' if len(summary['seeds']) != 1 else ''})")
+            f"verifier {summary['verifier']}, {summary['evaluator']['name']}, {count(summary['budget']['epochs'], 'epoch')}, "
+            f"{count(len(summary['seeds']), 'seed')})")
 
 
 def sweep_table(summary: dict[str, Any]) -> GridTable:
@@ -102,7 +102,7 @@ def sweep_table(summary: dict[str, Any]) -> GridTable:
     groups = [[(r, 1 + c) for r in range(len(methods))] for c in range(len(ipcs))]
     caption = (f"Accuracy (%) against images per class on {summary['dataset']['name']}: observer "
                f"{summary['observer']['architecture']}, verifier {summary['verifier']}, evaluator "
-               f"{summary['evaluator']['name']}, budget {summary['budget']['preset']} ({summary['budget']['epochs']} epochs), "
+               f"{summary['evaluator']['name']}, budget {summary['budget']['preset']} ({count(summary['budget']['epochs'], 'epoch')}), "
                f"mean ± std over seeds {', '.join(map(str, summary['seeds']))}")
     return GridTable(caption=caption, header=["method", *(f"IPC {ipc}" for ipc in ipcs)], rows=rows,
                      emphasis=best_in_groups(values, groups))
