@@ -74,7 +74,7 @@ def line_plot(path: Path, series: dict[str, Sequence[Point]], *, title: str, xla
     axes.set_xlabel(xlabel)
     axes.set_ylabel(ylabel)
     axes.grid(True, alpha=0.3)
-    if len(series) > 1:
+    if any(series.values()):
         axes.legend()
     return _save(figure, path)
 
@@ -87,7 +87,8 @@ def bar_plot(path: Path, bars: Sequence[Point], *, title: str, ylabel: str = "ac
     means = [mean for _, mean, _ in bars]
     stds = [std for _, _, std in bars]
     drawn = axes.bar(range(len(bars)), means, yerr=stds, capsize=4, color="#4C72B0")
-    axes.bar_label(drawn, labels=[f"{m:.1f}" for m in means], padding=2)
+    axes.bar_label(drawn, labels=[f"{m:.1f}\n± {s:.1f}" for m, s in zip(means, stds)], label_type="center", color="white",
+                   fontweight="bold")
     axes.set_xticks(range(len(bars)))
     axes.set_xticklabels(labels)
     axes.set_ylim(0, max([m + s for m, s in zip(means, stds)] + [1.0]) * 1.15)

@@ -69,16 +69,17 @@ class ConsoleUI:
 def results_table(results: dict[str, Any]) -> Table:
     dataset = results["dataset"]
     observer = results["observer"]
+    evaluated_on = dataset.get("evaluated_on", "test")
+    split = "test" if evaluated_on == "test" else "validation"
     title = (
         f"{dataset['name']} · IPC {results['ipc']} · observer {observer['architecture']} "
-        f"({observer['test_accuracy']:.2f}% test) · verifier {results['verifier']} · evaluator {results['evaluator']['name']}"
+        f"({observer['test_accuracy']:.2f}% {split}) · verifier {results['verifier']} · evaluator {results['evaluator']['name']}"
     )
-    evaluated_on = dataset.get("evaluated_on", "test")
     if evaluated_on != "test":
         title += f" · accuracy on the {evaluated_on}"
     table = Table(title=title)
     table.add_column("method")
-    table.add_column(f"{'test' if evaluated_on == 'test' else 'validation'} accuracy % (mean ± std)", justify="right")
+    table.add_column(f"{split} accuracy % (mean ± std)", justify="right")
     table.add_column("per seed", justify="right")
     table.add_column("distill time", justify="right")
     table.add_column("peak memory", justify="right")
@@ -114,7 +115,8 @@ def budget_table(results: dict[str, Any]) -> Table:
         table.add_row(f"{results['evaluator']['name']}.{key}", str(value))
     table.add_row("seeds", ", ".join(map(str, results["seeds"])))
     observer = results["observer"]
-    table.add_row("observer", f"{observer['architecture']} seed {observer['seed']}, {observer['test_accuracy']:.2f}% test, {observer['checkpoint']}")
+    split = "test" if results["dataset"].get("evaluated_on", "test") == "test" else "validation"
+    table.add_row("observer", f"{observer['architecture']} seed {observer['seed']}, {observer['test_accuracy']:.2f}% {split}, {observer['checkpoint']}")
     table.add_row("device", results["device"])
     if results.get("budget_notes"):
         table.add_row("notes", results["budget_notes"])

@@ -33,15 +33,13 @@ def ipc_sweep(base, ipcs: list[int], ui) -> dict[str, Any]:
     from ddbench.io import atomic_write_json
     from ddbench.plots import accuracy_vs_ipc
     from ddbench.report import budget_table
-    from ddbench.runner import RunError, plan_run
+    from ddbench.runner import RunError, plan_run, run
 
     if len(set(ipcs)) != len(ipcs):
         raise RunError(f"--ipc names a value twice: {','.join(map(str, ipcs))}")
     configs = sweep_configs(base, sorted(ipcs))
     for _, config in configs:
         plan_run(config)
-    from ddbench.runner import run
-
     root = Path(base.out) if base.out else default_out(base)
     manifest = HarnessManifest(root, "ipc-sweep", base.command, {**config_record(base), "ipcs": sorted(ipcs)}, base.seeds)
     quiet = QuietTables(ui)
