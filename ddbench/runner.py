@@ -276,7 +276,8 @@ def distill_one(ctx: RunContext, name: str, distiller: Any) -> tuple[DistilledSe
         "options": options_to_dict(options), "dataset": dataset.describe(), "ipc": config.ipc,
         "seed": config.distill_seed, "observer": observer_identity(ctx.observer),
     })
-    path = ctx.store.folder / "distilled" / f"{name}.safetensors"
+    # named by method and key: the same method with other options in this folder gets its own file
+    path = ctx.store.folder / "distilled" / f"{name}-{key.rsplit('-', 1)[-1]}.safetensors"
     done = ctx.store.finished(key)
     if done is not None and path.exists():
         distilled, _ = load_distilled(path)

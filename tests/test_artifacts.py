@@ -105,6 +105,8 @@ def test_resume_skips_finished_work_and_gives_the_same_numbers(tmp_path):
     assert second["methods"]["counting"]["accuracy"]["per_seed"][0] == first["methods"]["counting"]["accuracy"]["per_seed"][0]
     assert again["methods"]["counting"] == second["methods"]["counting"]
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    distill = next(u for u in manifest["units"].values() if u["unit"] == "distill")
+    assert (tmp_path / "out" / distill["file"]).exists() and distill["file"].startswith("distilled/counting-")
     units = sorted((u["unit"], u.get("seed")) for u in manifest["units"].values())
     assert units == [("distill", None), ("eval", 0), ("eval", 1)] and len(manifest["runs"]) == 3
 
@@ -121,4 +123,17 @@ def test_a_failing_plugin_is_named_and_the_others_complete(tmp_path):
     assert "this plugin is broken on purpose" in results["methods"]["broken"]["error"]
     assert 0 <= results["methods"]["random"]["accuracy"]["mean"] <= 100
     assert any("'broken' failed" in m for m in ui.messages)
-    assert not (tmp_path / "out" / "distilled" / "broken.safetensors").exists()
+    assert not list((tmp_path / "out" / "distilled").glob("broken*"))
+    assert len(list((tmp_path / "out" / "distilled").glob("random-*.safetensors"))) == 1
+
+
+def test_other_options_of_one_method_get_their_own_file(tmp_path):
+    first = run(_config(tmp_path, ["random"], seeds=(0,)), QuietUI())
+    config = _config(tmp_path, ["random"], seeds=(0,))
+    config.ipc = 3
+    second = run(config, QuietUI())
+    files = sorted(p.name for p in (tmp_path / "out" / "distilled").glob("random-*.safetensors"))
+    assert len(files) == 2
+    assert first["methods"]["random"]["num_images"] == 20 and second["methods"]["random"]["num_images"] == 30
+    again = run(_config(tmp_path, ["random"], seeds=(0,)), QuietUI())  # resumes the first, not the newer file
+    assert again["methods"]["random"] == first["methods"]["random"]
