@@ -192,7 +192,7 @@ def test_bench_full_iterations_follow_the_plugins_own_config():
 
     assert full_iterations(SRe2LDistiller(), SRe2LOptions(), task("imagefolder", 64, SRe2LOptions()), False)[0] == 4000
     assert full_iterations(SRe2LDistiller(), SRe2LOptions(), task("cifar10", 32, SRe2LOptions()), False)[0] == 1000
-    assert full_iterations(SRe2LDistiller(), SRe2LOptions(iterations=7), None, True) == (7, "--option")
+    assert full_iterations(SRe2LDistiller(), SRe2LOptions(iterations=7), None, True) == (7, "--option sre2l.iterations")
     assert full_iterations(LICDistiller(), LICOptions(), None, False) == (200, "LICOptions.iterations default")
     assert images_per_class(10) == 10 and images_per_class(200) == 1
     assert paper_reference("lic", "convnet4-bn")["seconds"] == 13.02

@@ -227,7 +227,7 @@ def full_iterations(distiller: Any, options: Any, task: Any, given: bool) -> tup
     (SRe2L's per-dataset table), else inferred from its progress units."""
     value = getattr(options, "iterations", None)
     if value is not None:
-        return int(value), ("--option" if given else f"{type(options).__name__}.iterations default")
+        return int(value), (f"--option {distiller.name}.iterations" if given else f"{type(options).__name__}.iterations default")
     resolve = getattr(distiller, "_config", None)
     if callable(resolve):
         resolved = resolve(task)
