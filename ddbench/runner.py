@@ -79,6 +79,17 @@ class Plan:
     verifier_arch: Any
 
 
+def check_method_observer(name: str, distiller: Any, arch: Any) -> None:
+    """The method's own ``check_observer`` (if it has one), as a RunError naming both."""
+    check_observer = getattr(distiller, "check_observer", None)
+    if check_observer is None:
+        return
+    try:
+        check_observer(arch)
+    except ValueError as exc:
+        raise RunError(f"method {name!r} cannot use observer {arch.name!r}: {exc}") from None
+
+
 def plan_run(config: RunConfig) -> Plan:
     """Resolve every name and option; raises before any work if something is wrong."""
     if len(set(config.methods)) != len(config.methods):
@@ -97,12 +108,7 @@ def plan_run(config: RunConfig) -> Plan:
     observer_arch = registry.get_architecture(config.arch)
     verifier_arch = registry.get_architecture(config.verifier or config.arch)
     for name, distiller in distillers.items():
-        check_observer = getattr(distiller, "check_observer", None)
-        if check_observer is not None:
-            try:
-                check_observer(observer_arch)
-            except ValueError as exc:
-                raise RunError(f"method {name!r} cannot use observer {observer_arch.name!r}: {exc}") from None
+        check_method_observer(name, distiller, observer_arch)
     if config.ipc < 1:
         raise RunError(f"--ipc must be at least 1, got {config.ipc}")
     if not config.seeds:

@@ -105,3 +105,14 @@ def config_record(config: Any) -> dict[str, Any]:
             value = value.describe()
         record[item.name] = value
     return record
+
+
+def accuracy_cell(entry: dict[str, Any], **where: Any) -> dict[str, Any]:
+    """A method's entry of a results.json as one grid cell: where it sits, and its accuracy or error."""
+    cell = dict(where)
+    if "error" in entry:
+        cell["error"] = entry["error"]
+    else:
+        cell.update(per_seed=entry["accuracy"]["per_seed"], mean=entry["accuracy"]["mean"],
+                    std=entry["accuracy"]["std"], distill_seconds=entry["distill_seconds"])
+    return cell

@@ -97,7 +97,7 @@ def plan_bench(config: BenchConfig) -> dict[str, list[str]]:
     """Check every name and option before any work; returns each method's option assignments."""
     from ddbench import registry
     from ddbench.options import apply_overrides
-    from ddbench.runner import RunError
+    from ddbench.runner import RunError, check_method_observer
 
     if not config.methods:
         raise RunError("--methods must name at least one method")
@@ -121,13 +121,7 @@ def plan_bench(config: BenchConfig) -> dict[str, list[str]]:
         assignments[method] = method_assignments(config, method, distiller.options_class)
         apply_overrides(distiller.options_class(), assignments[method], what=f"method {method!r}")
         for arch_name in config.archs:
-            arch = registry.get_architecture(arch_name)
-            check = getattr(distiller, "check_observer", None)
-            if check is not None:
-                try:
-                    check(arch)
-                except ValueError as exc:
-                    raise RunError(f"method {method!r} cannot use observer {arch.name!r}: {exc}") from None
+            check_method_observer(method, distiller, registry.get_architecture(arch_name))
     return assignments
 
 

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ddbench.harness import HarnessManifest, QuietTables, cell_text, config_record, count, show
+from ddbench.harness import HarnessManifest, accuracy_cell, QuietTables, cell_text, config_record, count, show
 from ddbench.harness.tables import GridTable, best_in_groups
 
 SCHEMA = "ddbench-cross-arch/1"
@@ -74,13 +74,7 @@ def cross_arch(base, observers: list[str], verifiers: list[str], ui) -> dict[str
         runs.append({"observer": observer, "verifier": verifier,
                      "results": str(Path(config.output_dir()) / config.results_name)})
         for method, entry in results["methods"].items():
-            cell = {"method": method, "observer": observer, "verifier": verifier}
-            if "error" in entry:
-                cell["error"] = entry["error"]
-            else:
-                cell.update(per_seed=entry["accuracy"]["per_seed"], mean=entry["accuracy"]["mean"],
-                            std=entry["accuracy"]["std"], distill_seconds=entry["distill_seconds"])
-            cells.append(cell)
+            cells.append(accuracy_cell(entry, method=method, observer=observer, verifier=verifier))
     last = quiet.last_results or {}
     summary = {
         "schema": SCHEMA,

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ddbench.harness import HarnessManifest, QuietTables, cell_text, config_record, count, show
+from ddbench.harness import HarnessManifest, accuracy_cell, QuietTables, cell_text, config_record, count, show
 from ddbench.harness.tables import GridTable, best_in_groups
 
 SCHEMA = "ddbench-ipc-sweep/1"
@@ -51,13 +51,8 @@ def ipc_sweep(base, ipcs: list[int], ui) -> dict[str, Any]:
         last = results
         timings[f"ipc{ipc}"] = round(time.perf_counter() - started, 3)
         for method, entry in results["methods"].items():
-            point = {"method": method, "ipc": ipc, "results": str(Path(config.output_dir()) / config.results_name)}
-            if "error" in entry:
-                point["error"] = entry["error"]
-            else:
-                point.update(per_seed=entry["accuracy"]["per_seed"], mean=entry["accuracy"]["mean"],
-                             std=entry["accuracy"]["std"], distill_seconds=entry["distill_seconds"])
-            points.append(point)
+            points.append(accuracy_cell(entry, method=method, ipc=ipc,
+                                        results=str(Path(config.output_dir()) / config.results_name)))
     summary = {
         "schema": SCHEMA, "command": base.command, "dataset": last["dataset"], "methods": list(base.methods),
         "ipcs": sorted(ipcs), "observer": last["observer"], "verifier": last["verifier"], "evaluator": last["evaluator"],
