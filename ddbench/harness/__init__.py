@@ -116,3 +116,12 @@ def accuracy_cell(entry: dict[str, Any], **where: Any) -> dict[str, Any]:
         cell.update(per_seed=entry["accuracy"]["per_seed"], mean=entry["accuracy"]["mean"],
                     std=entry["accuracy"]["std"], distill_seconds=entry["distill_seconds"])
     return cell
+
+
+def cell_display(cell: dict[str, Any] | None) -> str:
+    """How a grid cell reads in a table: empty when missing, ``failed``, or mean ± std."""
+    if cell is None:
+        return ""
+    if "error" in cell:
+        return "failed"
+    return cell_text(cell["mean"], cell["std"])

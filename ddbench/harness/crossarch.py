@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ddbench.harness import HarnessManifest, accuracy_cell, QuietTables, cell_text, config_record, count, show
+from ddbench.harness import HarnessManifest, accuracy_cell, cell_display, QuietTables, cell_text, config_record, count, show
 from ddbench.harness.tables import GridTable, best_in_groups
 
 SCHEMA = "ddbench-cross-arch/1"
@@ -113,12 +113,8 @@ def grid_table(summary: dict[str, Any]) -> GridTable:
             row = [verifier, method]
             for observer in observers:
                 cell = by_key.get((verifier, method, observer))
-                if cell is None:
-                    row.append("")
-                elif "error" in cell:
-                    row.append("failed")
-                else:
-                    row.append(cell_text(cell["mean"], cell["std"]))
+                row.append(cell_display(cell))
+                if cell is not None and "error" not in cell:
                     values[(len(rows), 2 + observers.index(observer))] = cell["mean"]
             rows.append(row)
     groups = [[(v * len(methods) + m, 2 + o) for m in range(len(methods))]

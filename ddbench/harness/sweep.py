@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ddbench.harness import HarnessManifest, accuracy_cell, QuietTables, cell_text, config_record, count, show
+from ddbench.harness import HarnessManifest, accuracy_cell, cell_display, QuietTables, cell_text, config_record, count, show
 from ddbench.harness.tables import GridTable, best_in_groups
 
 SCHEMA = "ddbench-ipc-sweep/1"
@@ -84,12 +84,8 @@ def sweep_table(summary: dict[str, Any]) -> GridTable:
         row = [method]
         for c, ipc in enumerate(ipcs):
             point = by_key.get((method, ipc))
-            if point is None:
-                row.append("")
-            elif "error" in point:
-                row.append("failed")
-            else:
-                row.append(cell_text(point["mean"], point["std"]))
+            row.append(cell_display(point))
+            if point is not None and "error" not in point:
                 values[(r, 1 + c)] = point["mean"]
         rows.append(row)
     groups = [[(r, 1 + c) for r in range(len(methods))] for c in range(len(ipcs))]
