@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ddbench.harness import HarnessManifest, accuracy_cell, cell_display, QuietTables, cell_text, config_record, count, show
+from ddbench.harness import HarnessManifest, accuracy_cell, cell_display, QuietTables, config_record, count, show
 from ddbench.harness.tables import GridTable, best_in_groups
 
 SCHEMA = "ddbench-ipc-sweep/1"
