@@ -14,7 +14,10 @@ ImageNet, one random resized crop) and one random horizontal flip to the whole b
 each step the images are clipped to the valid pixel range. The last iterate is kept.
 
 A batch holds one image of every class in turn (SRe2L's layout), so the BatchNorm statistics
-it matches are those of a class-balanced batch; the result is returned class-major.
+it matches are those of a class-balanced batch; the result is returned class-major. Each batch
+("chunk") draws its noise and augmentations from its own generator
+``unit_generator(seed, "sre2l-chunk", index)``, so chunks are independent units: a stopped run
+resumes from its saved chunks with bit-identical images.
 """
 
 from __future__ import annotations
@@ -28,7 +31,9 @@ from torch import nn
 
 from baselines.sre2l_config import SRE2L_DEFAULTS, resolve_config
 from ddbench.contracts import ArchitectureSpec, DistilledSet, DistillTask
+from ddbench.evaluators.training import NonFiniteLossError
 from ddbench.hookspecs import hookimpl
+from ddbench.partials import unit_generator
 
 FALLBACK_BN_ARCH = "resnet18"
 CURVE_POINTS = 10  # BN loss recorded every 10% of the iterations
@@ -109,6 +114,7 @@ class SRe2LDistiller:
     """SRe2L's recover stage: images from noise by cross-entropy plus BatchNorm-statistics matching."""
 
     name = "sre2l"
+    revision = 2  # 2: one generator per chunk (1: one generator for the whole run)
     options_class = SRe2LOptions
     defaults = SRE2L_DEFAULTS
 
@@ -141,7 +147,6 @@ class SRe2LDistiller:
                      for b in task.normalization.pixel_bounds())
         # SRe2L's layout: image j of every class, then image j + 1 ... (class-balanced chunks).
         targets = torch.arange(num_classes).repeat(ipc)
-        generator = torch.Generator().manual_seed(task.seed)
 
         hooks = [BNStatisticsLoss(m) for m in bn_layers]
         weights = [config["first_bn_multiplier"]] + [1.0] * (len(hooks) - 1)
@@ -149,13 +154,25 @@ class SRe2LDistiller:
         observer.eval()
         recovered, trace = [], []
         try:
-            for start in range(0, len(targets), config["batch_size"]):
+            for index, start in enumerate(range(0, len(targets), config["batch_size"])):
                 chunk_targets = targets[start:start + config["batch_size"]]
-                noise = torch.randn(len(chunk_targets), channels, height, width, generator=generator)
-                images, record = self._recover_chunk(
-                    observer, hooks, weights, noise.to(device), chunk_targets.to(device), low, high, config, generator, task)
-                recovered.append(images.cpu())
-                trace.append({"chunk": len(trace), "classes": sorted(set(chunk_targets.tolist())), **record})
+                name = f"chunk-{index:05d}"
+                saved = task.load_part(name)
+                if saved is not None:  # finished before the run was stopped
+                    tensors, record = saved
+                    task.progress(config["iterations"])
+                else:
+                    # each chunk draws its noise and jitter from its own generator: chunks are independent units
+                    generator = unit_generator(task.seed, "sre2l-chunk", index)
+                    noise = torch.randn(len(chunk_targets), channels, height, width, generator=generator)
+                    images, record = self._recover_chunk(
+                        observer, hooks, weights, noise.to(device), chunk_targets.to(device), low, high, config,
+                        generator, task)
+                    record = {"chunk": index, "classes": sorted(set(chunk_targets.tolist())), **record}
+                    tensors = {"images": images.float().cpu()}
+                    task.save_part(name, tensors, record)
+                recovered.append(tensors["images"])
+                trace.append(record)
         finally:
             for hook in hooks:
                 hook.remove()
@@ -204,6 +221,9 @@ class SRe2LDistiller:
             task.progress(1)
         (bn_first, ce_first), (bn_last, ce_last) = (ends[0], ends[-1]) if len(ends) > 1 else (ends[0], ends[0])
         first_last = torch.stack([bn_first, bn_last, ce_first, ce_last]).tolist()  # one read per chunk
+        if not all(math.isfinite(v) for v in first_last):
+            raise NonFiniteLossError(f"sre2l: the recovery loss became NaN or infinite (BN {bn_last}, CE {ce_last} at "
+                                     f"the last of {iterations} iterations); lower sre2l.lr (now {lr})")
         record = dict(zip(("bn_loss_first", "bn_loss_last", "ce_first", "ce_last"), first_last))
         record.update(bn_loss_curve=torch.stack(curve).tolist(), bn_loss_curve_iterations=curve_at)
         return x.detach(), record

@@ -90,10 +90,22 @@ class DistillTask:
     seed: int
     options: Any  # an instance of the distiller's ``options_class``
     progress: ProgressCallback = lambda n: None
+    # finished units of a distillation that was stopped (a ddbench.partials.PartialStore); None keeps nothing
+    partials: Any = None
 
     @property
     def num_classes(self) -> int:
         return self.dataset.num_classes
+
+    def load_part(self, name: str) -> "tuple[dict[str, torch.Tensor], dict[str, Any]] | None":
+        """A unit of this distillation saved by ``save_part`` before the run was stopped, else None."""
+        return None if self.partials is None else self.partials.load(name)
+
+    def save_part(self, name: str, tensors: "dict[str, torch.Tensor]", metadata: dict[str, Any]) -> None:
+        """Keep a finished unit (tensors plus JSON metadata) so a restarted run can skip it.
+        A unit's result must not depend on other units (see :mod:`ddbench.partials`)."""
+        if self.partials is not None:
+            self.partials.save(name, tensors, metadata)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

@@ -24,6 +24,7 @@ from ddbench.io import atomic_write_json
 from ddbench.measure import measure_stage, resolve_device
 from ddbench.observer import Observer, default_recipe, get_observer, load_teacher
 from ddbench.options import apply_overrides
+from ddbench.partials import PartialStore
 
 RESULTS_SCHEMA = "ddbench-results/1"
 
@@ -277,11 +278,14 @@ def distill_one(ctx: RunContext, name: str, distiller: Any) -> tuple[DistilledSe
     """A method's distilled set: from the run folder if it finished before, else distilled now."""
     config, dataset = ctx.config, ctx.dataset
     options = ctx.plan.method_options[name]
-    key = unit_key("distill", {
+    description = {
         "method": name, "plugin": registry.registered("distillers")[name].plugin.version,
         "options": options_to_dict(options), "dataset": dataset.describe(), "ipc": config.ipc,
         "seed": config.distill_seed, "observer": observer_identity(ctx.observer),
-    })
+    }
+    if hasattr(distiller, "revision"):  # a method that changed its results says so
+        description["revision"] = distiller.revision
+    key = unit_key("distill", description)
     # named by method and key: the same method with other options in this folder gets its own file
     path = ctx.store.folder / "distilled" / f"{name}-{key.rsplit('-', 1)[-1]}.safetensors"
     done = ctx.store.finished(key)
@@ -289,9 +293,13 @@ def distill_one(ctx: RunContext, name: str, distiller: Any) -> tuple[DistilledSe
         distilled, _ = load_distilled(path)
         ctx.ui.info(f"{name}: distilled set from {path} (finished before)")
         return distilled, done, key
+    partials = PartialStore(ctx.store.folder / "partial" / key)
+    finished_parts = partials.finished()
+    if finished_parts:
+        ctx.ui.info(f"{name}: resuming, {len(finished_parts)} finished part(s) in {partials.folder}")
     task = DistillTask(
         dataset=dataset, observer=ctx.observer.model, observer_arch=ctx.observer.arch, ipc=config.ipc,
-        device=ctx.device, seed=config.distill_seed, options=options,
+        device=ctx.device, seed=config.distill_seed, options=options, partials=partials,
     )
     task.progress = ctx.ui.progress(f"distill {name}", distiller.total_work(task))
     with measure_stage(ctx.device) as measure:
@@ -309,6 +317,7 @@ def distill_one(ctx: RunContext, name: str, distiller: Any) -> tuple[DistilledSe
               "distill_seconds": round(measure.seconds, 3), "peak_memory_bytes": measure.peak_memory_bytes,
               "peak_memory_kind": measure.memory_kind}
     ctx.store.finish(key, record)
+    partials.clear()
     return distilled, record, key
 
 

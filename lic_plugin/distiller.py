@@ -1,12 +1,17 @@
 """The ``lic`` distiller: Algorithm 1 of Sun et al. over a whole dataset.
 
-Stage 1 (:mod:`lic_plugin.selection`) runs class by class; Stage 2 squeezes the kept images
-(Eq. 2, :func:`ddbench.tiles.squeeze`) and compensates them (Eq. 8,
-:mod:`lic_plugin.compensation`) in batches of ``batch_size`` distilled images drawn from all
-classes; Stage 3 is the host's relabel evaluator, told by ``soft_labels="observer"`` and
-``tile_grid = sqrt(N)``. Randomness: one CPU generator seeded with ``task.seed`` draws, in this
-order, every class's subset, then (without selection) each class's random picks, then every
-DSA draw of every batch, so one seed gives bit-identical images on the CPU.
+The distilled images (class-major) are cut into batches of at most ``batch_size`` images made
+of whole classes (:func:`ddbench.partials.class_major_batches`). Each batch is one unit of work:
+Stage 1 (:mod:`lic_plugin.selection`) for its classes, then Stage 2, squeeze (Eq. 2,
+:func:`ddbench.tiles.squeeze`) and compensation (Eq. 8, :mod:`lic_plugin.compensation`) of all
+its images together. Stage 3 is the host's relabel evaluator, told by ``soft_labels="observer"``
+and ``tile_grid = sqrt(N)``.
+
+Randomness: class c's subset (and, without selection, its random picks) come from the generator
+``unit_generator(seed, "lic-select", c)``, and batch b's DSA draws from
+``unit_generator(seed, "lic-dsa", b)``. So a batch's images depend on nothing but the seed and
+the batch layout: a stopped run resumes from its saved batches (``task.save_part``), and one seed
+gives bit-identical images on the CPU however the batches are run.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import torch
 
 from ddbench.augment.dsa import DSA
 from ddbench.contracts import DistilledSet, DistillTask
+from ddbench.evaluators.training import NonFiniteLossError
+from ddbench.partials import ImageBatch, class_major_batches, unit_generator
 from ddbench.tiles import check_tiles_fit, squeeze
 from lic_plugin.compensation import SGD_MOMENTUM, compensate, resolve_feature_layer
 from lic_plugin.options import LICOptions
@@ -36,25 +43,29 @@ class LICDistiller:
     """LIC (Sun et al.): score-based selection, squeeze, information compensation, observer relabel."""
 
     name = "lic"
+    revision = 2  # 2: one generator per class (selection) and per batch (DSA draws); 1: one for the run
     options_class = LICOptions
 
     @staticmethod
     def _options(task: DistillTask) -> LICOptions:
         return task.options if task.options is not None else LICOptions()
 
-    def _batches(self, task: DistillTask, options: LICOptions) -> int:
-        if not options.compensation or options.iterations == 0:
-            return 0
-        return math.ceil(task.num_classes * task.ipc / options.batch_size)
+    def _layout(self, task: DistillTask, options: LICOptions) -> list[ImageBatch]:
+        return class_major_batches(task.num_classes, task.ipc, options.batch_size)
+
+    @staticmethod
+    def _batch_work(batch: ImageBatch, options: LICOptions) -> int:
+        compensating = options.compensation and options.iterations > 0
+        return len(batch.classes) + (options.iterations if compensating else 0)
 
     def check_setup(self, options: LICOptions, image_shape: tuple[int, int, int], ipc: int) -> None:
         """Before any work: the N tiles must divide the image."""
         check_tiles_fit(options.n, image_shape[1], image_shape[2])
 
     def total_work(self, task: DistillTask) -> int:
-        """One unit per class (selection) and one per iteration of every compensation batch."""
+        """Per batch: one unit per class selected and one per compensation iteration."""
         options = self._options(task)
-        return task.num_classes + self._batches(task, options) * options.iterations
+        return sum(self._batch_work(batch, options) for batch in self._layout(task, options))
 
     def _check(self, task: DistillTask, options: LICOptions) -> int:
         _, height, width = task.image_shape
@@ -74,28 +85,29 @@ class LICDistiller:
         options = self._options(task)
         side = self._check(task, options)
         layer = resolve_feature_layer(task.observer_arch, task.observer, options.feature_layer)
-        generator = torch.Generator().manual_seed(task.seed)
-        needed = options.n * task.ipc
-        sources, scores, scored = [], [], {}
-        started = time.perf_counter()
-        # Every class's subset T'_c is drawn first, so it does not depend on lic.selection.
-        subsets = [draw_subset(pool, options.subset_size, generator) for pool in task.train_indices_by_class().values()]
-        with eval_mode(task.observer):
-            for label, subset in enumerate(subsets):  # Stage 1
-                scored[str(label)] = subset.tolist()
-                subset_scores = score_images(task.observer, task.load_train(subset), label).cpu()
-                kept = rank_kept(subset_scores, needed, options.selection, generator)
-                sources.append(group_ranks(subset[kept], task.ipc, options.n, options.grouping))
-                scores.append(group_ranks(subset_scores[kept], task.ipc, options.n, options.grouping))
-                task.progress(1)
-            selected = time.perf_counter()  # the scores were read back to the host: the device is idle
-            images, loss_trace = self._squeeze_and_compensate(task, options, side, layer,
-                                                              torch.cat(sources), generator)
-        timings = {"selection_seconds": selected - started, "squeeze_compensation_seconds": time.perf_counter() - selected}
+        bounds = None
+        if options.clamp == "pixel":
+            low, high = task.normalization.pixel_bounds()
+            bounds = tuple(torch.tensor(b, dtype=torch.float32, device=task.device).view(1, -1, 1, 1)
+                           for b in (low, high))
+        images, parts, resumed = [], [], 0
+        timings = {"selection_seconds": 0.0, "squeeze_compensation_seconds": 0.0}
+        for batch in self._layout(task, options):
+            saved = task.load_part(batch.name)
+            if saved is None:
+                tensors, part = self._distill_batch(task, options, side, layer, bounds, batch, timings)
+                task.save_part(batch.name, tensors, part)
+            else:
+                (tensors, part), resumed = saved, resumed + 1
+                task.progress(self._batch_work(batch, options))
+            images.append(tensors["images"])
+            parts.append(part)
         labels = torch.arange(task.num_classes, dtype=torch.int64).repeat_interleave(task.ipc)
         resolved = {**dataclasses.asdict(options), "feature_layer": layer}
+        if resumed:
+            timings["batches_resumed"] = resumed
         return DistilledSet(
-            images=images,
+            images=torch.cat(images).contiguous(),
             labels=labels,
             method=self.name,
             soft_labels="observer",
@@ -103,40 +115,83 @@ class LICDistiller:
             options=resolved,
             timings=timings,
             extras={
-                "source_indices": {str(c): s.tolist() for c, s in enumerate(sources)},
-                "scores": {str(c): s.tolist() for c, s in enumerate(scores)},
-                "loss_trace": loss_trace,
+                "source_indices": merge_by_class(parts, "sources"),
+                "scores": merge_by_class(parts, "scores"),
+                "loss_trace": [part["trace"] for part in parts if part["trace"] is not None],
                 "feature_layer": layer,
                 "options": resolved,
-                "scored_indices": scored,
+                "scored_indices": {c: s for part in parts for c, s in part["scored"].items()},
+                "batches": [part["batch"] for part in parts],
                 "sgd_momentum": SGD_MOMENTUM,
             },
         )
 
-    def _squeeze_and_compensate(self, task: DistillTask, options: LICOptions, side: int, layer: str,
-                                sources: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, list[dict]]:
-        """Stage 2 over all distilled images (class-major), ``batch_size`` at a time."""
-        compensating = options.compensation and options.iterations > 0
-        bounds = None
-        if options.clamp == "pixel":
-            low, high = task.normalization.pixel_bounds()
-            bounds = tuple(torch.tensor(b, dtype=torch.float32, device=task.device).view(1, -1, 1, 1)
-                           for b in (low, high))
-        dsa = DSA(options.dsa_strategy)
-        points = trace_iterations(options.iterations)
-        images, loss_trace = [], []
-        for start in range(0, len(sources), options.batch_size):
-            batch = sources[start:start + options.batch_size]
-            originals = task.load_train(batch.reshape(-1))
-            squeezed = squeeze(originals, side)
-            if compensating:
+    def _select_class(self, task: DistillTask, options: LICOptions, label: int):
+        """Stage 1 for one class: (subset, [IPC, N] source indices, [IPC, N] scores)."""
+        generator = unit_generator(task.seed, "lic-select", label)
+        # the subset is drawn first, so it does not depend on lic.selection
+        subset = draw_subset(task.train_indices_by_class()[label], options.subset_size, generator)
+        with eval_mode(task.observer):
+            subset_scores = score_images(task.observer, task.load_train(subset), label).cpu()
+        kept = rank_kept(subset_scores, options.n * task.ipc, options.selection, generator)
+        return (subset, group_ranks(subset[kept], task.ipc, options.n, options.grouping),
+                group_ranks(subset_scores[kept], task.ipc, options.n, options.grouping))
+
+    def _distill_batch(self, task: DistillTask, options: LICOptions, side: int, layer: str, bounds,
+                       batch: ImageBatch, timings: dict) -> tuple[dict, dict]:
+        """One unit: selection for the batch's classes, then squeeze and compensation of its images."""
+        started = time.perf_counter()
+        sources, scores, scored = [], [], {}
+        for label in batch.classes:
+            subset, class_sources, class_scores = self._select_class(task, options, label)
+            first = max(batch.start - label * task.ipc, 0)  # the batch's rows of this class
+            last = min(batch.stop - label * task.ipc, task.ipc)
+            sources.append(class_sources[first:last])
+            scores.append(class_scores[first:last])
+            scored[str(label)] = subset.tolist()
+            task.progress(1)
+        sources, scores = torch.cat(sources), torch.cat(scores)
+        selected = time.perf_counter()  # the scores were read back to the host: the device is idle
+        originals = task.load_train(sources.reshape(-1))
+        squeezed = squeeze(originals, side)
+        trace_record = None
+        if options.compensation and options.iterations > 0:
+            with eval_mode(task.observer):
                 squeezed, trace = compensate(
-                    task.observer, layer, originals, squeezed, side, dsa, generator,
+                    task.observer, layer, originals, squeezed, side, DSA(options.dsa_strategy),
+                    unit_generator(task.seed, "lic-dsa", batch.index),
                     iterations=options.iterations, optimizer=options.optimizer, lr=options.lr,
                     bounds=bounds, amp=options.amp, progress=task.progress)
-                values = trace[points].tolist()  # the one read of this batch's trace
-                loss_trace.append({"batch": len(loss_trace), "images": [start, start + len(batch)],
-                                   "iterations": points, "loss": values,
-                                   "first": values[0], "last": values[-1]})
-            images.append(squeezed.float().cpu())
-        return torch.cat(images).contiguous(), loss_trace
+            points = trace_iterations(options.iterations)
+            finite = torch.isfinite(trace)
+            first_bad = torch.where(finite.all(), -1, torch.argmin(finite.int()))
+            read = torch.cat([trace[points], first_bad.float().view(1)]).tolist()  # the one read of this batch
+            values, bad_at = read[:-1], int(read[-1])
+            if bad_at >= 0:
+                raise NonFiniteLossError(
+                    f"lic: the Eq. 8 loss became NaN or infinite at iteration {bad_at + 1} of batch {batch.index} "
+                    f"(classes {list(batch.classes)}); lower lic.lr (now {options.lr}) or turn lic.amp off")
+            trace_record = {"batch": batch.index, "images": [batch.start, batch.stop], "iterations": points,
+                            "loss": values, "first": values[0], "last": values[-1]}
+        timings["selection_seconds"] += selected - started
+        timings["squeeze_compensation_seconds"] += time.perf_counter() - selected
+        by_class = {}
+        for row, label in enumerate(range(batch.start, batch.stop)):
+            by_class.setdefault(str(label // task.ipc), []).append(row)
+        part = {
+            "batch": {"index": batch.index, "images": [batch.start, batch.stop], "classes": list(batch.classes)},
+            "sources": {c: sources[rows].tolist() for c, rows in by_class.items()},
+            "scores": {c: scores[rows].tolist() for c, rows in by_class.items()},
+            "scored": scored,
+            "trace": trace_record,
+        }
+        return {"images": squeezed.float().cpu()}, part
+
+
+def merge_by_class(parts: list[dict], key: str) -> dict[str, list]:
+    """Per-class lists of the batches (a class split over batches comes back whole, in order)."""
+    merged: dict[str, list] = {}
+    for part in parts:
+        for label, rows in part[key].items():
+            merged.setdefault(label, []).extend(rows)
+    return merged

@@ -1,0 +1,104 @@
+"""Units of work inside one distillation.
+
+A distiller that takes long splits its work into units whose results do not depend on each
+other or on the order they run in: each unit has its own random generator (``unit_generator``)
+and covers a fixed group of classes (``class_major_batches``). Each finished unit is saved to a
+``PartialStore`` so that a killed distillation, started again, redoes only the unfinished ones
+and still gives bit-identical images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ddbench.io import load_tensors, save_tensors
+
+
+def unit_seed(seed: int, *parts: Any) -> int:
+    """A 63-bit seed derived from the run seed and the unit's name (stable across processes)."""
+    blob = json.dumps([int(seed), *parts], default=str).encode()
+    return int.from_bytes(hashlib.sha256(blob).digest()[:8], "little") & ((1 << 63) - 1)
+
+
+def unit_generator(seed: int, *parts: Any) -> torch.Generator:
+    """A CPU generator for one unit of work, e.g. ``unit_generator(seed, "lic-select", label)``."""
+    return torch.Generator().manual_seed(unit_seed(seed, *parts))
+
+
+@dataclass(frozen=True)
+class ImageBatch:
+    """Distilled images ``start:stop`` (class-major order) of the classes ``classes``."""
+
+    index: int
+    start: int
+    stop: int
+    classes: tuple[int, ...]
+
+    @property
+    def name(self) -> str:
+        return f"batch-{self.index:05d}"
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+
+def class_major_batches(num_classes: int, ipc: int, batch_size: int) -> list[ImageBatch]:
+    """Batches of at most ``batch_size`` distilled images, made of whole classes where a class
+    fits (``batch_size // ipc`` classes each), else of consecutive chunks of one class. The
+    layout depends only on these three numbers, never on how many processes share the work."""
+    if batch_size < 1 or ipc < 1:
+        raise ValueError(f"batch_size and ipc must be at least 1, got {batch_size} and {ipc}")
+    batches: list[ImageBatch] = []
+    if batch_size >= ipc:
+        per_batch = batch_size // ipc
+        for first in range(0, num_classes, per_batch):
+            classes = tuple(range(first, min(num_classes, first + per_batch)))
+            batches.append(ImageBatch(len(batches), first * ipc, (classes[-1] + 1) * ipc, classes))
+        return batches
+    for label in range(num_classes):
+        for offset in range(0, ipc, batch_size):
+            start = label * ipc + offset
+            batches.append(ImageBatch(len(batches), start, min(start + batch_size, (label + 1) * ipc), (label,)))
+    return batches
+
+
+class PartialStore:
+    """The finished units of one distillation, one safetensors file each (atomic writes).
+
+    ``PartialStore(None)`` keeps nothing: every ``load`` misses, as in a one-off distillation.
+    """
+
+    def __init__(self, folder: Path | None):
+        self.folder = Path(folder) if folder is not None else None
+
+    def _path(self, name: str) -> Path:
+        assert self.folder is not None
+        return self.folder / f"{name}.safetensors"
+
+    def load(self, name: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+        """The unit's tensors and metadata if it finished before, else None. A file that exists
+        but cannot be read raises ``ArtifactError`` naming it (atomic writes never leave one)."""
+        if self.folder is None or not self._path(name).exists():
+            return None
+        return load_tensors(self._path(name))
+
+    def save(self, name: str, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
+        if self.folder is not None:
+            save_tensors(self._path(name), tensors, metadata)
+
+    def finished(self) -> list[str]:
+        if self.folder is None or not self.folder.is_dir():
+            return []
+        return sorted(p.name[: -len(".safetensors")] for p in self.folder.glob("*.safetensors"))
+
+    def clear(self) -> None:
+        """Remove the folder once the whole distilled set is saved."""
+        if self.folder is not None and self.folder.is_dir():
+            shutil.rmtree(self.folder)
