@@ -57,12 +57,12 @@ def _add_observer_args(parser: argparse.ArgumentParser, single: bool = True, arc
     parser.add_argument("--observer-seed", type=int, default=0, help="seed of the observer's training (default: 0)")
     parser.add_argument("--observer-epochs", type=int, help="override the observer recipe's epochs")
     if single:
-        parser.add_argument("--observer", dest="observer_checkpoint", metavar="PATH", help="use this observer checkpoint (safetensors) instead of the cache")
+        parser.add_argument("--observer", dest="observer_checkpoint", metavar="PATH", help="use this observer checkpoint instead of the cache: a ddbench safetensors file, or a .pt/.pth state_dict of --arch (loaded with weights_only=True)")
     parser.add_argument("--cache-dir", help="where observers are cached (default: $DDBENCH_CACHE or ~/.cache/ddbench)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
 
 
-def _add_evaluation_args(parser: argparse.ArgumentParser, evaluator_help: str | None = None) -> None:
+def _add_evaluation_args(parser: argparse.ArgumentParser, evaluator_help: str | None = None, methods: bool = True) -> None:
     """How distilled sets are evaluated, seeds, budget and method options (shared by run and the grids)."""
     parser.add_argument("--evaluator", default="relabel", help=evaluator_help or "evaluator: relabel (soft labels from the observer, default), train (hard labels), or a plugin's")
     parser.add_argument("--teacher", dest="teacher_checkpoint", metavar="PATH", help="soft-label teacher checkpoint (default: the observer)")
@@ -70,10 +70,12 @@ def _add_evaluation_args(parser: argparse.ArgumentParser, evaluator_help: str | 
                         help="hold out N training images per class (seeded) and report accuracy on them instead of the test set: for tuning")
     parser.add_argument("--validation-seed", type=int, default=0, help="seed of the validation split (default: 0)")
     parser.add_argument("--seeds", type=_seeds, default=[0, 1, 2], help="evaluation seeds: a count (3 = 0,1,2) or a list (default: 3)")
-    parser.add_argument("--distill-seed", type=int, default=0, help="seed of every method's distillation (default: 0)")
+    if methods:
+        parser.add_argument("--distill-seed", type=int, default=0, help="seed of every method's distillation (default: 0)")
     parser.add_argument("--budget", default="quick", help="evaluation budget preset: quick, paper, paper-imagenet (default: quick)")
     parser.add_argument("--budget-set", action="append", default=[], metavar="KEY=VALUE", help="override one budget field (repeatable)")
-    parser.add_argument("--option", action="append", default=[], metavar="METHOD.KEY=VALUE", help="set one method option (repeatable)")
+    if methods:
+        parser.add_argument("--option", action="append", default=[], metavar="METHOD.KEY=VALUE", help="set one method option (repeatable)")
     parser.add_argument("--eval-option", action="append", default=[], metavar="KEY=VALUE", help="set one evaluator option (repeatable)")
 
 
@@ -92,6 +94,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluation_args(run)
     run.add_argument("--out", help="output folder (default: runs/<dataset>-<arch>-ipc<K>; an IPC list: runs/<dataset>-<arch>-ipc-sweep)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    evaluate = commands.add_parser("eval", help="evaluate saved distilled sets as they are (no distillation), one table")
+    evaluate.add_argument("paths", nargs="+", metavar="PATH", help="distilled-set files (.safetensors, as ddbench run saves them)")
+    _add_data_args(evaluate)
+    _add_observer_args(evaluate, arch_help="observer (soft-label source) architecture (default: the one the first set records)")
+    evaluate.add_argument("--verifier", help="architecture trained on the distilled sets (default: the observer's)")
+    _add_evaluation_args(evaluate, methods=False)
+    evaluate.add_argument("--out", help="output folder (default: runs/<dataset>-<arch>-eval)")
+    evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
+    evaluate.set_defaults(dataset=None, arch=None, option=[], distill_seed=0)
 
     cross = commands.add_parser("cross-arch", help="every method distilled once per observer, evaluated on every verifier (the paper's Table 2)")
     cross.add_argument("--methods", type=_names, required=True, help="comma list of methods, the main one first (lic,sre2l)")
@@ -196,6 +208,29 @@ def cmd_run(args: argparse.Namespace) -> int:
             summary = ipc_sweep(config, args.ipc, ui)
         failed = sorted({p["method"] for p in summary["points"] if "error" in p})
         return _exit_code(failed, "ipc-sweep.json")
+    with ConsoleUI(quiet=args.quiet) as ui:
+        results = run(config, ui)
+    failed = [name for name, entry in results["methods"].items() if "error" in entry]
+    return _exit_code(failed, "results.json")
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ddbench.artifacts import load_distilled
+    from ddbench.report import ConsoleUI
+    from ddbench.runner import run
+
+    _, first = load_distilled(Path(args.paths[0]))  # defaults come from the first set's metadata
+    args.dataset = args.dataset or first.get("dataset") or "digits"
+    recorded = first.get("observer") or {}
+    if not args.arch and not args.observer_checkpoint and Path(str(recorded.get("checkpoint"))).is_file():
+        args.observer_checkpoint = recorded["checkpoint"]  # the observer the set was distilled with, when it is here
+    args.arch = args.arch or recorded.get("architecture") or "convnet3-bn"
+    config = _run_config(args, [], ipc=int(first.get("ipc") or 1), arch=args.arch, verifier=args.verifier,
+                         observer_checkpoint=args.observer_checkpoint, saved_sets=list(args.paths))
+    if not args.out:
+        config.out = str(Path("runs") / f"{args.dataset}-{args.arch}-eval")
     with ConsoleUI(quiet=args.quiet) as ui:
         results = run(config, ui)
     failed = [name for name, entry in results["methods"].items() if "error" in entry]
@@ -308,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"ddbench {__version__}")
         return 0
-    handlers = {"run": cmd_run, "plugins": cmd_plugins, "cross-arch": cmd_cross_arch, "bench": cmd_bench, "ablate": cmd_ablate}
+    handlers = {"run": cmd_run, "eval": cmd_eval, "plugins": cmd_plugins, "cross-arch": cmd_cross_arch, "bench": cmd_bench, "ablate": cmd_ablate}
     if args.command == "observer":
         if args.observer_command != "train":
             parser.parse_args(["observer", "--help"])

@@ -75,3 +75,39 @@ def load_tensors(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     except json.JSONDecodeError as exc:
         raise ArtifactError(f"{path}: the ddbench metadata in its header is not valid JSON ({exc})") from exc
     return tensors, metadata
+
+
+TORCH_SUFFIXES = (".pt", ".pth")
+
+
+def load_torch_file(path: Path) -> Any:
+    """A ``torch.save`` file read with ``weights_only=True``: tensors, numbers, strings, lists
+    and dicts only. A file whose unpickling would build anything else (and so could run code)
+    is refused before any of it runs, with an ``ArtifactError`` naming the file."""
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path}: no such file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        reason = _unpickling_reason(str(exc))
+        if "GLOBAL" in reason:  # it names a callable or class to build: the way pickles run code
+            raise ArtifactError(f"{path}: refused: it holds objects other than tensors and plain data, and "
+                                f"unpickling them could run code ({reason}); save a state_dict of tensors, or "
+                                f"convert it to safetensors") from None
+        raise ArtifactError(f"{path}: not a readable torch file ({reason})") from None
+    except Exception as exc:
+        raise ArtifactError(f"{path}: not a readable torch file ({type(exc).__name__}: {exc})") from None
+
+
+def _unpickling_reason(message: str) -> str:
+    """The specific line of torch's weights-only error (not its advice to turn the check off)."""
+    boilerplate = ("Weights only load failed", "Check the documentation", "Please file an issue")
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    specific = [line for line in lines if not line.startswith(boilerplate)]
+    tail = [line.split("WeightsUnpickler error:")[-1].strip() for line in lines if "WeightsUnpickler error:" in line]
+    return "; ".join(part for part in [*tail, *specific] if part) or (lines[0] if lines else "unpickling failed")

@@ -22,7 +22,7 @@ from torch import nn
 
 from ddbench.contracts import ArchitectureSpec
 from ddbench.data.base import Dataset
-from ddbench.io import ArtifactError, load_tensors, save_tensors
+from ddbench.io import TORCH_SUFFIXES, ArtifactError, load_tensors, load_torch_file, save_tensors
 from ddbench.metrics import accuracy
 
 CACHE_ENV = "DDBENCH_CACHE"
@@ -166,7 +166,51 @@ def check_compatible(meta: dict, dataset: Dataset, arch: ArchitectureSpec, path:
         raise ObserverMismatchError(f"observer checkpoint {path} does not fit this run: " + "; ".join(problems))
 
 
+def state_dict_from_torch_file(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """Weights (and an optional ``class_names`` list) from a ``.pt``/``.pth`` file, loaded with
+    ``weights_only=True``: a bare state_dict, or a dict holding one under ``state_dict`` or
+    ``model``; a ``module.`` prefix (DataParallel) is dropped."""
+    content = load_torch_file(path)
+    if isinstance(content, dict):
+        for key in ("state_dict", "model"):
+            if isinstance(content.get(key), dict):
+                content, extra = content[key], content
+                break
+        else:
+            extra = {}
+    if not isinstance(content, dict) or not content or not all(isinstance(v, torch.Tensor) for v in content.values()):
+        raise ArtifactError(f"{path}: expected a state_dict (names -> tensors), or a dict with one under "
+                            f"'state_dict' or 'model'")
+    weights = {k.removeprefix("module."): v for k, v in content.items()}
+    meta = {"class_names": extra.get("class_names")} if isinstance(extra.get("class_names"), list) else {}
+    return weights, meta
+
+
+def load_torch_observer(path: Path, dataset: Dataset, arch: ArchitectureSpec, device: torch.device) -> tuple[nn.Module, dict]:
+    """An observer from a ``torch.save`` file made elsewhere: the architecture is this run's
+    ``--arch``, the class count is checked through the weights' shapes (and the class map when the
+    file has ``class_names``), and the test accuracy is measured now."""
+    weights, extra = state_dict_from_torch_file(path)
+    if "class_names" in extra and extra["class_names"] != list(dataset.class_names):
+        raise ObserverMismatchError(f"observer checkpoint {path} does not fit this run: its class map "
+                                    f"{extra['class_names']} differs from {dataset.name}'s {list(dataset.class_names)}")
+    model = arch.build(dataset.channels, dataset.num_classes, dataset.image_size)
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise ArtifactError(f"{path}: its weights do not fit a {arch.name} for {dataset.num_classes} classes of "
+                            f"shape {list(dataset.image_shape)} (set --arch to its architecture): {exc}") from None
+    model = _freeze(model.to(device))
+    meta = {"format": "torch-state-dict", "architecture": arch.name, "class_names": list(dataset.class_names),
+            "test_accuracy": accuracy(model, dataset.test, device), "recipe": {}, "seed": -1}
+    return model, meta
+
+
 def load_observer_checkpoint(path: Path, dataset: Dataset, arch: ArchitectureSpec, device: torch.device) -> tuple[nn.Module, dict]:
+    """A ddbench observer (safetensors with metadata), or a ``.pt``/``.pth`` state dict loaded with
+    ``weights_only=True``."""
+    if Path(path).suffix in TORCH_SUFFIXES:
+        return load_torch_observer(Path(path), dataset, arch, device)
     tensors, meta = load_tensors(path)
     if meta.get("format") != FORMAT:
         raise ArtifactError(f"{path}: not a ddbench observer checkpoint (format {meta.get('format')!r}, expected {FORMAT!r})")
@@ -219,6 +263,9 @@ def load_teacher(path: Path, dataset: Dataset, device: torch.device) -> Observer
     read from the file's metadata."""
     from ddbench.registry import get_architecture
 
+    if Path(path).suffix in TORCH_SUFFIXES:
+        raise ArtifactError(f"{path}: a .pt teacher names no architecture; save it as a ddbench observer "
+                            f"(ddbench observer train, or --observer for a .pt observer of --arch)")
     _, meta = load_tensors(path)
     arch = get_architecture(str(meta.get("architecture")))
     model, meta = load_observer_checkpoint(path, dataset, arch, device)

@@ -60,6 +60,7 @@ class RunConfig:
     out: str | None = None
     command: str = ""
     results_name: str = "results.json"  # the results file in the output folder; its tables share its stem
+    saved_sets: list[str] = field(default_factory=list)  # distilled-set files evaluated as they are (ddbench eval)
 
     def output_dir(self) -> Path:
         if self.out:
@@ -93,6 +94,8 @@ def check_method_observer(name: str, distiller: Any, arch: Any) -> None:
 
 def plan_run(config: RunConfig) -> Plan:
     """Resolve every name and option; raises before any work if something is wrong."""
+    if not config.methods and not config.saved_sets:
+        raise RunError("nothing to evaluate: name a method (ddbench run --method) or a saved set (ddbench eval PATH)")
     if len(set(config.methods)) != len(config.methods):
         raise RunError(f"a method is named twice in {config.methods}")
     distillers = {name: registry.get_distiller(name) for name in config.methods}
@@ -235,6 +238,14 @@ def run(config: RunConfig, ui) -> dict[str, Any]:
             message = f"{type(exc).__name__}: {exc}"
             ui.info(f"method {name!r} failed: {message}")
             methods[name] = {"error": message}
+    for path in config.saved_sets:
+        name = saved_set_name(Path(path), methods)
+        try:
+            methods[name] = evaluate_saved(context, Path(path))
+        except Exception as exc:  # a bad file is named in the table; the other sets still run
+            message = f"{type(exc).__name__}: {exc}"
+            ui.info(f"saved set {path} failed: {message}")
+            methods[name] = {"error": message, "source": str(path)}
 
     results = {
         "schema": RESULTS_SCHEMA,
@@ -310,7 +321,7 @@ def distill_one(ctx: RunContext, name: str, distiller: Any) -> tuple[DistilledSe
     distilled.timings.setdefault("distill_seconds", measure.seconds)
     distilled.peak_memory_bytes = measure.peak_memory_bytes
     save_distilled(path, distilled, {
-        "dataset": dataset.name, "class_names": list(dataset.class_names), "image_shape": list(dataset.image_shape),
+        "peak_memory_kind": measure.memory_kind, "dataset": dataset.name, "class_names": list(dataset.class_names), "image_shape": list(dataset.image_shape),
         "ipc": config.ipc, "seed": config.distill_seed, "observer": ctx.observer.describe(), "versions": versions(),
     })
     record = {"unit": "distill", "method": name, "file": str(path.relative_to(ctx.store.folder)),
@@ -352,10 +363,46 @@ def evaluate_one(ctx: RunContext, distilled: DistilledSet, record: dict, distill
         "peak_memory_bytes": record["peak_memory_bytes"],
         "peak_memory_kind": record["peak_memory_kind"],
         "eval_seconds": round(eval_seconds, 3),
-        "images_per_class": config.ipc,
+        "images_per_class": distilled.images_per_class(ctx.dataset.num_classes)[0],
         "num_images": len(distilled.images),
         "tile_grid": distilled.tile_grid,
         "soft_labels": distilled.soft_labels,
         "labels": evaluator.describe(distilled, context),
         "options": distilled.options,
     }
+
+
+def saved_set_name(path: Path, taken: dict[str, Any]) -> str:
+    """The table name of a saved set: its file name without the suffix, unique in the run."""
+    name, count = path.stem, 1
+    while name in taken:
+        count += 1
+        name = f"{path.stem}-{count}"
+    return name
+
+
+def check_saved_fits(meta: dict[str, Any], dataset: Dataset, path: Path) -> None:
+    """A saved set's class map and image shape (when it records them) must be this dataset's."""
+    class_names = meta.get("class_names")
+    if class_names is not None and list(class_names) != list(dataset.class_names):
+        raise RunError(f"{path}: its class map {class_names} differs from {dataset.name}'s {list(dataset.class_names)}; "
+                       f"pass the --dataset it was distilled from")
+    shape = meta.get("image_shape")
+    if shape is not None and list(shape) != list(dataset.image_shape):
+        raise RunError(f"{path}: its images have shape {shape}, {dataset.name} gives {list(dataset.image_shape)}; "
+                       f"set --image-size to match")
+
+
+def evaluate_saved(ctx: RunContext, path: Path) -> dict:
+    """Evaluate a distilled set from disk as it is, with the run's evaluator, budget and seeds."""
+    distilled, meta = load_distilled(path)
+    check_saved_fits(meta, ctx.dataset, path)
+    per_class = distilled.images_per_class(ctx.dataset.num_classes)
+    check_distilled(distilled, f"saved set {path}", ctx.dataset, per_class[0])
+    record = {"distill_seconds": float(distilled.timings.get("distill_seconds", 0.0)),
+              "peak_memory_bytes": distilled.peak_memory_bytes,
+              "peak_memory_kind": meta.get("peak_memory_kind", "as recorded")}
+    key = unit_key("saved", {"sha256": file_digest(path)})
+    ctx.ui.info(f"{path}: {distilled.method}, {len(distilled.images)} images ({per_class[0]} per class), "
+                f"evaluated as saved")
+    return {**evaluate_one(ctx, distilled, record, key), "source": str(path), "method": distilled.method}
