@@ -13,6 +13,7 @@ import torch
 
 from ddbench.contracts import DistilledSet, DistillTask
 from ddbench.hookspecs import hookimpl
+from ddbench.partials import run_units
 from ddbench.tiles import check_tiles_fit, squeeze
 
 
@@ -27,6 +28,7 @@ class SqueezeDistiller:
     """Random real images squeezed N to an image, no selection or compensation (the paper's "Original" row)."""
 
     name = "squeeze"
+    shardable = True  # classes are independent units
     options_class = SqueezeOptions
 
     def check_setup(self, options: SqueezeOptions, image_shape: tuple[int, int, int], ipc: int) -> None:
@@ -49,15 +51,21 @@ class SqueezeDistiller:
                     f"lower --ipc or squeeze.n so that n * ipc <= {len(pool)}"
                 )
 
+        # one generator for the whole run (as since the first release): every process replays the
+        # draws of all classes, which costs nothing, and squeezes only the classes it owns
         generator = torch.Generator().manual_seed(task.seed)
-        images, labels, sources = [], [], {}
-        for label, pool in pools.items():
-            picked = pool[torch.randperm(len(pool), generator=generator)[:needed]]
-            real = task.dataset.train.load(picked).to(task.device)
-            images.append(squeeze(real, side).float().cpu())
-            labels.append(torch.full((task.ipc,), label, dtype=torch.int64))
-            sources[str(label)] = picked.view(task.ipc, options.n).tolist()
+        picks = [pool[torch.randperm(len(pool), generator=generator)[:needed]] for pool in pools.values()]
+
+        def compute(label: int) -> tuple[dict, dict]:
+            real = task.dataset.train.load(picks[label]).to(task.device)
             task.progress(1)
+            return {"images": squeeze(real, side).float().cpu()}, {}
+
+        units = run_units(task, [f"class-{label:05d}" for label in range(len(picks))], compute, work=lambda label: 1,
+                          cheap=True)
+        images = [tensors["images"] for tensors, _ in units]
+        labels = [torch.full((task.ipc,), label, dtype=torch.int64) for label in range(len(picks))]
+        sources = {str(label): picked.view(task.ipc, options.n).tolist() for label, picked in enumerate(picks)}
         return DistilledSet(
             images=torch.cat(images),
             labels=torch.cat(labels),

@@ -33,7 +33,7 @@ from baselines.sre2l_config import SRE2L_DEFAULTS, resolve_config
 from ddbench.contracts import ArchitectureSpec, DistilledSet, DistillTask
 from ddbench.evaluators.training import NonFiniteLossError
 from ddbench.hookspecs import hookimpl
-from ddbench.partials import unit_generator
+from ddbench.partials import run_units, unit_generator
 
 FALLBACK_BN_ARCH = "resnet18"
 CURVE_POINTS = 10  # BN loss recorded every 10% of the iterations
@@ -114,6 +114,7 @@ class SRe2LDistiller:
     """SRe2L's recover stage: images from noise by cross-entropy plus BatchNorm-statistics matching."""
 
     name = "sre2l"
+    shardable = True  # its chunks are independent units: ranks under torchrun split them (by class-balanced chunk)
     revision = 2  # 2: one generator per chunk (1: one generator for the whole run)
     options_class = SRe2LOptions
     defaults = SRE2L_DEFAULTS
@@ -152,31 +153,26 @@ class SRe2LDistiller:
         weights = [config["first_bn_multiplier"]] + [1.0] * (len(hooks) - 1)
         was_training = observer.training
         observer.eval()
-        recovered, trace = [], []
+        chunks = list(range(0, len(targets), config["batch_size"]))
+
+        def compute(index: int) -> tuple[dict, dict]:
+            # each chunk draws its noise and jitter from its own generator: chunks are independent units
+            chunk_targets = targets[chunks[index]:chunks[index] + config["batch_size"]]
+            generator = unit_generator(task.seed, "sre2l-chunk", index)
+            noise = torch.randn(len(chunk_targets), channels, height, width, generator=generator)
+            images, record = self._recover_chunk(
+                observer, hooks, weights, noise.to(device), chunk_targets.to(device), low, high, config, generator, task)
+            return {"images": images.float().cpu()}, {"chunk": index, "classes": sorted(set(chunk_targets.tolist())), **record}
+
         try:
-            for index, start in enumerate(range(0, len(targets), config["batch_size"])):
-                chunk_targets = targets[start:start + config["batch_size"]]
-                name = f"chunk-{index:05d}"
-                saved = task.load_part(name)
-                if saved is not None:  # finished before the run was stopped
-                    tensors, record = saved
-                    task.progress(config["iterations"])
-                else:
-                    # each chunk draws its noise and jitter from its own generator: chunks are independent units
-                    generator = unit_generator(task.seed, "sre2l-chunk", index)
-                    noise = torch.randn(len(chunk_targets), channels, height, width, generator=generator)
-                    images, record = self._recover_chunk(
-                        observer, hooks, weights, noise.to(device), chunk_targets.to(device), low, high, config,
-                        generator, task)
-                    record = {"chunk": index, "classes": sorted(set(chunk_targets.tolist())), **record}
-                    tensors = {"images": images.float().cpu()}
-                    task.save_part(name, tensors, record)
-                recovered.append(tensors["images"])
-                trace.append(record)
+            units = run_units(task, [f"chunk-{index:05d}" for index in range(len(chunks))], compute,
+                              work=lambda index: config["iterations"])
         finally:
             for hook in hooks:
                 hook.remove()
             observer.train(was_training)
+        recovered = [tensors["images"] for tensors, _ in units]
+        trace = [record for _, record in units]
 
         # [ipc, K, ...] in SRe2L's layout -> class-major [K * ipc, ...]
         images = torch.cat(recovered).view(ipc, num_classes, channels, height, width).transpose(0, 1)

@@ -102,8 +102,10 @@ def git_revision(where: Path) -> str | None:
 class RunStore:
     """The run folder: ``manifest.json`` with the finished units, rewritten atomically after each."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, writer: bool = True):
+        """``writer=False`` (ranks other than 0 under torchrun): records are kept in memory only."""
         self.folder = Path(folder)
+        self.writer = writer
         self.path = self.folder / "manifest.json"
         self.manifest: dict[str, Any] = {"format": MANIFEST_FORMAT, "runs": [], "units": {}}
         if self.path.exists():
@@ -127,4 +129,5 @@ class RunStore:
         self._write()
 
     def _write(self) -> None:
-        atomic_write_json(self.path, self.manifest)
+        if self.writer:
+            atomic_write_json(self.path, self.manifest)

@@ -77,6 +77,9 @@ def _add_evaluation_args(parser: argparse.ArgumentParser, evaluator_help: str | 
     if methods:
         parser.add_argument("--option", action="append", default=[], metavar="METHOD.KEY=VALUE", help="set one method option (repeatable)")
     parser.add_argument("--eval-option", action="append", default=[], metavar="KEY=VALUE", help="set one evaluator option (repeatable)")
+    parser.add_argument("--dist-eval", default="auto", choices=("auto", "seeds", "ddp"),
+                        help="under torchrun: spread the seeds over the ranks, or train each seed on all ranks with "
+                             "DistributedDataParallel (auto: seeds when there are at least as many seeds as ranks)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -184,7 +187,8 @@ def _run_config(args: argparse.Namespace, methods: list[str], **fields):
         observer_seed=args.observer_seed, observer_epochs=args.observer_epochs,
         teacher_checkpoint=args.teacher_checkpoint,
         validation_per_class=args.validation, validation_seed=args.validation_seed,
-        cache_dir=args.cache_dir, device=args.device, out=args.out, command=_command_line(), **fields,
+        cache_dir=args.cache_dir, device=args.device, out=args.out, command=_command_line(), dist_eval=args.dist_eval,
+        **fields,
     )
 
 
@@ -358,3 +362,8 @@ def main(argv: list[str] | None = None) -> int:
     except _user_errors() as exc:
         print(f"ddbench: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    finally:
+        if "torch.distributed" in sys.modules:  # leave torchrun's process group, if this process joined it
+            from ddbench.distributed import shutdown
+
+            shutdown()

@@ -92,6 +92,8 @@ class DistillTask:
     progress: ProgressCallback = lambda n: None
     # finished units of a distillation that was stopped (a ddbench.partials.PartialStore); None keeps nothing
     partials: Any = None
+    # this process's rank among torchrun's (a ddbench.distributed.Cluster); None: a single process
+    cluster: Any = None
 
     @property
     def num_classes(self) -> int:
@@ -106,6 +108,17 @@ class DistillTask:
         A unit's result must not depend on other units (see :mod:`ddbench.partials`)."""
         if self.partials is not None:
             self.partials.save(name, tensors, metadata)
+
+    def owns(self, unit: int) -> bool:
+        """Whether this process computes unit ``unit`` (always, outside torchrun)."""
+        return self.cluster is None or self.cluster.owns(unit)
+
+    def sync_parts(self, failed: bool = False) -> bool:
+        """Wait until every rank has saved its units (or failed); True when none failed. In a
+        single process: ``not failed``."""
+        if self.cluster is not None:
+            return self.cluster.all_ok(failed)
+        return not failed
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -167,6 +180,9 @@ class EvalContext:
     device: "torch.device"
     options: Any = None  # an instance of the evaluator's ``options_class``
     progress: ProgressCallback = lambda n: None
+    # set when the ranks of a torchrun launch train this one verifier together (DistributedDataParallel):
+    # pass it to ddbench.evaluators.training.fit and ddbench.metrics.accuracy; None: a single process
+    cluster: Any = None
 
 
 @dataclass

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -9,16 +11,25 @@ from ddbench.data.base import ImageSource
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, source: ImageSource, device: torch.device, batch_size: int = 500) -> float:
-    """Top-1 accuracy in percent of ``model`` (put in eval mode) on every image of ``source``."""
+def accuracy(model: nn.Module, source: ImageSource, device: torch.device, batch_size: int = 500,
+             cluster: Any = None) -> float:
+    """Top-1 accuracy in percent of ``model`` (put in eval mode) on every image of ``source``.
+
+    ``cluster`` (several ranks holding the same model): each rank tests every world-size-th
+    batch and the counts are summed, so every rank returns the accuracy on the whole source.
+    """
     was_training = model.training
     model.eval()
     correct = torch.zeros((), dtype=torch.int64, device=device)
     labels = source.labels
-    for start in range(0, len(source), batch_size):
+    rank, world = (cluster.rank, cluster.world_size) if cluster is not None and cluster.active else (0, 1)
+    for number, start in enumerate(range(0, len(source), batch_size)):
+        if number % world != rank:
+            continue
         index = torch.arange(start, min(start + batch_size, len(source)))
         images = source.load(index).to(device, non_blocking=True)
         predictions = model(images).argmax(dim=1)
         correct += (predictions == labels[index].to(device, non_blocking=True)).sum()
     model.train(was_training)
-    return 100.0 * correct.item() / max(1, len(source))
+    total = correct.item() if world == 1 else int(cluster.sum(correct.view(1)).item())
+    return 100.0 * total / max(1, len(source))

@@ -14,7 +14,7 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -102,3 +102,46 @@ class PartialStore:
         """Remove the folder once the whole distilled set is saved."""
         if self.folder is not None and self.folder.is_dir():
             shutil.rmtree(self.folder)
+            try:
+                self.folder.parent.rmdir()  # the run folder's partial/, once no distillation is unfinished
+            except OSError:
+                pass
+
+
+def run_units(task: Any, names: Sequence[str], compute: Callable[[int], tuple[dict[str, torch.Tensor], dict[str, Any]]],
+              work: Callable[[int], int] = lambda i: 0, cheap: bool = False,
+              ) -> list[tuple[dict[str, torch.Tensor], dict[str, Any]]]:
+    """Every unit's (tensors, metadata), in order, computing only what this process must.
+
+    A unit saved before (a resumed run) is loaded; otherwise the rank that owns it
+    (``task.owns(i)``) computes it with ``compute(i)`` and saves it. After
+    ``task.sync_parts()`` the units of the other ranks are read from the shared run folder.
+    ``work(i)`` is the progress a skipped unit counts for. ``cheap=True``: the units take no
+    time worth resuming, so they are written only to share them between ranks.
+    """
+    shared = task.cluster is not None and task.cluster.active
+    results: dict[int, tuple[dict[str, torch.Tensor], dict[str, Any]]] = {}
+    try:
+        for index, name in enumerate(names):
+            saved = None if cheap and not shared else task.load_part(name)
+            if saved is not None:
+                results[index] = saved
+                task.progress(work(index))
+            elif task.owns(index):
+                results[index] = compute(index)
+                if shared or not cheap:
+                    task.save_part(name, *results[index])
+    except BaseException:
+        task.sync_parts(failed=True)  # the other ranks stop too instead of waiting for this one
+        raise
+    if not task.sync_parts():
+        raise RuntimeError("another rank failed while distilling (see its output); finished units are kept: "
+                           "run the same command again")
+    for index, name in enumerate(names):
+        if index not in results:
+            saved = task.load_part(name)
+            if saved is None:
+                raise RuntimeError(f"unit {name} was not saved by the rank that owns it; run the same command "
+                                   f"again (finished units are kept and only the missing ones are redone)")
+            results[index] = saved
+    return [results[index] for index in range(len(names))]

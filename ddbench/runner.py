@@ -6,6 +6,7 @@ datasets, architectures, evaluators, options and budget fields fail at once.
 
 from __future__ import annotations
 
+import os
 import platform
 import statistics
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from ddbench import registry
 from ddbench.budget import EvalBudget
 from ddbench.contracts import DataOptions, DistilledSet, DistillTask, EvalContext, options_to_dict
 from ddbench.data.base import Dataset
+from ddbench.distributed import SINGLE, Cluster, init_from_environment
 from ddbench.artifacts import RunStore, file_digest, git_revision, load_distilled, save_distilled, unit_key
 from ddbench.exports import write_image_grid, write_tables
 from ddbench.io import atomic_write_json
@@ -27,6 +29,7 @@ from ddbench.options import apply_overrides
 from ddbench.partials import PartialStore
 
 RESULTS_SCHEMA = "ddbench-results/1"
+DIST_EVAL_MODES = ("auto", "seeds", "ddp")
 
 
 class RunError(ValueError):
@@ -61,6 +64,7 @@ class RunConfig:
     command: str = ""
     results_name: str = "results.json"  # the results file in the output folder; its tables share its stem
     saved_sets: list[str] = field(default_factory=list)  # distilled-set files evaluated as they are (ddbench eval)
+    dist_eval: str = "auto"  # under torchrun: "seeds" over ranks, "ddp" (all ranks train each seed), or auto
 
     def output_dir(self) -> Path:
         if self.out:
@@ -117,6 +121,8 @@ def plan_run(config: RunConfig) -> Plan:
         raise RunError(f"--ipc must be at least 1, got {config.ipc}")
     if not config.seeds:
         raise RunError("--seeds must name at least one seed")
+    if config.dist_eval not in DIST_EVAL_MODES:
+        raise RunError(f"--dist-eval {config.dist_eval!r}: use one of {', '.join(DIST_EVAL_MODES)}")
     return Plan(distillers, method_options, evaluator, evaluator_options, dataset_spec, observer_arch, verifier_arch)
 
 
@@ -206,18 +212,29 @@ def run(config: RunConfig, ui) -> dict[str, Any]:
     plan = plan_run(config)
     budget = config.budget
     device = resolve_device(config.device)
+    cluster = init_from_environment(use_cuda=device.type == "cuda")
+    if cluster.active and device.type == "cuda":
+        device = torch.device("cuda", cluster.local_rank)
+    if not cluster.is_main:
+        ui = SilentUI()  # rank 0 reports for everyone
     dataset = load_dataset(config, plan.dataset_spec, plan)
     out = config.output_dir()
-    store = RunStore(out)
+    if cluster.active:
+        check_shared_folder(cluster, out)
+    store = RunStore(out, writer=cluster.is_main)
     ui.info(f"dataset {dataset.name}: {len(dataset.train)} train / {len(dataset.test)} test images, "
-            f"shape {dataset.image_shape}, {dataset.num_classes} classes; device {device}")
-    observer = get_observer(
+            f"shape {dataset.image_shape}, {dataset.num_classes} classes; device {device}"
+            + (f"; {cluster.world_size} ranks ({cluster.backend})" if cluster.active else ""))
+    # rank 0 trains the observer if it must; the others then load it from the cache
+    observer = main_first(cluster, lambda: get_observer(
         dataset, plan.observer_arch, device, seed=config.observer_seed,
         recipe=default_recipe(dataset.name, epochs=config.observer_epochs),
         cache=Path(config.cache_dir) if config.cache_dir else None,
         checkpoint=Path(config.observer_checkpoint) if config.observer_checkpoint else None,
         progress_factory=ui.progress,
-    )
+    ), "observer")
+    if cluster.active:
+        check_same_file(cluster, observer.checkpoint, "the observer checkpoint", "--cache-dir")
     ui.info(f"observer {observer.arch.name}: test accuracy {observer.test_accuracy:.2f}% "
             f"({'trained now' if observer.trained_now else 'loaded'} from {observer.checkpoint})")
     teacher = observer
@@ -225,14 +242,16 @@ def run(config: RunConfig, ui) -> dict[str, Any]:
         teacher = load_teacher(Path(config.teacher_checkpoint), dataset, device)
         ui.info(f"teacher for soft labels: {teacher.arch.name}, test accuracy {teacher.test_accuracy:.2f}% ({teacher.checkpoint})")
     store.start({"command": config.command, "git_revision": git_revision(Path(__file__).parent), "versions": versions(),
-                 "seeds": config.seeds, "observer": observer.describe()})
+                 "seeds": config.seeds, "observer": observer.describe(),
+                 **({"ranks": cluster.world_size} if cluster.active else {})})
 
-    context = RunContext(config, plan, dataset, observer, teacher, device, store, ui)
+    context = RunContext(config, plan, dataset, observer, teacher, device, store, ui, cluster)
     methods: dict[str, Any] = {}
     for name, distiller in plan.distillers.items():
         try:
             distilled, record, key = distill_one(context, name, distiller)
-            write_image_grid(out / "grids" / f"{name}.png", distilled.images, distilled.labels, dataset.normalization)
+            if cluster.is_main:
+                write_image_grid(out / "grids" / f"{name}.png", distilled.images, distilled.labels, dataset.normalization)
             methods[name] = evaluate_one(context, distilled, record, key)
         except Exception as exc:  # one broken plugin must not sink the others; it is named in the table
             message = f"{type(exc).__name__}: {exc}"
@@ -261,11 +280,13 @@ def run(config: RunConfig, ui) -> dict[str, Any]:
         "seeds": list(config.seeds),
         "distill_seed": config.distill_seed,
         "device": str(device),
+        **({"ranks": cluster.world_size, "backend": cluster.backend} if cluster.active else {}),
         "methods": methods,
         "versions": versions(),
     }
-    atomic_write_json(out / config.results_name, results)
-    write_tables(out, results, stem=Path(config.results_name).stem)
+    if cluster.is_main:
+        atomic_write_json(out / config.results_name, results)
+        write_tables(out, results, stem=Path(config.results_name).stem)
     ui.results_table(results)
     ui.info(f"results written to {out / config.results_name}")
     return results
@@ -283,6 +304,7 @@ class RunContext:
     device: torch.device
     store: RunStore
     ui: Any
+    cluster: Cluster = SINGLE
 
 
 def distill_one(ctx: RunContext, name: str, distiller: Any) -> tuple[DistilledSet, dict, str]:
@@ -304,31 +326,53 @@ def distill_one(ctx: RunContext, name: str, distiller: Any) -> tuple[DistilledSe
         distilled, _ = load_distilled(path)
         ctx.ui.info(f"{name}: distilled set from {path} (finished before)")
         return distilled, done, key
+    ctx.cluster.barrier()  # every rank looks at the folder before any writes this method's parts
     partials = PartialStore(ctx.store.folder / "partial" / key)
     finished_parts = partials.finished()
     if finished_parts:
         ctx.ui.info(f"{name}: resuming, {len(finished_parts)} finished part(s) in {partials.folder}")
+    cluster = ctx.cluster
+    shardable = cluster.active and getattr(distiller, "shardable", False)
     task = DistillTask(
         dataset=dataset, observer=ctx.observer.model, observer_arch=ctx.observer.arch, ipc=config.ipc,
         device=ctx.device, seed=config.distill_seed, options=options, partials=partials,
+        cluster=cluster if shardable else None,
     )
     task.progress = ctx.ui.progress(f"distill {name}", distiller.total_work(task))
-    with measure_stage(ctx.device) as measure:
-        distilled = distiller.distill(task)
-    check_distilled(distilled, name, dataset, config.ipc)
-    # the options as given, with any values the method resolved itself (e.g. per-dataset defaults)
-    distilled.options = {**options_to_dict(options), **(distilled.options or {})}
-    distilled.timings.setdefault("distill_seconds", measure.seconds)
-    distilled.peak_memory_bytes = measure.peak_memory_bytes
-    save_distilled(path, distilled, {
-        "peak_memory_kind": measure.memory_kind, "dataset": dataset.name, "class_names": list(dataset.class_names), "image_shape": list(dataset.image_shape),
-        "ipc": config.ipc, "seed": config.distill_seed, "observer": ctx.observer.describe(), "versions": versions(),
-    })
-    record = {"unit": "distill", "method": name, "file": str(path.relative_to(ctx.store.folder)),
-              "distill_seconds": round(measure.seconds, 3), "peak_memory_bytes": measure.peak_memory_bytes,
-              "peak_memory_kind": measure.memory_kind}
-    ctx.store.finish(key, record)
-    partials.clear()
+
+    def distill_and_save() -> tuple[DistilledSet, dict]:
+        with measure_stage(ctx.device) as measure:
+            distilled = distiller.distill(task)
+        if not cluster.is_main:
+            return distilled, {}
+        check_distilled(distilled, name, dataset, config.ipc)
+        # the options as given, with any values the method resolved itself (e.g. per-dataset defaults)
+        distilled.options = {**options_to_dict(options), **(distilled.options or {})}
+        distilled.timings.setdefault("distill_seconds", measure.seconds)
+        distilled.peak_memory_bytes = measure.peak_memory_bytes
+        save_distilled(path, distilled, {
+            "peak_memory_kind": measure.memory_kind, "dataset": dataset.name, "class_names": list(dataset.class_names),
+            "image_shape": list(dataset.image_shape), "ipc": config.ipc, "seed": config.distill_seed,
+            "observer": ctx.observer.describe(), "versions": versions(),
+            **({"ranks": cluster.world_size} if shardable else {}),
+        })
+        record = {"unit": "distill", "method": name, "file": str(path.relative_to(ctx.store.folder)),
+                  "distill_seconds": round(measure.seconds, 3), "peak_memory_bytes": measure.peak_memory_bytes,
+                  "peak_memory_kind": measure.memory_kind, **({"ranks": cluster.world_size} if shardable else {})}
+        ctx.store.finish(key, record)
+        return distilled, record
+
+    if not cluster.active:
+        distilled, record = distill_and_save()
+    elif shardable:  # every rank distills its units; rank 0 merges, checks and saves
+        distilled, record = main_first(cluster, distill_and_save, f"method {name!r}", everyone_first=True)
+    else:  # a method that cannot split its work: rank 0 distills it, the others read its file
+        distilled, record = main_first(cluster, distill_and_save if cluster.is_main else lambda: (None, {}), f"method {name!r}")
+    if cluster.active and not cluster.is_main:
+        distilled = distilled if shardable else load_distilled(path)[0]
+        record = RunStore(ctx.store.folder, writer=False).finished(key) or {}
+    if cluster.is_main:
+        partials.clear()  # after every rank has read the parts it needed
     return distilled, record, key
 
 
@@ -337,26 +381,37 @@ def evaluate_one(ctx: RunContext, distilled: DistilledSet, record: dict, distill
     config, plan = ctx.config, ctx.plan
     evaluator = plan.evaluator
     teacher_id = "observer" if ctx.teacher is ctx.observer else observer_identity(ctx.teacher)
-    per_seed, eval_seconds = [], 0.0
+    contexts, keys = {}, {}
     for seed in config.seeds:
-        context = EvalContext(
+        contexts[seed] = EvalContext(
             dataset=ctx.dataset, verifier_arch=plan.verifier_arch, teacher=ctx.teacher.model, budget=config.budget,
             seed=seed, device=ctx.device, options=plan.evaluator_options,
         )
-        key = unit_key("eval", {
+        keys[seed] = unit_key("eval", {
             "distill": distill_key, "evaluator": evaluator.name, "options": options_to_dict(plan.evaluator_options),
             "budget": config.budget.describe(), "verifier": plan.verifier_arch.name, "teacher": teacher_id, "seed": seed,
         })
-        done = ctx.store.finished(key)
-        if done is None:
-            context.progress = ctx.ui.progress(f"evaluate {distilled.method} seed {seed}", evaluator.total_work(distilled, context))
-            with measure_stage(ctx.device) as eval_measure:
-                result = evaluator.evaluate(distilled, context)
-            done = {"unit": "eval", "method": distilled.method, "seed": seed, "accuracy": result.accuracy,
-                    "eval_seconds": round(eval_measure.seconds, 3)}
-            ctx.store.finish(key, done)
-        per_seed.append(done["accuracy"])
-        eval_seconds += done["eval_seconds"]
+
+    def evaluate_seed(seed: int, cluster: Cluster | None = None) -> dict:
+        context = contexts[seed]
+        context.cluster = cluster
+        context.progress = ctx.ui.progress(f"evaluate {distilled.method} seed {seed}", evaluator.total_work(distilled, context))
+        with measure_stage(ctx.device) as eval_measure:
+            result = evaluator.evaluate(distilled, context)
+        return {"unit": "eval", "method": distilled.method, "seed": seed, "accuracy": result.accuracy,
+                "eval_seconds": round(eval_measure.seconds, 3)}
+
+    todo = [seed for seed in config.seeds if ctx.store.finished(keys[seed]) is None]
+    if ctx.cluster.active and todo:
+        done = evaluate_distributed(ctx.cluster, todo, evaluate_seed, config.dist_eval, distilled.method)
+        for seed, record_ in done.items():
+            ctx.store.finish(keys[seed], record_)
+    else:
+        for seed in todo:
+            ctx.store.finish(keys[seed], evaluate_seed(seed))
+    per_seed = [ctx.store.finished(keys[seed])["accuracy"] for seed in config.seeds]
+    eval_seconds = sum(ctx.store.finished(keys[seed])["eval_seconds"] for seed in config.seeds)
+    context = contexts[config.seeds[-1]]
     return {
         "accuracy": summarize(per_seed),
         "distill_seconds": record["distill_seconds"],
@@ -406,3 +461,99 @@ def evaluate_saved(ctx: RunContext, path: Path) -> dict:
     ctx.ui.info(f"{path}: {distilled.method}, {len(distilled.images)} images ({per_class[0]} per class), "
                 f"evaluated as saved")
     return {**evaluate_one(ctx, distilled, record, key), "source": str(path), "method": distilled.method}
+
+
+def resolve_dist_eval(mode: str, seeds: int, world_size: int) -> str:
+    """``auto``: seeds over ranks when there are at least as many seeds as ranks (no
+    communication while training), else every rank trains each seed together (DDP)."""
+    if mode != "auto":
+        return mode
+    return "seeds" if seeds >= world_size else "ddp"
+
+
+def evaluate_distributed(cluster: Cluster, seeds: list[int], evaluate_seed, mode: str, method: str) -> dict[int, dict]:
+    """The records of ``seeds`` evaluated by the ranks together; the same dict on every rank."""
+    if resolve_dist_eval(mode, len(seeds), cluster.world_size) == "ddp":
+        records = {}
+        for seed in seeds:
+            records[seed] = main_first(cluster, lambda: evaluate_seed(seed, cluster), f"evaluation seed {seed}",
+                                       everyone_first=True)
+        return records
+    # seeds over ranks: seed i on rank i mod world size; the numbers travel as one tensor sum
+    values = torch.zeros(len(seeds), 3, dtype=torch.float64)  # accuracy, seconds, failed
+    error = None
+    for position, seed in enumerate(seeds):
+        if cluster.owns(position):
+            try:
+                record = evaluate_seed(seed)
+            except Exception as exc:  # reported after the others have finished theirs
+                error, values[position, 2] = exc, 1.0
+                break
+            values[position, 0], values[position, 1] = record["accuracy"], record["eval_seconds"]
+    summed = cluster.sum(values)
+    if error is not None:
+        raise error
+    if bool((summed[:, 2] > 0).any()):
+        raise RunError("evaluation failed on another rank; see its output")
+    return {seed: {"unit": "eval", "method": method, "seed": seed, "accuracy": float(summed[i, 0]), "eval_seconds": float(summed[i, 1]),
+                   "rank": i % cluster.world_size}
+            for i, seed in enumerate(seeds)}
+
+
+class SilentUI:
+    """The UI of ranks other than 0 under torchrun: rank 0 reports for everyone."""
+
+    def info(self, message: str) -> None:
+        pass
+
+    def progress(self, description: str, total: int):
+        return lambda n: None
+
+    def results_table(self, results: dict) -> None:
+        pass
+
+
+def main_first(cluster: Cluster, action, what: str, everyone_first: bool = False):
+    """``action()`` on rank 0 and then, once it succeeded, on the other ranks (which find rank 0's
+    files on disk); ``everyone_first``: on every rank at once. A failure on any rank raises on
+    every rank, so none waits at a barrier for one that has stopped."""
+    if not cluster.active:
+        return action()
+    if everyone_first or cluster.is_main:
+        try:
+            result = action()
+        except BaseException:
+            cluster.all_ok(failed=True)
+            raise
+        if not cluster.all_ok():
+            raise RunError(f"{what} failed on another rank; see its output")
+        return result
+    if not cluster.all_ok():
+        raise RunError(f"{what} failed on rank 0; see its output")
+    return action()
+
+
+def check_shared_folder(cluster: Cluster, folder: Path) -> None:
+    """Every rank must see the run folder rank 0 writes (one filesystem across nodes)."""
+    token = cluster.broadcast_int(int.from_bytes(os.urandom(7), "little") if cluster.is_main else 0)
+    marker = folder / f".rank-check-{token}"
+    if cluster.is_main:
+        folder.mkdir(parents=True, exist_ok=True)
+        marker.write_text("ddbench")
+    cluster.barrier()
+    seen = marker.exists()
+    ok = cluster.all_ok(failed=not seen)
+    cluster.barrier()
+    if cluster.is_main:
+        marker.unlink(missing_ok=True)
+    if not ok:
+        raise RunError(f"--out {folder} is not visible to every rank: under torchrun across nodes, put --out and "
+                       f"--cache-dir on a filesystem every node mounts")
+
+
+def check_same_file(cluster: Cluster, path: Path, what: str, flag: str) -> None:
+    """Every rank must hold the same ``path`` (compared by digest)."""
+    digest = int(file_digest(path)[:14], 16)
+    same = cluster.broadcast_int(digest) == digest
+    if not cluster.all_ok(failed=not same):
+        raise RunError(f"{what} differs between ranks ({path}); put {flag} on a filesystem every node mounts")

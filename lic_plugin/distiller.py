@@ -11,7 +11,8 @@ Randomness: class c's subset (and, without selection, its random picks) come fro
 ``unit_generator(seed, "lic-select", c)``, and batch b's DSA draws from
 ``unit_generator(seed, "lic-dsa", b)``. So a batch's images depend on nothing but the seed and
 the batch layout: a stopped run resumes from its saved batches (``task.save_part``), and one seed
-gives bit-identical images on the CPU however the batches are run.
+gives bit-identical images on the CPU however the batches are run, including split over the
+ranks of a ``torchrun`` launch (:func:`ddbench.partials.run_units`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import torch
 from ddbench.augment.dsa import DSA
 from ddbench.contracts import DistilledSet, DistillTask
 from ddbench.evaluators.training import NonFiniteLossError
-from ddbench.partials import ImageBatch, class_major_batches, unit_generator
+from ddbench.partials import ImageBatch, class_major_batches, run_units, unit_generator
 from ddbench.tiles import check_tiles_fit, squeeze
 from lic_plugin.compensation import SGD_MOMENTUM, compensate, resolve_feature_layer
 from lic_plugin.options import LICOptions
@@ -43,6 +44,7 @@ class LICDistiller:
     """LIC (Sun et al.): score-based selection, squeeze, information compensation, observer relabel."""
 
     name = "lic"
+    shardable = True  # its batches are independent units: ranks under torchrun split them
     revision = 2  # 2: one generator per class (selection) and per batch (DSA draws); 1: one for the run
     options_class = LICOptions
 
@@ -90,22 +92,19 @@ class LICDistiller:
             low, high = task.normalization.pixel_bounds()
             bounds = tuple(torch.tensor(b, dtype=torch.float32, device=task.device).view(1, -1, 1, 1)
                            for b in (low, high))
-        images, parts, resumed = [], [], 0
-        timings = {"selection_seconds": 0.0, "squeeze_compensation_seconds": 0.0}
-        for batch in self._layout(task, options):
-            saved = task.load_part(batch.name)
-            if saved is None:
-                tensors, part = self._distill_batch(task, options, side, layer, bounds, batch, timings)
-                task.save_part(batch.name, tensors, part)
-            else:
-                (tensors, part), resumed = saved, resumed + 1
-                task.progress(self._batch_work(batch, options))
-            images.append(tensors["images"])
-            parts.append(part)
+        timings = {"selection_seconds": 0.0, "squeeze_compensation_seconds": 0.0, "batches_computed": 0}
+        layout = self._layout(task, options)
+
+        def compute(index: int) -> tuple[dict, dict]:
+            timings["batches_computed"] += 1
+            return self._distill_batch(task, options, side, layer, bounds, layout[index], timings)
+
+        units = run_units(task, [batch.name for batch in layout], compute,
+                          work=lambda index: self._batch_work(layout[index], options))
+        images = [tensors["images"] for tensors, _ in units]
+        parts = [part for _, part in units]
         labels = torch.arange(task.num_classes, dtype=torch.int64).repeat_interleave(task.ipc)
         resolved = {**dataclasses.asdict(options), "feature_layer": layer}
-        if resumed:
-            timings["batches_resumed"] = resumed
         return DistilledSet(
             images=torch.cat(images).contiguous(),
             labels=labels,

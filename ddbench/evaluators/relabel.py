@@ -127,7 +127,7 @@ class RelabelEvaluator:
             stored = self._stored_labels(teacher, regions, dataset.image_size, temperature)
         model = context.verifier_arch.build(dataset.channels, dataset.num_classes, dataset.image_size).to(device)
 
-        def compute_loss(batch: torch.Tensor) -> torch.Tensor:
+        def compute_loss(batch: torch.Tensor, net: nn.Module) -> torch.Tensor:
             views = augment(regions[batch])
             targets = None if stored is None else stored[batch]
             if options.mixing != "none":
@@ -138,10 +138,12 @@ class RelabelEvaluator:
             if targets is None:
                 with torch.no_grad():
                     targets = F.softmax(teacher(views) / temperature, dim=1)
-            return kd_loss(model(views), targets, temperature)
+            return kd_loss(net(views), targets, temperature)
 
-        fit(model, len(regions), context.budget, compute_loss, device, context.progress, epoch_size=len(distilled.images))
-        return EvalResult(accuracy=accuracy(model, dataset.test, device, context.budget.test_batch_size), seed=context.seed)
+        fit(model, len(regions), context.budget, compute_loss, device, context.progress, epoch_size=len(distilled.images),
+            cluster=context.cluster)
+        test_accuracy = accuracy(model, dataset.test, device, context.budget.test_batch_size, cluster=context.cluster)
+        return EvalResult(accuracy=test_accuracy, seed=context.seed)
 
     @staticmethod
     @torch.no_grad()

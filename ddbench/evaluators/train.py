@@ -52,9 +52,10 @@ class TrainEvaluator:
         images, labels = regions.to(device), labels.to(device)
         augment = build_augmentation(region_augmentation(context.budget.augmentation, mode), dataset.image_size)
 
-        def compute_loss(batch: torch.Tensor) -> torch.Tensor:
-            return F.cross_entropy(model(augment(images[batch])), labels[batch])
+        def compute_loss(batch: torch.Tensor, net: torch.nn.Module) -> torch.Tensor:
+            return F.cross_entropy(net(augment(images[batch])), labels[batch])
 
-        fit(model, len(images), context.budget, compute_loss, device, context.progress, epoch_size=len(distilled.images))
-        test_accuracy = accuracy(model, dataset.test, device, context.budget.test_batch_size)
+        fit(model, len(images), context.budget, compute_loss, device, context.progress, epoch_size=len(distilled.images),
+            cluster=context.cluster)
+        test_accuracy = accuracy(model, dataset.test, device, context.budget.test_batch_size, cluster=context.cluster)
         return EvalResult(accuracy=test_accuracy, seed=context.seed)

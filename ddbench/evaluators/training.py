@@ -6,7 +6,7 @@ a GPU; a non-finite loss is caught once per epoch from a flag kept on the device
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -47,16 +47,19 @@ def total_steps(budget: EvalBudget, epoch_size: int) -> int:
 
 class SampleStream:
     """Indices into a pool of ``num_samples``, drawn as consecutive random permutations, so
-    every sample is seen once before any is seen twice, whatever the epoch size."""
+    every sample is seen once before any is seen twice, whatever the epoch size. ``generator``:
+    draw from it instead of the global generator (data-parallel ranks share one order)."""
 
-    def __init__(self, num_samples: int, device: torch.device):
+    def __init__(self, num_samples: int, device: torch.device, generator: torch.Generator | None = None):
         self.num_samples = num_samples
         self.device = device
+        self.generator = generator
         self.buffer = torch.empty(0, dtype=torch.int64, device=device)
 
     def take(self, count: int) -> torch.Tensor:
         while self.buffer.numel() < count:
-            self.buffer = torch.cat([self.buffer, torch.randperm(self.num_samples, device=self.device)])
+            order = torch.randperm(self.num_samples, device=self.device, generator=self.generator)
+            self.buffer = torch.cat([self.buffer, order])
         taken, self.buffer = self.buffer[:count], self.buffer[count:]
         return taken
 
@@ -65,31 +68,48 @@ def fit(
     model: nn.Module,
     num_samples: int,
     budget: EvalBudget,
-    compute_loss: Callable[[torch.Tensor], torch.Tensor],
+    compute_loss: Callable[[torch.Tensor, nn.Module], torch.Tensor],
     device: torch.device,
     progress: Callable[[int], None] = lambda n: None,
     what: str = "verifier",
     epoch_size: int | None = None,
+    cluster: Any = None,
 ) -> None:
     """Train ``model`` for ``budget.epochs`` epochs.
 
     ``num_samples`` is the size of the pool batches are drawn from (e.g. the tiles of a
     squeezed set); an epoch is ``epoch_size`` samples (default: the pool), so methods at the
     same IPC get the same number of steps whatever their region sampling.
-    ``compute_loss(batch_indices)`` returns the loss of one mini-batch (indices on ``device``).
+    ``compute_loss(batch_indices, net)`` returns the loss of one mini-batch (indices on
+    ``device``) computed with ``net``, which is ``model`` or its DistributedDataParallel wrapper.
     ``progress`` is advanced once per step.
+
+    ``cluster`` (a :class:`ddbench.distributed.Cluster` of several ranks): the ranks train one
+    model with DistributedDataParallel; every rank draws the same batch order (a generator
+    seeded from ``torch.initial_seed()``) and takes its share of each batch, so the global
+    batch is ``budget.batch_size``.
     """
     optimizer = make_optimizer(budget, model)
     scheduler = make_scheduler(budget, optimizer)
     model.train()
+    net, rank, world = model, 0, 1
+    generator = None
+    if cluster is not None and cluster.active:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        rank, world = cluster.rank, cluster.world_size
+        generator = torch.Generator(device=device).manual_seed(torch.initial_seed())
     finite = torch.ones((), dtype=torch.bool, device=device)
-    stream = SampleStream(num_samples, device)
+    stream = SampleStream(num_samples, device, generator)
     epoch_size = epoch_size or num_samples
     for epoch in range(budget.epochs):
         order = stream.take(epoch_size)
         steps = 0
         for batch in order.split(budget.batch_size):
-            loss = compute_loss(batch)
+            if len(batch) < world:  # too small to give every rank a share: every rank skips it alike
+                continue
+            loss = compute_loss(batch[rank::world], net)
             finite &= torch.isfinite(loss.detach())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -1,0 +1,91 @@
+"""torchrun with 2 CPU processes (gloo): the merged distilled set equals the single-process one
+bit for bit, evaluation spread over ranks (seeds, or DDP) completes, and the helpers that deal
+work to ranks do what they say."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ddbench.artifacts import load_distilled
+from ddbench.distributed import Cluster
+from ddbench.runner import resolve_dist_eval
+
+RUN = ["run", "--method", "lic", "--baseline", "squeeze", "--ipc", "2", "--observer-epochs", "1",
+       "--budget-set", "epochs=2", "--seeds", "2", "--quiet", "--option", "lic.batch_size=4",
+       "--option", "lic.iterations=10"]
+
+
+def torchrun(*args: str, nproc: int = 2) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+               "-m", "ddbench", *args]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+
+
+def single(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ddbench", *args], capture_output=True, text=True, timeout=600)
+
+
+def _distilled(folder: Path, method: str):
+    return load_distilled(next((folder / "distilled").glob(f"{method}-*.safetensors")))
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dist")
+    cache = str(root / "cache")
+    alone = single(*RUN, "--cache-dir", cache, "--out", str(root / "single"))
+    assert alone.returncode == 0, alone.stderr
+    ranks = torchrun(*RUN, "--cache-dir", cache, "--out", str(root / "two"))
+    assert ranks.returncode == 0, ranks.stderr[-3000:]
+    return root, ranks
+
+
+@pytest.mark.parametrize("method", ["lic", "squeeze"])
+def test_two_ranks_merge_into_the_single_process_set_bit_for_bit(runs, method):
+    root, _ = runs
+    one, _ = _distilled(root / "single", method)
+    two, meta = _distilled(root / "two", method)
+    assert meta["ranks"] == 2  # it really was split over two ranks
+    assert torch.equal(one.images, two.images) and torch.equal(one.labels, two.labels)
+    assert one.extras["source_indices"] == two.extras["source_indices"]
+
+
+def test_rank_zero_alone_reports_and_the_numbers_match(runs):
+    root, ranks = runs
+    one = json.loads((root / "single" / "results.json").read_text())
+    two = json.loads((root / "two" / "results.json").read_text())
+    assert two["ranks"] == 2 and two["backend"] == "gloo"
+    for method in ("lic", "squeeze"):  # seeds spread over ranks: each seed trained as in one process
+        assert two["methods"][method]["accuracy"] == one["methods"][method]["accuracy"]
+    said = ranks.stdout + ranks.stderr
+    assert said.count("results written to") == 1 and said.count("observer convnet3-bn: test accuracy") == 1
+    assert "resuming" not in said
+    assert not (root / "two" / "partial").exists()
+    units = json.loads((root / "two" / "manifest.json").read_text())["units"].values()
+    assert sorted(u.get("rank") for u in units if u["unit"] == "eval" and u["method"] == "lic") == [0, 1]
+
+
+def test_data_parallel_evaluation_completes(tmp_path):
+    result = torchrun("run", "--method", "random", "--ipc", "2", "--observer-epochs", "1", "--budget-set", "epochs=2",
+                      "--seeds", "1", "--quiet", "--dist-eval", "ddp", "--cache-dir", str(tmp_path / "cache"),
+                      "--out", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    entry = json.loads((tmp_path / "out" / "results.json").read_text())["methods"]["random"]
+    assert 0 <= entry["accuracy"]["mean"] <= 100 and len(entry["accuracy"]["per_seed"]) == 1
+
+
+def test_units_are_dealt_round_robin_and_auto_picks_seeds_when_enough():
+    ranks = [Cluster(rank, 3) for rank in range(3)]
+    owners = [[r.rank for r in ranks if r.owns(unit)] for unit in range(7)]
+    assert owners == [[0], [1], [2], [0], [1], [2], [0]]
+    assert resolve_dist_eval("auto", seeds=3, world_size=2) == "seeds"
+    assert resolve_dist_eval("auto", seeds=1, world_size=2) == "ddp"
+    assert resolve_dist_eval("ddp", seeds=8, world_size=2) == "ddp"
