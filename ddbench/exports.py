@@ -45,6 +45,8 @@ def to_csv(rows: list[dict[str, Any]], columns: tuple[str, ...] = COLUMNS) -> st
 
 def _cell(row: dict[str, Any], column: str) -> str:
     value = row.get(column, "")
+    if value is None:
+        return "not recorded"
     if column == "accuracy_mean" and value != "":
         return f"{value:.2f} ± {row['accuracy_std']:.2f}"
     if column == "distill_seconds" and value != "":
@@ -99,6 +101,42 @@ def write_tables(folder: Path, results: dict[str, Any], stem: str = "results") -
         atomic_write_text(folder / name, text)
         paths.append(folder / name)
     return paths
+
+
+def step_rows(results: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]]]:
+    """Per-step accuracy (mean ± std over seeds) of every method that has it: the columns
+    (``step 1 (2 classes)``...) and one row per method."""
+    columns, rows = [], []
+    for name, entry in results["methods"].items():
+        steps = entry.get("per_step")
+        if not steps:
+            continue
+        labels = [f"step {i + 1} ({n} classes)" for i, n in enumerate(steps["classes_seen"])]
+        columns = columns or labels
+        rows.append({"method": name, **{label: f"{m:.2f} ± {s:.2f}" for label, m, s in zip(labels, steps["mean"], steps["std"])}})
+    return columns, rows
+
+
+def write_step_outputs(folder: Path, results: dict[str, Any], stem: str = "results") -> list[Path]:
+    """For per-step evaluators (continual): ``<stem>-steps.csv/.md`` and ``<stem>-steps.png``,
+    accuracy after each step, one line per method (std error bars)."""
+    columns, rows = step_rows(results)
+    if not rows:
+        return []
+    from ddbench.plots import line_plot
+
+    header = ["method", *columns]
+    csv_text = to_csv(rows, tuple(header))
+    md = "| " + " | ".join(header) + " |\n| " + " | ".join("---" for _ in header) + " |\n"
+    md += "".join("| " + " | ".join(str(row.get(c, "")) for c in header) + " |\n" for row in rows)
+    md = f"{caption_of(results)}\n\n{md}"
+    atomic_write_text(folder / f"{stem}-steps.csv", csv_text)
+    atomic_write_text(folder / f"{stem}-steps.md", md)
+    series = {name: [(n, m, s) for n, m, s in zip(e["per_step"]["classes_seen"], e["per_step"]["mean"], e["per_step"]["std"])]
+              for name, e in results["methods"].items() if e.get("per_step")}
+    plot = line_plot(folder / f"{stem}-steps.png", series, xlabel="classes seen",
+                     title=f"class-incremental accuracy · {caption_of(results)}")
+    return [folder / f"{stem}-steps.csv", folder / f"{stem}-steps.md", plot]
 
 
 def image_grid_png(images: torch.Tensor, labels: torch.Tensor, mean, std, max_per_class: int = 10) -> bytes:

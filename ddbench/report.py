@@ -63,6 +63,9 @@ class ConsoleUI:
 
     def results_table(self, results: dict[str, Any]) -> None:
         self.console.print(results_table(results))
+        steps = step_table(results)
+        if steps is not None:
+            self.console.print(steps)
         self.console.print(budget_table(results))
 
 
@@ -94,11 +97,27 @@ def results_table(results: dict[str, Any]) -> Table:
             name,
             format_accuracy(entry["accuracy"]),
             ", ".join(f"{a:.2f}" for a in entry["accuracy"]["per_seed"]),
-            f"{entry['distill_seconds']:.2f} s",
-            f"{format_bytes(entry['peak_memory_bytes'])} ({entry['peak_memory_kind']})",
+            f"{entry['distill_seconds']:.2f} s" if entry.get("distill_seconds") is not None else "not recorded",
+            f"{format_bytes(entry['peak_memory_bytes'])} ({entry['peak_memory_kind']})" if entry.get("peak_memory_bytes") else "not recorded",
             str(labels.get("labels", entry["soft_labels"])),
             format_bytes(labels.get("label_storage_bytes", 0)),
         )
+    return table
+
+
+def step_table(results: dict[str, Any]) -> Table | None:
+    """Accuracy after each class-incremental step, when the evaluator reports steps."""
+    from ddbench.exports import step_rows
+
+    columns, rows = step_rows(results)
+    if not rows:
+        return None
+    table = Table(title="accuracy % on the classes seen so far, after each step (mean ± std over seeds)")
+    table.add_column("method")
+    for column in columns:
+        table.add_column(column, justify="right")
+    for row in rows:
+        table.add_row(row["method"], *(row.get(c, "") for c in columns))
     return table
 
 

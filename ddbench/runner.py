@@ -21,7 +21,7 @@ from ddbench.contracts import DataOptions, DistilledSet, DistillTask, EvalContex
 from ddbench.data.base import Dataset
 from ddbench.distributed import SINGLE, Cluster, init_from_environment
 from ddbench.artifacts import RunStore, file_digest, git_revision, load_distilled, save_distilled, unit_key
-from ddbench.exports import write_image_grid, write_tables
+from ddbench.exports import write_image_grid, write_step_outputs, write_tables
 from ddbench.io import atomic_write_json
 from ddbench.measure import measure_stage, resolve_device
 from ddbench.observer import Observer, default_recipe, get_observer, load_teacher
@@ -287,6 +287,7 @@ def run(config: RunConfig, ui) -> dict[str, Any]:
     if cluster.is_main:
         atomic_write_json(out / config.results_name, results)
         write_tables(out, results, stem=Path(config.results_name).stem)
+        write_step_outputs(out, results, stem=Path(config.results_name).stem)
     ui.results_table(results)
     ui.info(f"results written to {out / config.results_name}")
     return results
@@ -398,20 +399,34 @@ def evaluate_one(ctx: RunContext, distilled: DistilledSet, record: dict, distill
         context.progress = ctx.ui.progress(f"evaluate {distilled.method} seed {seed}", evaluator.total_work(distilled, context))
         with measure_stage(ctx.device) as eval_measure:
             result = evaluator.evaluate(distilled, context)
-        return {"unit": "eval", "method": distilled.method, "seed": seed, "accuracy": result.accuracy,
-                "eval_seconds": round(eval_measure.seconds, 3)}
+        record_ = {"unit": "eval", "method": distilled.method, "seed": seed, "accuracy": result.accuracy,
+                   "eval_seconds": round(eval_measure.seconds, 3)}
+        if "per_step" in result.extras:  # e.g. the continual evaluator's accuracy after each step
+            record_["per_step"] = list(result.extras["per_step"])
+            record_["classes_seen"] = list(result.extras.get("classes_seen", []))
+        return record_
 
     todo = [seed for seed in config.seeds if ctx.store.finished(keys[seed]) is None]
     if ctx.cluster.active and todo:
-        done = evaluate_distributed(ctx.cluster, todo, evaluate_seed, config.dist_eval, distilled.method)
+        # per-step results travel only with DDP evaluation (every rank holds each seed's record)
+        mode = "ddp" if getattr(evaluator, "per_step", False) else config.dist_eval
+        done = evaluate_distributed(ctx.cluster, todo, evaluate_seed, mode, distilled.method)
         for seed, record_ in done.items():
             ctx.store.finish(keys[seed], record_)
     else:
         for seed in todo:
             ctx.store.finish(keys[seed], evaluate_seed(seed))
-    per_seed = [ctx.store.finished(keys[seed])["accuracy"] for seed in config.seeds]
-    eval_seconds = sum(ctx.store.finished(keys[seed])["eval_seconds"] for seed in config.seeds)
+    records = [ctx.store.finished(keys[seed]) for seed in config.seeds]
+    per_seed = [record_["accuracy"] for record_ in records]
+    eval_seconds = sum(record_["eval_seconds"] for record_ in records)
     context = contexts[config.seeds[-1]]
+    extra = {}
+    if all("per_step" in record_ for record_ in records):
+        steps = list(zip(*(record_["per_step"] for record_ in records)))
+        extra["per_step"] = {"classes_seen": records[0].get("classes_seen", []),
+                             "mean": [round(statistics.fmean(v), 4) for v in steps],
+                             "std": [round(statistics.stdev(v), 4) if len(v) > 1 else 0.0 for v in steps],
+                             "per_seed": [record_["per_step"] for record_ in records]}
     return {
         "accuracy": summarize(per_seed),
         "distill_seconds": record["distill_seconds"],
@@ -424,6 +439,7 @@ def evaluate_one(ctx: RunContext, distilled: DistilledSet, record: dict, distill
         "soft_labels": distilled.soft_labels,
         "labels": evaluator.describe(distilled, context),
         "options": distilled.options,
+        **extra,
     }
 
 

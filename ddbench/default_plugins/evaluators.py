@@ -5,8 +5,10 @@ from ddbench.hookspecs import hookimpl
 
 @hookimpl
 def register_evaluators(register):
+    from ddbench.evaluators.continual import ContinualEvaluator
     from ddbench.evaluators.relabel import RelabelEvaluator
     from ddbench.evaluators.train import TrainEvaluator
 
     register(RelabelEvaluator())
     register(TrainEvaluator())
+    register(ContinualEvaluator())
