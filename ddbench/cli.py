@@ -99,7 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress bars")
 
     evaluate = commands.add_parser("eval", help="evaluate saved distilled sets as they are (no distillation), one table")
-    evaluate.add_argument("paths", nargs="+", metavar="PATH", help="distilled-set files (.safetensors, as ddbench run saves them)")
+    evaluate.add_argument("paths", nargs="+", metavar="PATH",
+                          help="distilled sets: ddbench .safetensors files, image folders (<dir>/<class>/*.png), DD-Ranking "
+                               "folders (images.pt, labels.pt), or tensor files (.safetensors/.pt with images, labels, "
+                               "optional soft_labels or soft_logits)")
+    evaluate.add_argument("--pixels", default="normalized", choices=("normalized", "unit"),
+                          help="how tensor files from other tools hold pixels: normalised with the dataset's statistics "
+                               "(default) or in [0, 1]")
     _add_data_args(evaluate)
     _add_observer_args(evaluate, arch_help="observer (soft-label source) architecture (default: the one the first set records)")
     evaluate.add_argument("--verifier", help="architecture trained on the distilled sets (default: the observer's)")
@@ -107,6 +113,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", help="output folder (default: runs/<dataset>-<arch>-eval)")
     evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
     evaluate.set_defaults(dataset=None, arch=None, option=[], distill_seed=0)
+
+    export = commands.add_parser("export", help="write a saved distilled set as an image folder or in DD-Ranking's layout")
+    export.add_argument("path", metavar="PATH", help="a distilled set saved by ddbench (distilled/<method>-<key>.safetensors)")
+    export.add_argument("--format", required=True, choices=("imagefolder", "ddranking"),
+                        help="imagefolder: 8-bit PNGs per class; ddranking: images.pt + labels.pt (observer logits) + hard_labels.pt")
+    export.add_argument("--out", required=True, help="the folder to create (must not exist)")
+    _add_data_args(export)
+    _add_observer_args(export, arch_help="observer for DD-Ranking's soft labels (default: the one the set records)")
+    export.set_defaults(dataset=None, arch=None)
 
     cross = commands.add_parser("cross-arch", help="every method distilled once per observer, evaluated on every verifier (the paper's Table 2)")
     cross.add_argument("--methods", type=_names, required=True, help="comma list of methods, the main one first (lic,sre2l)")
@@ -225,20 +240,67 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from ddbench.report import ConsoleUI
     from ddbench.runner import run
 
-    _, first = load_distilled(Path(args.paths[0]))  # defaults come from the first set's metadata
-    args.dataset = args.dataset or first.get("dataset") or "digits"
+    from ddbench.runner import RunError, is_ddbench_set
+
+    first_path = Path(args.paths[0])
+    first = load_distilled(first_path)[1] if first_path.is_file() and is_ddbench_set(first_path) else {}
+    if not first and not args.dataset:
+        raise RunError(f"{first_path} is not a ddbench distilled set, so it does not say its dataset: pass --dataset "
+                       f"(and --data-root) it was distilled from")
+    args.dataset = args.dataset or first.get("dataset") or "digits"  # defaults come from the first set's metadata
     recorded = first.get("observer") or {}
     if not args.arch and not args.observer_checkpoint and Path(str(recorded.get("checkpoint"))).is_file():
         args.observer_checkpoint = recorded["checkpoint"]  # the observer the set was distilled with, when it is here
     args.arch = args.arch or recorded.get("architecture") or "convnet3-bn"
     config = _run_config(args, [], ipc=int(first.get("ipc") or 1), arch=args.arch, verifier=args.verifier,
-                         observer_checkpoint=args.observer_checkpoint, saved_sets=list(args.paths))
+                         observer_checkpoint=args.observer_checkpoint, saved_sets=list(args.paths),
+                         saved_pixels=args.pixels)
     if not args.out:
         config.out = str(Path("runs") / f"{args.dataset}-{args.arch}-eval")
     with ConsoleUI(quiet=args.quiet) as ui:
         results = run(config, ui)
     failed = [name for name, entry in results["methods"].items() if "error" in entry]
     return _exit_code(failed, "results.json")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ddbench import registry
+    from ddbench.artifacts import load_distilled
+    from ddbench.contracts import DataOptions
+    from ddbench.measure import resolve_device
+    from ddbench.observer import default_recipe, get_observer
+    from ddbench.runner import check_saved_fits
+    from ddbench.set_formats import export_ddranking, export_imagefolder, teacher_logits
+
+    path = Path(args.path)
+    distilled, meta = load_distilled(path)
+    dataset = registry.get_dataset(args.dataset or meta.get("dataset") or "digits").load(
+        DataOptions(root=args.data_root, download=args.download, image_size=args.image_size))
+    check_saved_fits(meta, dataset, path)
+    if args.format == "imagefolder":
+        target = export_imagefolder(distilled, dataset.normalization, list(dataset.class_names), Path(args.out))
+        print(f"wrote {len(distilled.images)} PNGs to {target}/<class>/ (8-bit: pixels rounded to 1/255)")
+        return 0
+    recorded = meta.get("observer") or {}
+    checkpoint = args.observer_checkpoint
+    if not checkpoint and not args.arch and Path(str(recorded.get("checkpoint"))).is_file():
+        checkpoint = recorded["checkpoint"]
+    arch = registry.get_architecture(args.arch or recorded.get("architecture") or "convnet3-bn")
+    device = resolve_device(args.device)
+    observer = get_observer(dataset, arch, device, seed=args.observer_seed,
+                            recipe=default_recipe(dataset.name, epochs=args.observer_epochs),
+                            cache=Path(args.cache_dir) if args.cache_dir else None,
+                            checkpoint=Path(checkpoint) if checkpoint else None)
+    logits = teacher_logits(observer.model, distilled.images, device)
+    target = export_ddranking(distilled, logits, Path(args.out), {
+        "dataset": dataset.name, "class_names": list(dataset.class_names), "source": str(path),
+        "method": distilled.method, "normalization": {"mean": list(dataset.normalization.mean),
+                                                      "std": list(dataset.normalization.std)},
+        "observer": observer.describe(), "tile_grid": distilled.tile_grid})
+    print(f"wrote {target}/images.pt, labels.pt (observer {arch.name} logits), hard_labels.pt, meta.json")
+    return 0
 
 
 def cmd_cross_arch(args: argparse.Namespace) -> int:
@@ -347,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"ddbench {__version__}")
         return 0
-    handlers = {"run": cmd_run, "eval": cmd_eval, "plugins": cmd_plugins, "cross-arch": cmd_cross_arch, "bench": cmd_bench, "ablate": cmd_ablate}
+    handlers = {"run": cmd_run, "eval": cmd_eval, "export": cmd_export, "plugins": cmd_plugins, "cross-arch": cmd_cross_arch, "bench": cmd_bench, "ablate": cmd_ablate}
     if args.command == "observer":
         if args.observer_command != "train":
             parser.parse_args(["observer", "--help"])

@@ -6,6 +6,7 @@ datasets, architectures, evaluators, options and budget fields fail at once.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import statistics
@@ -20,13 +21,14 @@ from ddbench.budget import EvalBudget
 from ddbench.contracts import DataOptions, DistilledSet, DistillTask, EvalContext, options_to_dict
 from ddbench.data.base import Dataset
 from ddbench.distributed import SINGLE, Cluster, init_from_environment
-from ddbench.artifacts import RunStore, file_digest, git_revision, load_distilled, save_distilled, unit_key
+from ddbench.artifacts import DISTILLED_FORMAT, RunStore, file_digest, git_revision, load_distilled, save_distilled, unit_key
 from ddbench.exports import write_image_grid, write_step_outputs, write_tables
-from ddbench.io import atomic_write_json
+from ddbench.io import atomic_write_json, load_tensors
 from ddbench.measure import measure_stage, resolve_device
 from ddbench.observer import Observer, default_recipe, get_observer, load_teacher
 from ddbench.options import apply_overrides
 from ddbench.partials import PartialStore
+from ddbench.set_formats import load_foreign_set
 
 RESULTS_SCHEMA = "ddbench-results/1"
 DIST_EVAL_MODES = ("auto", "seeds", "ddp")
@@ -64,6 +66,7 @@ class RunConfig:
     command: str = ""
     results_name: str = "results.json"  # the results file in the output folder; its tables share its stem
     saved_sets: list[str] = field(default_factory=list)  # distilled-set files evaluated as they are (ddbench eval)
+    saved_pixels: str = "normalized"  # how tensor files from other tools hold pixels: normalized or unit ([0, 1])
     dist_eval: str = "auto"  # under torchrun: "seeds" over ranks, "ddp" (all ranks train each seed), or auto
 
     def output_dir(self) -> Path:
@@ -266,11 +269,14 @@ def run(config: RunConfig, ui) -> dict[str, Any]:
             ui.info(f"saved set {path} failed: {message}")
             methods[name] = {"error": message, "source": str(path)}
 
+    ipc = config.ipc
+    if not config.methods:  # ddbench eval: the IPC of the first set that could be read
+        ipc = next((m["images_per_class"] for m in methods.values() if "images_per_class" in m), ipc)
     results = {
         "schema": RESULTS_SCHEMA,
         "command": config.command,
         "dataset": dataset.describe(),
-        "ipc": config.ipc,
+        "ipc": ipc,
         "observer": observer.describe(),
         "teacher": "observer" if teacher is observer else teacher.describe(),
         "verifier": plan.verifier_arch.name,
@@ -464,19 +470,45 @@ def check_saved_fits(meta: dict[str, Any], dataset: Dataset, path: Path) -> None
                        f"set --image-size to match")
 
 
+def is_ddbench_set(path: Path) -> bool:
+    """A ``.safetensors`` file in ddbench's distilled-set format (else another tool's layout)."""
+    if path.is_dir() or path.suffix != ".safetensors":
+        return False
+    _, meta = load_tensors(path)
+    return meta.get("format") == DISTILLED_FORMAT
+
+
+def path_digest(path: Path) -> str:
+    """sha256 of a file, or of a folder's files (names and contents) in sorted order."""
+    if not path.is_dir():
+        return file_digest(path)
+    digest = hashlib.sha256()
+    for child in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(str(child.relative_to(path)).encode() + b"\0" + file_digest(child).encode())
+    return digest.hexdigest()
+
+
 def evaluate_saved(ctx: RunContext, path: Path) -> dict:
-    """Evaluate a distilled set from disk as it is, with the run's evaluator, budget and seeds."""
-    distilled, meta = load_distilled(path)
-    check_saved_fits(meta, ctx.dataset, path)
+    """Evaluate a distilled set from disk as it is, with the run's evaluator, budget and seeds:
+    ddbench's own format, or another tool's (:mod:`ddbench.set_formats`)."""
+    if not path.exists():
+        raise RunError(f"{path}: no such file or folder")
+    if is_ddbench_set(path):
+        distilled, meta = load_distilled(path)
+        check_saved_fits(meta, ctx.dataset, path)
+        read = {"layout": "ddbench"}
+        record = {"distill_seconds": float(distilled.timings.get("distill_seconds", 0.0)),
+                  "peak_memory_bytes": distilled.peak_memory_bytes,
+                  "peak_memory_kind": meta.get("peak_memory_kind", "as recorded")}
+    else:
+        distilled, read = load_foreign_set(path, ctx.dataset, ctx.config.saved_pixels)
+        record = {"distill_seconds": None, "peak_memory_bytes": 0, "peak_memory_kind": "not recorded"}
     per_class = distilled.images_per_class(ctx.dataset.num_classes)
     check_distilled(distilled, f"saved set {path}", ctx.dataset, per_class[0])
-    record = {"distill_seconds": float(distilled.timings.get("distill_seconds", 0.0)),
-              "peak_memory_bytes": distilled.peak_memory_bytes,
-              "peak_memory_kind": meta.get("peak_memory_kind", "as recorded")}
-    key = unit_key("saved", {"sha256": file_digest(path)})
+    key = unit_key("saved", {"sha256": path_digest(path), "read": read})
     ctx.ui.info(f"{path}: {distilled.method}, {len(distilled.images)} images ({per_class[0]} per class), "
-                f"evaluated as saved")
-    return {**evaluate_one(ctx, distilled, record, key), "source": str(path), "method": distilled.method}
+                f"read as {read['layout']}, evaluated as saved")
+    return {**evaluate_one(ctx, distilled, record, key), "source": str(path), "method": distilled.method, "read": read}
 
 
 def resolve_dist_eval(mode: str, seeds: int, world_size: int) -> str:

@@ -31,7 +31,7 @@ from ddbench.evaluators.training import fit, total_steps
 from ddbench.metrics import accuracy
 
 MIXING = ("none", "cutmix", "mixup")
-LABEL_SOURCES = ("online", "stored")
+LABEL_SOURCES = ("online", "stored", "set")
 
 
 @dataclass
@@ -39,7 +39,9 @@ class RelabelOptions:
     temperature: float = 4.0
     mixing: str = "cutmix"
     mix_alpha: float = 1.0  # Beta(alpha, alpha) for the mixing ratio
-    label_source: str = "online"  # online: teacher on every view; stored: one label per region
+    # online: teacher on every view; stored: one teacher label per region, computed once;
+    # set: the soft labels the distilled set carries (one per image, e.g. from another toolkit)
+    label_source: str = "online"
     region_sampling: str = "auto"
 
     def __post_init__(self) -> None:
@@ -101,7 +103,8 @@ class RelabelEvaluator:
             "online_teacher": parameter_bytes(context.teacher) if context.teacher is not None else 0,
             "online_replayed_fp16": steps * min(context.budget.batch_size, regions) * num_classes * 2,
         }
-        chosen = "stored" if options.label_source == "stored" else "online_teacher"
+        storage["set"] = regions * num_classes * 4 if options.label_source == "set" else 0
+        chosen = {"stored": "stored", "set": "set"}.get(options.label_source, "online_teacher")
         return {
             "labels": f"soft ({options.label_source}, T={options.temperature:g}, {options.mixing}, regions={mode})",
             "region_sampling": mode,
@@ -125,6 +128,8 @@ class RelabelEvaluator:
         stored = None
         if options.label_source == "stored":
             stored = self._stored_labels(teacher, regions, dataset.image_size, temperature)
+        elif options.label_source == "set":
+            stored = self._set_labels(distilled, mode, temperature).to(device)
         model = context.verifier_arch.build(dataset.channels, dataset.num_classes, dataset.image_size).to(device)
 
         def compute_loss(batch: torch.Tensor, net: nn.Module) -> torch.Tensor:
@@ -144,6 +149,17 @@ class RelabelEvaluator:
             cluster=context.cluster)
         test_accuracy = accuracy(model, dataset.test, device, context.budget.test_batch_size, cluster=context.cluster)
         return EvalResult(accuracy=test_accuracy, seed=context.seed)
+
+    @staticmethod
+    def _set_labels(distilled: DistilledSet, mode: str, temperature: float) -> torch.Tensor:
+        """The set's own soft labels (probabilities per image), softened at T: softmax(log p / T)."""
+        if distilled.stored_soft_labels is None:
+            raise ValueError("relabel label_source=set: this distilled set carries no soft labels; "
+                             "use label_source=online (the observer) instead")
+        if mode != "whole":
+            raise ValueError(f"relabel label_source=set gives one label per image; use region_sampling=whole (not {mode})")
+        log_p = distilled.stored_soft_labels.float().clamp_min(1e-12).log()
+        return F.softmax(log_p / temperature, dim=1)
 
     @staticmethod
     @torch.no_grad()
