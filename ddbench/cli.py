@@ -242,6 +242,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     from ddbench.runner import RunError, is_ddbench_set
 
+    missing = [path for path in args.paths if not Path(path).exists()]
+    if missing:
+        raise RunError(f"no such file or folder: {', '.join(missing)}")
     first_path = Path(args.paths[0])
     first = load_distilled(first_path)[1] if first_path.is_file() and is_ddbench_set(first_path) else {}
     if not first and not args.dataset:
@@ -398,7 +401,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from ddbench.registry import UnknownNameError
     from ddbench.runner import RunError
 
-    return (BudgetError, DataRootError, ArtifactError, ObserverMismatchError, OptionError, UnknownNameError, RunError)
+    from ddbench.measure import DeviceError
+
+    return (BudgetError, DataRootError, ArtifactError, ObserverMismatchError, OptionError, UnknownNameError, RunError,
+            DeviceError)
 
 
 def main(argv: list[str] | None = None) -> int:

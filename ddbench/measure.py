@@ -70,11 +70,15 @@ def measure_stage(device: torch.device):
         result.seconds = time.perf_counter() - start
 
 
+class DeviceError(ValueError):
+    """A --device this machine does not have."""
+
+
 def resolve_device(name: str = "auto") -> torch.device:
     """``auto`` picks CUDA when present; anything else is passed to ``torch.device``."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name} asked for CUDA but torch sees no GPU; use --device cpu or auto")
+        raise DeviceError(f"--device {name} asked for CUDA but torch sees no GPU; use --device cpu or auto")
     return device

@@ -54,7 +54,12 @@ def apply_overrides(instance: Any, assignments: list[str], what: str, frozen_fie
         if key not in valid:
             raise OptionError(f"{what} has no option {key!r}; valid options: {', '.join(valid) or '(none)'}")
         changes[key] = _coerce(raw, hints[key], key, what)
-    return dataclasses.replace(instance, **changes)
+    try:
+        return dataclasses.replace(instance, **changes)
+    except OptionError:
+        raise
+    except (ValueError, TypeError) as exc:  # the options class's own checks (__post_init__)
+        raise OptionError(f"{what}: {exc}") from None
 
 
 def options_from_dict(options_class: type, values: dict[str, Any], what: str) -> Any:

@@ -129,6 +129,18 @@ def plan_run(config: RunConfig) -> Plan:
     return Plan(distillers, method_options, evaluator, evaluator_options, dataset_spec, observer_arch, verifier_arch)
 
 
+def check_devices(plan: Plan, device: torch.device) -> None:
+    """Each method's own check of its options against the device (``check_device``), before any work."""
+    for name, distiller in plan.distillers.items():
+        check_device = getattr(distiller, "check_device", None)
+        if check_device is None:
+            continue
+        try:
+            check_device(plan.method_options[name], device)
+        except ValueError as exc:
+            raise RunError(f"method {name!r}: {exc}") from None
+
+
 def check_setup_all(plan: Plan, config: RunConfig, dataset: Dataset) -> None:
     """Each method's own check of its options against the image shape and IPC, before any work."""
     for name, distiller in plan.distillers.items():
@@ -218,6 +230,7 @@ def run(config: RunConfig, ui) -> dict[str, Any]:
     cluster = init_from_environment(use_cuda=device.type == "cuda")
     if cluster.active and device.type == "cuda":
         device = torch.device("cuda", cluster.local_rank)
+    check_devices(plan, device)
     if not cluster.is_main:
         ui = SilentUI()  # rank 0 reports for everyone
     dataset = load_dataset(config, plan.dataset_spec, plan)

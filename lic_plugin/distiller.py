@@ -60,6 +60,12 @@ class LICDistiller:
         compensating = options.compensation and options.iterations > 0
         return len(batch.classes) + (options.iterations if compensating else 0)
 
+    def check_device(self, options: LICOptions, device: torch.device) -> None:
+        """Before any work: bfloat16 autocast is a CUDA option."""
+        if options.amp and device.type != "cuda":
+            raise ValueError(f"amp=true (bfloat16 autocast) needs a CUDA device; this run is on {device}: "
+                             f"set lic.amp=false or run with --device cuda")
+
     def check_setup(self, options: LICOptions, image_shape: tuple[int, int, int], ipc: int) -> None:
         """Before any work: the N tiles must divide the image."""
         check_tiles_fit(options.n, image_shape[1], image_shape[2])

@@ -6,6 +6,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from tests.conftest import run_cli
 
 
@@ -74,3 +76,23 @@ def test_lic_checks_its_tiles_before_any_work(tmp_path):
     result = run_cli("run", "--method", "lic", "--option", "lic.n=9", "--cache-dir", str(tmp_path))
     assert result.returncode == 2 and "method 'lic'" in result.stderr and "divisible by 3" in result.stderr
     assert not (tmp_path / "observers").exists()
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["--option", "lic.n=3"], "N must be a perfect square"),
+    (["--eval-option", "temperature=-1"], "temperature must be positive"),
+    (["--option", "lic.amp=true", "--device", "cpu"], "amp=true (bfloat16 autocast) needs a CUDA device"),
+])
+def test_option_values_a_plugin_refuses_fail_before_any_work(tmp_path, args, expected):
+    result = run_cli("run", "--method", "lic", *args, "--cache-dir", str(tmp_path), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2 and expected in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "observers").exists() and not (tmp_path / "out").exists()
+
+
+def test_a_missing_gpu_is_a_clear_error(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    result = run_cli("run", "--method", "random", "--device", "cuda", "--cache-dir", str(tmp_path))
+    assert result.returncode == 2 and "torch sees no GPU" in result.stderr and "Traceback" not in result.stderr
