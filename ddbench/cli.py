@@ -233,28 +233,34 @@ def cmd_run(args: argparse.Namespace) -> int:
     return _exit_code(failed, "results.json")
 
 
+def _observer_from_metadata(args: argparse.Namespace, meta: dict) -> None:
+    """``--observer``/``--arch`` defaults for a saved set: the observer checkpoint it records when
+    that file is on this machine (and neither flag was given), else its architecture from the cache."""
+    from pathlib import Path
+
+    recorded = meta.get("observer") or {}
+    if not args.arch and not args.observer_checkpoint and Path(str(recorded.get("checkpoint"))).is_file():
+        args.observer_checkpoint = recorded["checkpoint"]
+    args.arch = args.arch or recorded.get("architecture") or "convnet3-bn"
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ddbench.artifacts import load_distilled
+    from ddbench.io import read_metadata
     from ddbench.report import ConsoleUI
-    from ddbench.runner import run
-
-    from ddbench.runner import RunError, is_ddbench_set
+    from ddbench.runner import RunError, is_ddbench_set, run
 
     missing = [path for path in args.paths if not Path(path).exists()]
     if missing:
         raise RunError(f"no such file or folder: {', '.join(missing)}")
     first_path = Path(args.paths[0])
-    first = load_distilled(first_path)[1] if first_path.is_file() and is_ddbench_set(first_path) else {}
+    first = read_metadata(first_path) if is_ddbench_set(first_path) else {}
     if not first and not args.dataset:
         raise RunError(f"{first_path} is not a ddbench distilled set, so it does not say its dataset: pass --dataset "
                        f"(and --data-root) it was distilled from")
     args.dataset = args.dataset or first.get("dataset") or "digits"  # defaults come from the first set's metadata
-    recorded = first.get("observer") or {}
-    if not args.arch and not args.observer_checkpoint and Path(str(recorded.get("checkpoint"))).is_file():
-        args.observer_checkpoint = recorded["checkpoint"]  # the observer the set was distilled with, when it is here
-    args.arch = args.arch or recorded.get("architecture") or "convnet3-bn"
+    _observer_from_metadata(args, first)
     config = _run_config(args, [], ipc=int(first.get("ipc") or 1), arch=args.arch, verifier=args.verifier,
                          observer_checkpoint=args.observer_checkpoint, saved_sets=list(args.paths),
                          saved_pixels=args.pixels)
@@ -286,16 +292,13 @@ def cmd_export(args: argparse.Namespace) -> int:
         target = export_imagefolder(distilled, dataset.normalization, list(dataset.class_names), Path(args.out))
         print(f"wrote {len(distilled.images)} PNGs to {target}/<class>/ (8-bit: pixels rounded to 1/255)")
         return 0
-    recorded = meta.get("observer") or {}
-    checkpoint = args.observer_checkpoint
-    if not checkpoint and not args.arch and Path(str(recorded.get("checkpoint"))).is_file():
-        checkpoint = recorded["checkpoint"]
-    arch = registry.get_architecture(args.arch or recorded.get("architecture") or "convnet3-bn")
+    _observer_from_metadata(args, meta)
+    arch = registry.get_architecture(args.arch)
     device = resolve_device(args.device)
     observer = get_observer(dataset, arch, device, seed=args.observer_seed,
                             recipe=default_recipe(dataset.name, epochs=args.observer_epochs),
                             cache=Path(args.cache_dir) if args.cache_dir else None,
-                            checkpoint=Path(checkpoint) if checkpoint else None)
+                            checkpoint=Path(args.observer_checkpoint) if args.observer_checkpoint else None)
     logits = teacher_logits(observer.model, distilled.images, device)
     target = export_ddranking(distilled, logits, Path(args.out), {
         "dataset": dataset.name, "class_names": list(dataset.class_names), "source": str(path),
@@ -401,10 +404,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from ddbench.registry import UnknownNameError
     from ddbench.runner import RunError
 
+    from ddbench.distributed import DistributedError
     from ddbench.measure import DeviceError
 
     return (BudgetError, DataRootError, ArtifactError, ObserverMismatchError, OptionError, UnknownNameError, RunError,
-            DeviceError)
+            DeviceError, DistributedError)
 
 
 def main(argv: list[str] | None = None) -> int:

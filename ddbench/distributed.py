@@ -1,5 +1,6 @@
 """torch.distributed under ``torchrun``: the process group from torchrun's environment, which
-rank owns which unit of work, and the few collectives the runner needs.
+rank owns which unit of work, the few collectives the runner needs, and how the ranks share
+work (``main_first``, ``evaluate_distributed``) and check they see the same files.
 
 ``torchrun --nproc-per-node K -m ddbench run ...`` sets ``RANK``, ``WORLD_SIZE``,
 ``LOCAL_RANK`` and the rendezvous variables; ``init_from_environment`` joins the group with
@@ -12,8 +13,16 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 import torch
+
+from ddbench.artifacts import file_digest
+
+
+class DistributedError(ValueError):
+    """A run whose ranks cannot work together (another rank failed, folders not shared...)."""
+
 
 TIMEOUT_ENV = "DDBENCH_DIST_TIMEOUT"  # seconds a rank waits at a barrier (another rank may be training the observer)
 DEFAULT_TIMEOUT_S = 6 * 3600
@@ -103,3 +112,86 @@ def shutdown() -> None:
 
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def resolve_dist_eval(mode: str, seeds: int, world_size: int) -> str:
+    """``auto``: seeds over ranks when there are at least as many seeds as ranks (no
+    communication while training), else every rank trains each seed together (DDP)."""
+    if mode != "auto":
+        return mode
+    return "seeds" if seeds >= world_size else "ddp"
+
+
+def evaluate_distributed(cluster: Cluster, seeds: list[int], evaluate_seed, mode: str, method: str) -> dict[int, dict]:
+    """The records of ``seeds`` evaluated by the ranks together; the same dict on every rank."""
+    if resolve_dist_eval(mode, len(seeds), cluster.world_size) == "ddp":
+        records = {}
+        for seed in seeds:
+            records[seed] = main_first(cluster, lambda: evaluate_seed(seed, cluster), f"evaluation seed {seed}",
+                                       everyone_first=True)
+        return records
+    # seeds over ranks: seed i on rank i mod world size; the numbers travel as one tensor sum
+    values = torch.zeros(len(seeds), 3, dtype=torch.float64)  # accuracy, seconds, failed
+    error = None
+    for position, seed in enumerate(seeds):
+        if cluster.owns(position):
+            try:
+                record = evaluate_seed(seed)
+            except Exception as exc:  # reported after the others have finished theirs
+                error, values[position, 2] = exc, 1.0
+                break
+            values[position, 0], values[position, 1] = record["accuracy"], record["eval_seconds"]
+    summed = cluster.sum(values)
+    if error is not None:
+        raise error
+    if bool((summed[:, 2] > 0).any()):
+        raise DistributedError("evaluation failed on another rank; see its output")
+    return {seed: {"unit": "eval", "method": method, "seed": seed, "accuracy": float(summed[i, 0]), "eval_seconds": float(summed[i, 1]),
+                   "rank": i % cluster.world_size}
+            for i, seed in enumerate(seeds)}
+
+
+def main_first(cluster: Cluster, action, what: str, everyone_first: bool = False):
+    """``action()`` on rank 0 and then, once it succeeded, on the other ranks (which find rank 0's
+    files on disk); ``everyone_first``: on every rank at once. A failure on any rank raises on
+    every rank, so none waits at a barrier for one that has stopped."""
+    if not cluster.active:
+        return action()
+    if everyone_first or cluster.is_main:
+        try:
+            result = action()
+        except BaseException:
+            cluster.all_ok(failed=True)
+            raise
+        if not cluster.all_ok():
+            raise DistributedError(f"{what} failed on another rank; see its output")
+        return result
+    if not cluster.all_ok():
+        raise DistributedError(f"{what} failed on rank 0; see its output")
+    return action()
+
+
+def check_shared_folder(cluster: Cluster, folder: Path) -> None:
+    """Every rank must see the run folder rank 0 writes (one filesystem across nodes)."""
+    token = cluster.broadcast_int(int.from_bytes(os.urandom(7), "little") if cluster.is_main else 0)
+    marker = folder / f".rank-check-{token}"
+    if cluster.is_main:
+        folder.mkdir(parents=True, exist_ok=True)
+        marker.write_text("ddbench")
+    cluster.barrier()
+    seen = marker.exists()
+    ok = cluster.all_ok(failed=not seen)
+    cluster.barrier()
+    if cluster.is_main:
+        marker.unlink(missing_ok=True)
+    if not ok:
+        raise DistributedError(f"--out {folder} is not visible to every rank: under torchrun across nodes, put --out and "
+                       f"--cache-dir on a filesystem every node mounts")
+
+
+def check_same_file(cluster: Cluster, path: Path, what: str, flag: str) -> None:
+    """Every rank must hold the same ``path`` (compared by digest)."""
+    digest = int(file_digest(path)[:14], 16)
+    same = cluster.broadcast_int(digest) == digest
+    if not cluster.all_ok(failed=not same):
+        raise DistributedError(f"{what} differs between ranks ({path}); put {flag} on a filesystem every node mounts")

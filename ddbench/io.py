@@ -57,8 +57,7 @@ class ArtifactError(ValueError):
     """A file on disk that cannot be read as what it claims to be."""
 
 
-def load_tensors(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Tensors and ddbench metadata from a safetensors file; no code is executed."""
+def _read_safetensors(path: Path, with_tensors: bool) -> tuple[dict[str, Any], dict[str, Any]]:
     from safetensors import safe_open
 
     path = Path(path)
@@ -66,7 +65,7 @@ def load_tensors(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         raise ArtifactError(f"{path}: no such file")
     try:
         with safe_open(str(path), framework="pt") as handle:
-            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()} if with_tensors else {}
             header = handle.metadata() or {}
     except Exception as exc:
         raise ArtifactError(f"{path}: not a readable safetensors file ({exc})") from exc
@@ -75,6 +74,16 @@ def load_tensors(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     except json.JSONDecodeError as exc:
         raise ArtifactError(f"{path}: the ddbench metadata in its header is not valid JSON ({exc})") from exc
     return tensors, metadata
+
+
+def load_tensors(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Tensors and ddbench metadata from a safetensors file; no code is executed."""
+    return _read_safetensors(path, with_tensors=True)
+
+
+def read_metadata(path: Path) -> dict[str, Any]:
+    """Only the ddbench metadata of a safetensors file (its header; no tensor is read)."""
+    return _read_safetensors(path, with_tensors=False)[1]
 
 
 TORCH_SUFFIXES = (".pt", ".pth")

@@ -22,7 +22,7 @@ from torch import nn
 
 from ddbench.contracts import ArchitectureSpec
 from ddbench.data.base import Dataset
-from ddbench.io import TORCH_SUFFIXES, ArtifactError, load_tensors, load_torch_file, save_tensors
+from ddbench.io import TORCH_SUFFIXES, ArtifactError, load_tensors, load_torch_file, read_metadata, save_tensors
 from ddbench.metrics import accuracy
 
 CACHE_ENV = "DDBENCH_CACHE"
@@ -266,7 +266,6 @@ def load_teacher(path: Path, dataset: Dataset, device: torch.device) -> Observer
     if Path(path).suffix in TORCH_SUFFIXES:
         raise ArtifactError(f"{path}: a .pt teacher names no architecture; save it as a ddbench observer "
                             f"(ddbench observer train, or --observer for a .pt observer of --arch)")
-    _, meta = load_tensors(path)
-    arch = get_architecture(str(meta.get("architecture")))
+    arch = get_architecture(str(read_metadata(path).get("architecture")))
     model, meta = load_observer_checkpoint(path, dataset, arch, device)
     return Observer(model, arch, Path(path), meta["test_accuracy"], meta.get("recipe", {}), meta.get("seed", -1), False)

@@ -140,3 +140,16 @@ def budget_table(results: dict[str, Any]) -> Table:
     if results.get("budget_notes"):
         table.add_row("notes", results["budget_notes"])
     return table
+
+
+class SilentUI:
+    """The UI of ranks other than 0 under torchrun: rank 0 reports for everyone."""
+
+    def info(self, message: str) -> None:
+        pass
+
+    def progress(self, description: str, total: int):
+        return lambda n: None
+
+    def results_table(self, results: dict) -> None:
+        pass

@@ -7,7 +7,6 @@ datasets, architectures, evaluators, options and budget fields fail at once.
 from __future__ import annotations
 
 import hashlib
-import os
 import platform
 import statistics
 from dataclasses import dataclass, field
@@ -20,14 +19,16 @@ from ddbench import registry
 from ddbench.budget import EvalBudget
 from ddbench.contracts import DataOptions, DistilledSet, DistillTask, EvalContext, options_to_dict
 from ddbench.data.base import Dataset
-from ddbench.distributed import SINGLE, Cluster, init_from_environment
+from ddbench.distributed import (SINGLE, Cluster, check_same_file, check_shared_folder, evaluate_distributed,
+                                 init_from_environment, main_first)
 from ddbench.artifacts import DISTILLED_FORMAT, RunStore, file_digest, git_revision, load_distilled, save_distilled, unit_key
 from ddbench.exports import write_image_grid, write_step_outputs, write_tables
-from ddbench.io import atomic_write_json, load_tensors
+from ddbench.io import atomic_write_json, read_metadata
 from ddbench.measure import measure_stage, resolve_device
 from ddbench.observer import Observer, default_recipe, get_observer, load_teacher
 from ddbench.options import apply_overrides
 from ddbench.partials import PartialStore
+from ddbench.report import SilentUI
 from ddbench.set_formats import load_foreign_set
 
 RESULTS_SCHEMA = "ddbench-results/1"
@@ -129,28 +130,27 @@ def plan_run(config: RunConfig) -> Plan:
     return Plan(distillers, method_options, evaluator, evaluator_options, dataset_spec, observer_arch, verifier_arch)
 
 
+def call_method_check(name: str, distiller: Any, hook: str, *args: Any) -> None:
+    """A method's optional check ``hook(*args)`` (if it has one); its ValueError becomes a RunError naming it."""
+    check = getattr(distiller, hook, None)
+    if check is None:
+        return
+    try:
+        check(*args)
+    except ValueError as exc:
+        raise RunError(f"method {name!r}: {exc}") from None
+
+
 def check_devices(plan: Plan, device: torch.device) -> None:
     """Each method's own check of its options against the device (``check_device``), before any work."""
     for name, distiller in plan.distillers.items():
-        check_device = getattr(distiller, "check_device", None)
-        if check_device is None:
-            continue
-        try:
-            check_device(plan.method_options[name], device)
-        except ValueError as exc:
-            raise RunError(f"method {name!r}: {exc}") from None
+        call_method_check(name, distiller, "check_device", plan.method_options[name], device)
 
 
 def check_setup_all(plan: Plan, config: RunConfig, dataset: Dataset) -> None:
     """Each method's own check of its options against the image shape and IPC, before any work."""
     for name, distiller in plan.distillers.items():
-        check_setup = getattr(distiller, "check_setup", None)
-        if check_setup is None:
-            continue
-        try:
-            check_setup(plan.method_options[name], dataset.image_shape, config.ipc)
-        except ValueError as exc:
-            raise RunError(f"method {name!r}: {exc}") from None
+        call_method_check(name, distiller, "check_setup", plan.method_options[name], dataset.image_shape, config.ipc)
 
 
 def load_dataset(config: RunConfig, spec: Any, plan: Plan | None = None) -> Dataset:
@@ -441,10 +441,9 @@ def evaluate_one(ctx: RunContext, distilled: DistilledSet, record: dict, distill
     context = contexts[config.seeds[-1]]
     extra = {}
     if all("per_step" in record_ for record_ in records):
-        steps = list(zip(*(record_["per_step"] for record_ in records)))
+        steps = [summarize(list(step)) for step in zip(*(record_["per_step"] for record_ in records))]
         extra["per_step"] = {"classes_seen": records[0].get("classes_seen", []),
-                             "mean": [round(statistics.fmean(v), 4) for v in steps],
-                             "std": [round(statistics.stdev(v), 4) if len(v) > 1 else 0.0 for v in steps],
+                             "mean": [step["mean"] for step in steps], "std": [step["std"] for step in steps],
                              "per_seed": [record_["per_step"] for record_ in records]}
     return {
         "accuracy": summarize(per_seed),
@@ -487,8 +486,7 @@ def is_ddbench_set(path: Path) -> bool:
     """A ``.safetensors`` file in ddbench's distilled-set format (else another tool's layout)."""
     if path.is_dir() or path.suffix != ".safetensors":
         return False
-    _, meta = load_tensors(path)
-    return meta.get("format") == DISTILLED_FORMAT
+    return read_metadata(path).get("format") == DISTILLED_FORMAT
 
 
 def path_digest(path: Path) -> str:
@@ -522,99 +520,3 @@ def evaluate_saved(ctx: RunContext, path: Path) -> dict:
     ctx.ui.info(f"{path}: {distilled.method}, {len(distilled.images)} images ({per_class[0]} per class), "
                 f"read as {read['layout']}, evaluated as saved")
     return {**evaluate_one(ctx, distilled, record, key), "source": str(path), "method": distilled.method, "read": read}
-
-
-def resolve_dist_eval(mode: str, seeds: int, world_size: int) -> str:
-    """``auto``: seeds over ranks when there are at least as many seeds as ranks (no
-    communication while training), else every rank trains each seed together (DDP)."""
-    if mode != "auto":
-        return mode
-    return "seeds" if seeds >= world_size else "ddp"
-
-
-def evaluate_distributed(cluster: Cluster, seeds: list[int], evaluate_seed, mode: str, method: str) -> dict[int, dict]:
-    """The records of ``seeds`` evaluated by the ranks together; the same dict on every rank."""
-    if resolve_dist_eval(mode, len(seeds), cluster.world_size) == "ddp":
-        records = {}
-        for seed in seeds:
-            records[seed] = main_first(cluster, lambda: evaluate_seed(seed, cluster), f"evaluation seed {seed}",
-                                       everyone_first=True)
-        return records
-    # seeds over ranks: seed i on rank i mod world size; the numbers travel as one tensor sum
-    values = torch.zeros(len(seeds), 3, dtype=torch.float64)  # accuracy, seconds, failed
-    error = None
-    for position, seed in enumerate(seeds):
-        if cluster.owns(position):
-            try:
-                record = evaluate_seed(seed)
-            except Exception as exc:  # reported after the others have finished theirs
-                error, values[position, 2] = exc, 1.0
-                break
-            values[position, 0], values[position, 1] = record["accuracy"], record["eval_seconds"]
-    summed = cluster.sum(values)
-    if error is not None:
-        raise error
-    if bool((summed[:, 2] > 0).any()):
-        raise RunError("evaluation failed on another rank; see its output")
-    return {seed: {"unit": "eval", "method": method, "seed": seed, "accuracy": float(summed[i, 0]), "eval_seconds": float(summed[i, 1]),
-                   "rank": i % cluster.world_size}
-            for i, seed in enumerate(seeds)}
-
-
-class SilentUI:
-    """The UI of ranks other than 0 under torchrun: rank 0 reports for everyone."""
-
-    def info(self, message: str) -> None:
-        pass
-
-    def progress(self, description: str, total: int):
-        return lambda n: None
-
-    def results_table(self, results: dict) -> None:
-        pass
-
-
-def main_first(cluster: Cluster, action, what: str, everyone_first: bool = False):
-    """``action()`` on rank 0 and then, once it succeeded, on the other ranks (which find rank 0's
-    files on disk); ``everyone_first``: on every rank at once. A failure on any rank raises on
-    every rank, so none waits at a barrier for one that has stopped."""
-    if not cluster.active:
-        return action()
-    if everyone_first or cluster.is_main:
-        try:
-            result = action()
-        except BaseException:
-            cluster.all_ok(failed=True)
-            raise
-        if not cluster.all_ok():
-            raise RunError(f"{what} failed on another rank; see its output")
-        return result
-    if not cluster.all_ok():
-        raise RunError(f"{what} failed on rank 0; see its output")
-    return action()
-
-
-def check_shared_folder(cluster: Cluster, folder: Path) -> None:
-    """Every rank must see the run folder rank 0 writes (one filesystem across nodes)."""
-    token = cluster.broadcast_int(int.from_bytes(os.urandom(7), "little") if cluster.is_main else 0)
-    marker = folder / f".rank-check-{token}"
-    if cluster.is_main:
-        folder.mkdir(parents=True, exist_ok=True)
-        marker.write_text("ddbench")
-    cluster.barrier()
-    seen = marker.exists()
-    ok = cluster.all_ok(failed=not seen)
-    cluster.barrier()
-    if cluster.is_main:
-        marker.unlink(missing_ok=True)
-    if not ok:
-        raise RunError(f"--out {folder} is not visible to every rank: under torchrun across nodes, put --out and "
-                       f"--cache-dir on a filesystem every node mounts")
-
-
-def check_same_file(cluster: Cluster, path: Path, what: str, flag: str) -> None:
-    """Every rank must hold the same ``path`` (compared by digest)."""
-    digest = int(file_digest(path)[:14], 16)
-    same = cluster.broadcast_int(digest) == digest
-    if not cluster.all_ok(failed=not same):
-        raise RunError(f"{what} differs between ranks ({path}); put {flag} on a filesystem every node mounts")

@@ -14,8 +14,7 @@ import pytest
 import torch
 
 from ddbench.artifacts import load_distilled
-from ddbench.distributed import Cluster
-from ddbench.runner import resolve_dist_eval
+from ddbench.distributed import Cluster, resolve_dist_eval
 
 RUN = ["run", "--method", "lic", "--baseline", "squeeze", "--ipc", "2", "--observer-epochs", "1",
        "--budget-set", "epochs=2", "--seeds", "2", "--quiet", "--option", "lic.batch_size=4",
