@@ -78,9 +78,7 @@ class LICDistiller:
     def _check(self, task: DistillTask, options: LICOptions) -> int:
         _, height, width = task.image_shape
         side = check_tiles_fit(options.n, height, width)
-        if options.amp and task.device.type != "cuda":
-            raise ValueError(f"lic option amp=true (bfloat16 autocast) needs a CUDA device; this run is on "
-                             f"{task.device}: set lic.amp=false or run with --device cuda")
+        self.check_device(options, task.device)
         needed = options.n * task.ipc
         for label, pool in task.train_indices_by_class().items():
             if len(pool) < needed:
