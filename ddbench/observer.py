@@ -1,9 +1,13 @@
 """Observers: a model trained on the full training set that every method in a comparison
 shares (it scores, aligns, recovers from and relabels).
 
-An observer is trained once per (dataset, image size, architecture, seed, recipe) and cached
-as a safetensors file whose header holds its class map, recipe, image shape, normalisation
-and test accuracy. Loading never executes pickled code.
+An observer is trained once per (training images, image size, architecture, seed, recipe)
+and cached as a safetensors file whose header holds its class map, recipe, image shape,
+normalisation, test accuracy and the identity of the exact images it was trained on
+(:mod:`ddbench.data.identity`): the cache name holds that identity's digest, so another
+folder of the same class names or another validation split never reuses it, and a run that
+holds out validation images refuses an observer that saw any of them. Loading never executes
+pickled code.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from torch import nn
 
 from ddbench.contracts import ArchitectureSpec
 from ddbench.data.base import Dataset
+from ddbench.data.identity import check_unseen, describe_record
 from ddbench.io import TORCH_SUFFIXES, ArtifactError, load_tensors, load_torch_file, read_metadata, save_tensors
 from ddbench.metrics import accuracy
 
@@ -73,6 +78,7 @@ class Observer:
     recipe: dict
     seed: int
     trained_now: bool
+    data: dict | None = None  # the data identity it was trained on (None: unknown, e.g. a .pt from elsewhere)
 
     def describe(self) -> dict[str, object]:
         return {
@@ -82,6 +88,8 @@ class Observer:
             "seed": self.seed,
             "recipe": self.recipe,
             "trained_now": self.trained_now,
+            "trained_on": describe_record(self.data),
+            "data": self.data,
         }
 
 
@@ -91,7 +99,8 @@ class ObserverMismatchError(ValueError):
 
 def checkpoint_path(root: Path, dataset: Dataset, arch: ArchitectureSpec, seed: int, recipe: ObserverRecipe) -> Path:
     size = dataset.image_size
-    name = f"{dataset.name}{dataset.split_tag}-{size}px-{arch.name}-seed{seed}-{recipe.key()}.safetensors"
+    data = str(dataset.identity()["train"])[:12]
+    name = f"{dataset.name}{dataset.split_tag}-{size}px-{arch.name}-seed{seed}-{recipe.key()}-data{data}.safetensors"
     return root / "observers" / name
 
 
@@ -139,7 +148,8 @@ def observer_metadata(dataset: Dataset, arch: ArchitectureSpec, recipe: dict, se
     return {
         "format": FORMAT,
         "dataset": dataset.name,
-        "trained_on": "train" + dataset.split_tag,
+        "trained_on": describe_record(dataset.identity()),
+        "data": dataset.identity(),
         "architecture": arch.name,
         "class_names": list(dataset.class_names),
         "image_shape": list(dataset.image_shape),
@@ -157,13 +167,23 @@ def check_compatible(meta: dict, dataset: Dataset, arch: ArchitectureSpec, path:
         problems.append(f"its class map {meta.get('class_names')} differs from {dataset.name}'s {list(dataset.class_names)}")
     if meta.get("image_shape") != list(dataset.image_shape):
         problems.append(f"it takes images of shape {meta.get('image_shape')}, the dataset gives {list(dataset.image_shape)}")
-    if meta.get("trained_on", "train") != "train" + dataset.split_tag:
-        problems.append(f"it was trained on {meta.get('trained_on', 'train')!r} but this run holds out "
-                        f"{'train' + dataset.split_tag!r} (a validation split the observer must not have seen)")
     if meta.get("architecture") != arch.name:
         problems.append(f"it is a {meta.get('architecture')}, not a {arch.name}")
     if problems:
         raise ObserverMismatchError(f"observer checkpoint {path} does not fit this run: " + "; ".join(problems))
+
+
+EXPLICIT_FIX = ("drop --observer/--teacher so ddbench trains (and caches) one without the held-out images, or pass one "
+                "trained for this split (ddbench saves the split in every observer it trains), or run without --validation")
+
+
+def check_cached(meta: dict, dataset: Dataset, path: Path) -> None:
+    """A cache file must hold an observer of exactly this run's training images."""
+    recorded = (meta.get("data") or {}).get("train")
+    if recorded != dataset.identity()["train"]:
+        raise ObserverMismatchError(f"observer checkpoint {path} was trained on other images than this run's "
+                                    f"(data digest {str(recorded)[:12]} vs {str(dataset.identity()['train'])[:12]}); "
+                                    f"delete it and run again to retrain")
 
 
 def state_dict_from_torch_file(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
@@ -200,6 +220,7 @@ def load_torch_observer(path: Path, dataset: Dataset, arch: ArchitectureSpec, de
     except RuntimeError as exc:
         raise ArtifactError(f"{path}: its weights do not fit a {arch.name} for {dataset.num_classes} classes of "
                             f"shape {list(dataset.image_shape)} (set --arch to its architecture): {exc}") from None
+    check_unseen(None, dataset, f"observer {path} (a torch state dict)", EXPLICIT_FIX)
     model = _freeze(model.to(device))
     meta = {"format": "torch-state-dict", "architecture": arch.name, "class_names": list(dataset.class_names),
             "test_accuracy": accuracy(model, dataset.test, device), "recipe": {}, "seed": -1}
@@ -208,13 +229,15 @@ def load_torch_observer(path: Path, dataset: Dataset, arch: ArchitectureSpec, de
 
 def load_observer_checkpoint(path: Path, dataset: Dataset, arch: ArchitectureSpec, device: torch.device) -> tuple[nn.Module, dict]:
     """A ddbench observer (safetensors with metadata), or a ``.pt``/``.pth`` state dict loaded with
-    ``weights_only=True``."""
+    ``weights_only=True``. On a validation split, one that saw (or may have seen) a held-out
+    image is refused (:func:`ddbench.data.identity.check_unseen`)."""
     if Path(path).suffix in TORCH_SUFFIXES:
         return load_torch_observer(Path(path), dataset, arch, device)
     tensors, meta = load_tensors(path)
     if meta.get("format") != FORMAT:
         raise ArtifactError(f"{path}: not a ddbench observer checkpoint (format {meta.get('format')!r}, expected {FORMAT!r})")
     check_compatible(meta, dataset, arch, path)
+    check_unseen(meta.get("data"), dataset, f"observer {path}", EXPLICIT_FIX)
     model = arch.build(dataset.channels, dataset.num_classes, dataset.image_size)
     try:
         model.load_state_dict(tensors)
@@ -243,19 +266,21 @@ def get_observer(
     """
     if checkpoint is not None:
         model, meta = load_observer_checkpoint(Path(checkpoint), dataset, arch, device)
-        return Observer(model, arch, Path(checkpoint), meta["test_accuracy"], meta.get("recipe", {}), meta.get("seed", -1), False)
+        return Observer(model, arch, Path(checkpoint), meta["test_accuracy"], meta.get("recipe", {}), meta.get("seed", -1),
+                        False, meta.get("data"))
     recipe = recipe or default_recipe(dataset.name)
     path = checkpoint_path(cache or cache_dir(), dataset, arch, seed, recipe)
     if path.exists():
+        check_cached(read_metadata(path), dataset, path)
         model, meta = load_observer_checkpoint(path, dataset, arch, device)
-        return Observer(model, arch, path, meta["test_accuracy"], meta["recipe"], seed, False)
+        return Observer(model, arch, path, meta["test_accuracy"], meta["recipe"], seed, False, meta.get("data"))
     steps = recipe.epochs * -(-len(dataset.train) // recipe.batch_size)
     progress = progress_factory(f"observer {arch.name}", steps) if progress_factory else (lambda n: None)
     model = train_observer(dataset, arch, recipe, seed, device, progress)
     test_accuracy = accuracy(model, dataset.test, device)
     meta = observer_metadata(dataset, arch, dataclasses.asdict(recipe), seed, test_accuracy)
     save_observer(path, model, meta)
-    return Observer(model, arch, path, test_accuracy, meta["recipe"], seed, True)
+    return Observer(model, arch, path, test_accuracy, meta["recipe"], seed, True, meta["data"])
 
 
 def load_teacher(path: Path, dataset: Dataset, device: torch.device) -> Observer:
@@ -268,4 +293,5 @@ def load_teacher(path: Path, dataset: Dataset, device: torch.device) -> Observer
                             f"(ddbench observer train, or --observer for a .pt observer of --arch)")
     arch = get_architecture(str(read_metadata(path).get("architecture")))
     model, meta = load_observer_checkpoint(path, dataset, arch, device)
-    return Observer(model, arch, Path(path), meta["test_accuracy"], meta.get("recipe", {}), meta.get("seed", -1), False)
+    return Observer(model, arch, Path(path), meta["test_accuracy"], meta.get("recipe", {}), meta.get("seed", -1), False,
+                    meta.get("data"))

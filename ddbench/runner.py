@@ -19,6 +19,7 @@ from ddbench import registry
 from ddbench.budget import EvalBudget
 from ddbench.contracts import DataOptions, DistilledSet, DistillTask, EvalContext, options_to_dict
 from ddbench.data.base import Dataset
+from ddbench.data.identity import check_unseen
 from ddbench.distributed import (SINGLE, Cluster, check_same_file, check_shared_folder, evaluate_distributed,
                                  init_from_environment, main_first)
 from ddbench.artifacts import DISTILLED_FORMAT, RunStore, file_digest, git_revision, load_distilled, save_distilled, unit_key
@@ -215,7 +216,13 @@ def versions() -> dict[str, str]:
 
 
 def observer_identity(observer: Observer) -> dict[str, Any]:
+    """What decides a model's soft labels and features: its architecture and its weights' file."""
     return {"architecture": observer.arch.name, "sha256": file_digest(observer.checkpoint)}
+
+
+def training_identity(dataset: Dataset) -> dict[str, Any]:
+    """The data identity of the images a method distils from (without the evaluation split)."""
+    return {k: v for k, v in dataset.identity().items() if k != "evaluation"}
 
 
 def run(config: RunConfig, ui) -> dict[str, Any]:
@@ -234,6 +241,7 @@ def run(config: RunConfig, ui) -> dict[str, Any]:
     if not cluster.is_main:
         ui = SilentUI()  # rank 0 reports for everyone
     dataset = load_dataset(config, plan.dataset_spec, plan)
+    check_saved_sets_unseen(config.saved_sets, dataset)
     out = config.output_dir()
     if cluster.active:
         check_shared_folder(cluster, out)
@@ -334,7 +342,7 @@ def distill_one(ctx: RunContext, name: str, distiller: Any) -> tuple[DistilledSe
     description = {
         "method": name, "plugin": registry.registered("distillers")[name].plugin.version,
         "options": options_to_dict(options), "dataset": dataset.describe(), "ipc": config.ipc,
-        "seed": config.distill_seed, "observer": observer_identity(ctx.observer),
+        "seed": config.distill_seed, "observer": observer_identity(ctx.observer), "data": training_identity(dataset),
     }
     if hasattr(distiller, "revision"):  # a method that changed its results says so
         description["revision"] = distiller.revision
@@ -373,7 +381,7 @@ def distill_one(ctx: RunContext, name: str, distiller: Any) -> tuple[DistilledSe
         save_distilled(path, distilled, {
             "peak_memory_kind": measure.memory_kind, "dataset": dataset.name, "class_names": list(dataset.class_names),
             "image_shape": list(dataset.image_shape), "ipc": config.ipc, "seed": config.distill_seed,
-            "observer": ctx.observer.describe(), "versions": versions(),
+            "observer": ctx.observer.describe(), "versions": versions(), "data": training_identity(dataset),
             **({"ranks": cluster.world_size} if shardable else {}),
         })
         record = {"unit": "distill", "method": name, "file": str(path.relative_to(ctx.store.folder)),
@@ -400,7 +408,10 @@ def evaluate_one(ctx: RunContext, distilled: DistilledSet, record: dict, distill
     """Every evaluation seed of one distilled set; seeds that finished before are reused."""
     config, plan = ctx.config, ctx.plan
     evaluator = plan.evaluator
-    teacher_id = "observer" if ctx.teacher is ctx.observer else observer_identity(ctx.teacher)
+    # everything that decides a seed's number: the set (through its key), the observer and the teacher (their
+    # weights), the evaluator and its options, the budget, the verifier, the seed and the data (train and
+    # evaluation images, held-out split)
+    observer_id, teacher_id = observer_identity(ctx.observer), observer_identity(ctx.teacher)
     contexts, keys = {}, {}
     for seed in config.seeds:
         contexts[seed] = EvalContext(
@@ -409,7 +420,8 @@ def evaluate_one(ctx: RunContext, distilled: DistilledSet, record: dict, distill
         )
         keys[seed] = unit_key("eval", {
             "distill": distill_key, "evaluator": evaluator.name, "options": options_to_dict(plan.evaluator_options),
-            "budget": config.budget.describe(), "verifier": plan.verifier_arch.name, "teacher": teacher_id, "seed": seed,
+            "budget": config.budget.describe(), "verifier": plan.verifier_arch.name, "observer": observer_id,
+            "teacher": teacher_id, "seed": seed, "data": ctx.dataset.identity(),
         })
 
     def evaluate_seed(seed: int, cluster: Cluster | None = None) -> dict:
@@ -499,6 +511,22 @@ def path_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
+def check_saved_sets_unseen(paths: list[str], dataset: Dataset) -> None:
+    """On a validation split, before any work: every saved set must record a training split
+    that left this run's validation images out."""
+    for path in map(Path, paths):
+        meta = read_metadata(path) if path.exists() and is_ddbench_set(path) else None
+        try:
+            check_unseen(meta.get("data") if meta else None, dataset,
+                         f"saved set {path}" + ("" if meta else " (another tool's layout)"), SAVED_SET_FIX)
+        except ValueError as exc:
+            raise RunError(str(exc)) from None
+
+
+SAVED_SET_FIX = ("evaluate it on the test split (drop --validation), or distill it again with the same --validation "
+                 "and --validation-seed (ddbench run records the split in every set it saves)")
+
+
 def evaluate_saved(ctx: RunContext, path: Path) -> dict:
     """Evaluate a distilled set from disk as it is, with the run's evaluator, budget and seeds:
     ddbench's own format, or another tool's (:mod:`ddbench.set_formats`)."""
@@ -507,11 +535,13 @@ def evaluate_saved(ctx: RunContext, path: Path) -> dict:
     if is_ddbench_set(path):
         distilled, meta = load_distilled(path)
         check_saved_fits(meta, ctx.dataset, path)
+        check_unseen(meta.get("data"), ctx.dataset, f"saved set {path}", SAVED_SET_FIX)
         read = {"layout": "ddbench"}
         record = {"distill_seconds": float(distilled.timings.get("distill_seconds", 0.0)),
                   "peak_memory_bytes": distilled.peak_memory_bytes,
                   "peak_memory_kind": meta.get("peak_memory_kind", "as recorded")}
     else:
+        check_unseen(None, ctx.dataset, f"saved set {path} (another tool's layout)", SAVED_SET_FIX)
         distilled, read = load_foreign_set(path, ctx.dataset, ctx.config.saved_pixels)
         record = {"distill_seconds": None, "peak_memory_bytes": 0, "peak_memory_kind": "not recorded"}
     per_class = distilled.images_per_class(ctx.dataset.num_classes)

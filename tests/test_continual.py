@@ -32,9 +32,10 @@ class Spy(ContinualEvaluator):
     def __init__(self):
         self.seen_by_step = []
 
-    def train_step(self, model, images, seen, *args, **kwargs):
+    def train_step(self, model, sampler, pool, seen, *args, **kwargs):
+        images = sampler.gather(pool)
         self.seen_by_step.append((sorted(seen), sorted(images[:, 0, 0, 0].round().long().unique().tolist())))
-        return super().train_step(model, images, seen, *args, **kwargs)
+        return super().train_step(model, sampler, pool, seen, *args, **kwargs)
 
 
 def test_step_one_only_ever_sees_step_one_classes(digits):

@@ -9,9 +9,9 @@ import torch
 from ddbench import registry
 from ddbench.budget import resolve_budget
 from ddbench.contracts import DistilledSet, EvalContext
-from ddbench.evaluators.regions import resolve_region_mode, training_regions
-from ddbench.evaluators.relabel import RelabelEvaluator, RelabelOptions, kd_loss
-from ddbench.tiles import expand, squeeze
+from ddbench.evaluators.regions import RegionSampler, resolve_region_mode
+from ddbench.evaluators.relabel import RelabelEvaluator, RelabelOptions, distillation_loss, kd_loss
+from ddbench.tiles import cut_tiles, expand, squeeze
 from tests.conftest import make_dataset
 
 
@@ -21,16 +21,64 @@ def squeezed_set(num_classes=3, ipc=2, side=2, size=8):
                         method="t", tile_grid=side)
 
 
+def sample(distilled, mode, indices=None, **kwargs):
+    sampler = RegionSampler(distilled, mode, torch.device("cpu"), **kwargs)
+    indices = torch.arange(sampler.num_samples) if indices is None else indices
+    return sampler.gather(indices), sampler.labels_of(indices)
+
+
 def test_region_modes_respect_the_tile_layout():
     distilled = squeezed_set()
     assert resolve_region_mode("auto", 2) == "tiles" and resolve_region_mode("tile-crops", 1) == "whole"
-    whole, labels = training_regions(distilled, "whole")
+    whole, labels = sample(distilled, "whole")
     assert whole.shape == (6, 1, 8, 8) and labels.tolist() == [0, 0, 1, 1, 2, 2]
-    tiles, labels = training_regions(distilled, "tiles")
+    tiles, labels = sample(distilled, "tiles")
     assert tiles.shape == (24, 1, 8, 8) and labels.tolist() == [0] * 8 + [1] * 8 + [2] * 8
-    torch.testing.assert_close(tiles, expand(distilled.images, 2))
-    crops, labels = training_regions(distilled, "tile-crops")
+    torch.testing.assert_close(tiles, expand(distilled.images, 2))  # the paper's expand operator, per batch
+    crops, labels = sample(distilled, "tile-crops")
     assert crops.shape == (24, 1, 4, 4) and len(labels) == 24
+    torch.testing.assert_close(crops, cut_tiles(distilled.images, 2))
+
+
+def test_a_batch_of_tiles_is_expanded_alone_in_any_order():
+    distilled = squeezed_set(ipc=3)
+    picked = torch.tensor([17, 3, 3, 35, 0])
+    tiles, labels = sample(distilled, "tiles", picked)
+    torch.testing.assert_close(tiles, expand(distilled.images, 2)[picked])
+    assert labels.tolist() == distilled.labels.repeat_interleave(4)[picked].tolist()
+
+
+def test_factor_crop_mixes_whole_batches_and_expanded_tile_batches():
+    distilled = squeezed_set()
+    whole_images, expanded = distilled.images, expand(distilled.images, 2)
+    picked = torch.arange(6)
+    torch.manual_seed(0)
+    kinds = set()
+    for _ in range(40):
+        batch, labels = sample(distilled, "factor-crop", picked, factor_fraction=0.5)
+        assert batch.shape == (6, 1, 8, 8) and labels.tolist() == [0, 0, 1, 1, 2, 2]
+        if torch.equal(batch, whole_images):
+            kinds.add("whole")
+        else:  # every image replaced by one of its own tiles, expanded
+            for i in range(6):
+                assert any(torch.allclose(batch[i], expanded[4 * i + t]) for t in range(4))
+            kinds.add("tiles")
+    assert kinds == {"whole", "tiles"}
+    only_whole, _ = sample(distilled, "factor-crop", picked, factor_fraction=0.0)
+    assert torch.equal(only_whole, whole_images)
+    # an unsqueezed set: tiles of a crop_factor x crop_factor grid of the whole image
+    plain = DistilledSet(images=torch.rand(4, 1, 9, 9), labels=torch.arange(4), method="t")
+    zoomed, _ = sample(plain, "factor-crop", factor_fraction=1.0, crop_factor=3)
+    cells = expand(plain.images, 3)
+    for i in range(4):
+        assert any(torch.allclose(zoomed[i], cells[9 * i + t]) for t in range(9))
+
+
+def test_mse_logits_loss_is_the_mean_squared_logit_error():
+    student, teacher = torch.randn(5, 4), torch.randn(5, 4)
+    options = RelabelOptions(loss="mse-logits")
+    assert torch.allclose(distillation_loss(student, teacher, options), ((student - teacher) ** 2).mean())
+    assert distillation_loss(teacher, teacher, options) == 0
 
 
 def test_kd_loss_is_zero_when_student_matches_teacher_and_positive_otherwise():
@@ -45,6 +93,18 @@ def test_options_are_checked():
         RelabelOptions(mixing="blend")
     with pytest.raises(ValueError, match="region_sampling"):
         RelabelOptions(region_sampling="corners")
+    bad = {"loss": ("l1", "loss='l1': use one of kl, mse-logits"),
+           "factor_fraction": (1.5, "factor_fraction=1.5: use a share between 0 and 1"),
+           "crop_factor": (1, "crop_factor=1: use a grid side from 2 to 8"),
+           "temperature": (float("inf"), "temperature must be a positive finite number"),
+           "mix_alpha": (0.0, "mix_alpha must be a positive finite number")}
+    for key, (value, message) in bad.items():
+        with pytest.raises(ValueError, match=message):
+            RelabelOptions(**{key: value})
+    with pytest.raises(ValueError, match="loss=mse-logits needs the teacher's logits"):
+        RelabelOptions(loss="mse-logits", label_source="set")
+    with pytest.raises(ValueError, match="factor-crop .* use label_source=online"):
+        RelabelOptions(region_sampling="factor-crop", label_source="stored")
 
 
 def _context(dataset, options, budget_overrides=("epochs=3", "batch_size=8"), seed=0):
@@ -66,6 +126,19 @@ def test_relabel_trains_and_is_reproducible(label_source, mixing):
     first = evaluator.evaluate(distilled, _context(dataset, options))
     again = evaluator.evaluate(distilled, _context(dataset, options))
     assert 0 <= first.accuracy <= 100 and first.accuracy == again.accuracy
+
+
+@pytest.mark.parametrize("loss", ["kl", "mse-logits"])
+@pytest.mark.parametrize("regions", ["tiles", "factor-crop", "whole"])
+def test_losses_and_region_modes_train_reproducibly(loss, regions):
+    dataset = make_dataset(size=8)
+    distilled = squeezed_set(size=8)
+    options = RelabelOptions(loss=loss, region_sampling=regions)
+    evaluator = RelabelEvaluator()
+    first = evaluator.evaluate(distilled, _context(dataset, options))
+    assert first.accuracy == evaluator.evaluate(distilled, _context(dataset, options)).accuracy
+    label = evaluator.describe(distilled, _context(dataset, options))["labels"]
+    assert ("mse-logits" in label) == (loss == "mse-logits") and f"regions={regions}" in label
 
 
 def test_progress_counts_steps_over_regions():
@@ -101,7 +174,7 @@ def test_validation_split_is_carved_from_train_and_never_the_test_set():
     train_index, val_index = set(held.train.indices.tolist()), set(held.test.indices.tolist())
     assert not train_index & val_index and train_index | val_index == set(range(36))
     assert torch.bincount(held.test.labels).tolist() == [4, 4, 4]
-    assert held.split_tag == "-minusval4" and "validation" in held.describe()["evaluated_on"]
+    assert held.split_tag == "-minusval4s0" and "validation" in held.describe()["evaluated_on"]
     same = dataset.with_validation_split(4, seed=0)
     assert set(same.test.indices.tolist()) == val_index
     assert set(dataset.with_validation_split(4, seed=1).test.indices.tolist()) != val_index

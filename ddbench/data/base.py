@@ -63,6 +63,12 @@ class TensorSource:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def fingerprint(self) -> str:
+        """A digest of the pixels, labels and working size (see :mod:`ddbench.data.identity`)."""
+        from ddbench.data.identity import tensor_digest
+
+        return tensor_digest(self.pixels, self.labels, extra=f"tensor-source:{self.image_size}")
+
     def load(self, indices: torch.Tensor) -> torch.Tensor:
         batch = self.pixels[indices]
         batch = batch.float() / 255.0 if batch.dtype == torch.uint8 else batch.float()
@@ -83,6 +89,11 @@ class SubsetSource:
     def __len__(self) -> int:
         return len(self.indices)
 
+    def fingerprint(self) -> str:
+        from ddbench.data.identity import source_digest, tensor_digest
+
+        return tensor_digest(self.indices, extra=f"subset-of:{source_digest(self.base)}")
+
     def load(self, indices: torch.Tensor) -> torch.Tensor:
         return self.base.load(self.indices[indices])
 
@@ -100,6 +111,10 @@ class Dataset:
     normalization: Normalization
     source: str = ""  # where it was read from, for the record
     evaluation_split: str = "test"  # what ``test`` holds: the test split, or a validation split carved from train
+    full_train: ImageSource | None = None  # with a validation split: the training split it was carved from
+    held_out: tuple[int, int] | None = None  # with a validation split: (images per class, seed)
+    held_out_indices: torch.Tensor | None = None  # with a validation split: its indices into ``full_train``
+    _identity: dict[str, object] | None = field(default=None, init=False, repr=False)
     _by_class: dict[int, torch.Tensor] | None = field(default=None, init=False, repr=False)
 
     @property
@@ -133,31 +148,50 @@ class Dataset:
         """A copy whose ``test`` is a seeded, class-balanced validation split carved out of
         ``train`` (``per_class`` images of each class) and whose ``train`` is the rest. The
         real test split is not reachable from the copy, so nothing can be tuned on it."""
-        generator = torch.Generator().manual_seed(seed)
-        keep, held_out = [], []
-        for label, pool in self.train_indices_by_class().items():
-            if per_class >= len(pool):
-                raise ValueError(f"--validation {per_class} per class leaves nothing to train on: class {label} "
-                                 f"({self.class_names[label]}) has {len(pool)} training images")
-            shuffled = pool[torch.randperm(len(pool), generator=generator)]
-            held_out.append(shuffled[:per_class])
-            keep.append(shuffled[per_class:])
-        keep_index = torch.cat(keep).sort().values
-        held_index = torch.cat(held_out).sort().values
+        from ddbench.data.identity import split_indices
+
+        by_class = self.train_indices_by_class()
+        try:
+            keep_index, held_index = split_indices(by_class, per_class, seed)
+        except ValueError:
+            smallest = min(by_class, key=lambda c: len(by_class[c]))
+            raise ValueError(f"--validation {per_class} per class leaves nothing to train on: class {smallest} "
+                             f"({self.class_names[smallest]}) has {len(by_class[smallest])} training images") from None
         return Dataset(
             name=self.name, train=SubsetSource(self.train, keep_index), test=SubsetSource(self.train, held_index),
             class_names=self.class_names, channels=self.channels, image_size=self.image_size,
             normalization=self.normalization, source=self.source,
             evaluation_split=f"validation ({per_class} per class, seed {seed}, carved from train)",
+            full_train=self.train, held_out=(per_class, seed), held_out_indices=held_index,
         )
+
+    def full_train_by_class(self) -> dict[int, torch.Tensor]:
+        """Per class, the indices of the full training split (before any validation split)."""
+        if self.full_train is None:
+            return self.train_indices_by_class()
+        return indices_by_class(self.full_train.labels, self.num_classes)
+
+    def identity(self) -> dict[str, object]:
+        """What this dataset's models are trained and judged on (:mod:`ddbench.data.identity`):
+        digests of the full training split, of the training images in use and of the
+        evaluation images, and the held-out split. Computed once."""
+        if self._identity is None:
+            from ddbench.data.identity import IDENTITY_VERSION, source_digest
+
+            full = source_digest(self.full_train if self.full_train is not None else self.train)
+            train = full if self.full_train is None else source_digest(self.train)
+            held = None if self.held_out is None else {"per_class": self.held_out[0], "seed": self.held_out[1]}
+            self._identity = {"version": IDENTITY_VERSION, "dataset": self.name, "image_size": self.image_size,
+                              "source": full, "train": train, "held_out": held, "evaluation": source_digest(self.test)}
+        return self._identity
 
     @property
     def split_tag(self) -> str:
-        """A short tag for caches: empty for the full training set."""
-        if self.evaluation_split == "test":
+        """A short, readable tag for cache names: empty for the full training set (the digest
+        in :meth:`identity` is what tells splits apart)."""
+        if self.held_out is None:
             return ""
-        per_class = len(self.test) // max(1, self.num_classes)
-        return f"-minusval{per_class}"
+        return f"-minusval{self.held_out[0]}s{self.held_out[1]}"
 
 
 def indices_by_class(labels: torch.Tensor, num_classes: int) -> dict[int, torch.Tensor]:

@@ -64,6 +64,21 @@ class ImageFolderSource:
     def __len__(self) -> int:
         return len(self.paths)
 
+    def fingerprint(self) -> str:
+        """A digest of every file's path (relative to the folders' common root), size and
+        modification time, the labels and the working size: editing, adding, removing or
+        relabelling a file changes it, moving the whole folder does not."""
+        import hashlib
+
+        from ddbench.data.identity import tensor_digest
+
+        root = os.path.commonpath(self.paths) if self.paths else ""
+        digest = hashlib.sha256(f"image-folder:{self.image_size}:{tensor_digest(self.labels)}".encode())
+        for path in self.paths:
+            stat = os.stat(path)
+            digest.update(f"{os.path.relpath(path, root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        return digest.hexdigest()
+
     def decode(self, path: str) -> torch.Tensor:
         """One file as float [3, S, S] in [0, 1]; a DataFileError naming the file if it cannot be read."""
         from torchvision.io import ImageReadMode, decode_image

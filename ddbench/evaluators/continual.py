@@ -22,8 +22,8 @@ from torch import nn
 
 from ddbench.contracts import DistilledSet, EvalContext, EvalResult
 from ddbench.evaluators.augment import build_augmentation
-from ddbench.evaluators.regions import region_augmentation, resolve_region_mode, training_regions
-from ddbench.evaluators.relabel import RelabelOptions, _mix, kd_loss
+from ddbench.evaluators.regions import RegionSampler, region_augmentation, resolve_region_mode
+from ddbench.evaluators.relabel import RelabelOptions, _mix, distillation_loss, teacher_targets
 from ddbench.evaluators.training import fit, total_steps
 
 
@@ -99,40 +99,38 @@ class ContinualEvaluator:
             raise ValueError("the continual evaluator needs a teacher (the observer) for soft labels")
         device, dataset = context.device, context.dataset
         torch.manual_seed(context.seed)
-        mode = resolve_region_mode(options.region_sampling, distilled.tile_grid)
-        regions, region_labels = training_regions(distilled, mode)
-        augment = build_augmentation(region_augmentation(context.budget.augmentation, mode), dataset.image_size)
+        sampler = options.sampler(distilled, device)
+        augment = build_augmentation(region_augmentation(context.budget.augmentation, sampler.mode), dataset.image_size)
         teacher = context.teacher.eval()
         per_step, sizes = [], []
         for seen in self._seen(distilled, context):
-            in_step = torch.isin(region_labels, torch.tensor(seen))
-            images = self.step_regions(regions, region_labels, seen).to(device)
+            pool = self.step_regions(sampler, seen)
             epoch_size = int(torch.isin(distilled.labels, torch.tensor(seen)).sum())
             model = context.verifier_arch.build(dataset.channels, dataset.num_classes, dataset.image_size).to(device)
-            self.train_step(model, images, seen, teacher, augment, options, context, epoch_size)
+            self.train_step(model, sampler, pool, seen, teacher, augment, options, context, epoch_size)
             per_step.append(seen_class_accuracy(model, dataset.test, seen, device, context.budget.test_batch_size))
-            sizes.append(int(in_step.sum()))
+            sizes.append(len(pool))
         return EvalResult(accuracy=per_step[-1], seed=context.seed,
                           extras={"per_step": per_step, "classes_seen": [len(s) for s in self._seen(distilled, context)],
                                   "regions_per_step": sizes})
 
     @staticmethod
-    def step_regions(regions: torch.Tensor, region_labels: torch.Tensor, seen: list[int]) -> torch.Tensor:
-        """The training regions of the classes seen so far (and of no other class)."""
-        return regions[torch.isin(region_labels, torch.tensor(seen))]
+    def step_regions(sampler: RegionSampler, seen: list[int]) -> torch.Tensor:
+        """The indices (on the sampler's index device) of the training regions of the classes seen
+        so far (and of no other class)."""
+        return torch.nonzero(torch.isin(sampler.labels, torch.tensor(seen))).flatten().to(sampler.index_device)
 
-    def train_step(self, model: nn.Module, images: torch.Tensor, seen: list[int], teacher: nn.Module, augment,
-                   options: ContinualOptions, context: EvalContext, epoch_size: int) -> None:
-        seen_d = torch.tensor(seen, device=images.device)
-        temperature = options.temperature
+    def train_step(self, model: nn.Module, sampler: RegionSampler, pool: torch.Tensor, seen: list[int], teacher: nn.Module,
+                   augment, options: ContinualOptions, context: EvalContext, epoch_size: int) -> None:
+        seen_d = torch.tensor(seen, device=context.device)
 
         def compute_loss(batch: torch.Tensor, net: nn.Module) -> torch.Tensor:
-            views = augment(images[batch])
+            views = augment(sampler.gather(pool[batch]))
             if options.mixing != "none":
                 views, _, _ = _mix(views, options)
             with torch.no_grad():
-                targets = F.softmax(teacher(views)[:, seen_d] / temperature, dim=1)
-            return kd_loss(net(views)[:, seen_d], targets, temperature)
+                targets = teacher_targets(teacher(views)[:, seen_d], options)
+            return distillation_loss(net(views)[:, seen_d], targets, options)
 
-        fit(model, len(images), context.budget, compute_loss, context.device, context.progress,
-            epoch_size=epoch_size, cluster=context.cluster)
+        fit(model, len(pool), context.budget, compute_loss, context.device, context.progress,
+            epoch_size=epoch_size, cluster=context.cluster, index_device=sampler.index_device)

@@ -4,8 +4,10 @@ Each step takes a batch of training *regions* of the distilled images, augments 
 budget's augmentation: random resized crops + flips, DSA where asked), optionally mixes them
 (cutmix / mixup), asks the teacher (the observer unless told otherwise) for its softened
 prediction of exactly those views, and trains the verifier with KL divergence at
-temperature T (the paper's Eq. 9; SRe2L/RDED relabel). ``stored`` soft labels instead keep
-one label per region, computed once, and mix them with the images.
+temperature T (``loss=kl``: the paper's Eq. 9; SRe2L/RDED relabel) or with the mean squared
+error between the verifier's and the teacher's logits (``loss=mse-logits``: the authors'
+successor code, LINs-lab/CIM, ``data/utils/evaluator.py``). ``stored`` soft labels instead
+keep one target per region, computed once, and mix them with the images.
 
 Region sampling respects the tile layout of squeezed sets (``DistilledSet.tile_grid``):
 
@@ -13,11 +15,14 @@ Region sampling respects the tile layout of squeezed sets (``DistilledSet.tile_g
 - ``tiles``: every tile expanded back to full size (the paper's expand operator) is its own
   training sample.
 - ``tile-crops``: random resized crops taken inside a tile.
+- ``factor-crop``: a share (``factor_fraction``) of the batches made of one random expanded
+  tile per image, the rest of whole images (CIM's and RDED's factor crop).
 - ``auto``: ``tiles`` for squeezed sets, ``whole`` otherwise (measured: see the README).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -26,37 +31,61 @@ from torch import nn
 
 from ddbench.contracts import DistilledSet, EvalContext, EvalResult
 from ddbench.evaluators.augment import build_augmentation
-from ddbench.evaluators.regions import REGION_MODES, region_augmentation, resolve_region_mode, training_regions
+from ddbench.evaluators.regions import RegionOptions, region_augmentation, region_count, resolve_region_mode
 from ddbench.evaluators.training import fit, total_steps
 from ddbench.metrics import accuracy
 
 MIXING = ("none", "cutmix", "mixup")
 LABEL_SOURCES = ("online", "stored", "set")
+LOSSES = ("kl", "mse-logits")
 
 
 @dataclass
-class RelabelOptions:
-    temperature: float = 4.0
+class RelabelOptions(RegionOptions):
+    temperature: float = 4.0  # kl: the softening temperature T (mse-logits ignores it)
+    loss: str = "kl"  # kl: KL(teacher_T || student_T) * T^2; mse-logits: MSE between the logits
     mixing: str = "cutmix"
     mix_alpha: float = 1.0  # Beta(alpha, alpha) for the mixing ratio
     # online: teacher on every view; stored: one teacher label per region, computed once;
     # set: the soft labels the distilled set carries (one per image, e.g. from another toolkit)
     label_source: str = "online"
-    region_sampling: str = "auto"
 
     def __post_init__(self) -> None:
+        self.check_regions("relabel")
         for value, allowed, key in ((self.mixing, MIXING, "mixing"), (self.label_source, LABEL_SOURCES, "label_source"),
-                                    (self.region_sampling, REGION_MODES, "region_sampling")):
+                                    (self.loss, LOSSES, "loss")):
             if value not in allowed:
                 raise ValueError(f"relabel option {key}={value!r}: use one of {', '.join(allowed)}")
-        if self.temperature <= 0:
-            raise ValueError(f"relabel option temperature must be positive, got {self.temperature}")
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise ValueError(f"relabel option temperature must be a positive finite number, got {self.temperature}")
+        if not (math.isfinite(self.mix_alpha) and self.mix_alpha > 0):
+            raise ValueError(f"relabel option mix_alpha must be a positive finite number, got {self.mix_alpha}")
+        if self.loss == "mse-logits" and self.label_source == "set":
+            raise ValueError("relabel option loss=mse-logits needs the teacher's logits, but label_source=set gives "
+                             "probabilities; use loss=kl with label_source=set")
+        if self.region_sampling == "factor-crop" and self.label_source != "online":
+            raise ValueError(f"relabel option region_sampling=factor-crop draws whole images or tiles per batch, so "
+                             f"label_source={self.label_source} (one label per region) cannot follow; use label_source=online")
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor, temperature: float) -> torch.Tensor:
     """KL(teacher || student) at temperature T, scaled by T² (Hinton et al.)."""
     log_student = F.log_softmax(student_logits / temperature, dim=1)
     return F.kl_div(log_student, teacher_probs, reduction="batchmean") * temperature * temperature
+
+
+def teacher_targets(teacher_logits: torch.Tensor, options: RelabelOptions) -> torch.Tensor:
+    """What the loss compares the verifier with: probabilities at T (kl) or the logits (mse-logits)."""
+    if options.loss == "mse-logits":
+        return teacher_logits.float()
+    return F.softmax(teacher_logits / options.temperature, dim=1)
+
+
+def distillation_loss(student_logits: torch.Tensor, targets: torch.Tensor, options: RelabelOptions) -> torch.Tensor:
+    """``loss=kl``: :func:`kd_loss`; ``loss=mse-logits``: mean squared error over batch and classes."""
+    if options.loss == "mse-logits":
+        return F.mse_loss(student_logits, targets)
+    return kd_loss(student_logits, targets, options.temperature)
 
 
 def _mix(x: torch.Tensor, options: RelabelOptions) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -94,7 +123,7 @@ class RelabelEvaluator:
     def describe(self, distilled: DistilledSet, context: EvalContext) -> dict[str, object]:
         options = self._options(context)
         mode = resolve_region_mode(options.region_sampling, distilled.tile_grid)
-        regions = len(training_regions(distilled, mode)[1])
+        regions = region_count(distilled, mode)
         num_classes = context.dataset.num_classes
         steps = total_steps(context.budget, len(distilled.images))
         storage = {
@@ -105,8 +134,13 @@ class RelabelEvaluator:
         }
         storage["set"] = regions * num_classes * 4 if options.label_source == "set" else 0
         chosen = {"stored": "stored", "set": "set"}.get(options.label_source, "online_teacher")
+        loss = f"T={options.temperature:g}" if options.loss == "kl" else "mse-logits"
+        if mode == "factor-crop":
+            mode_text = f"factor-crop {options.factor_fraction:g}"
+        else:
+            mode_text = mode
         return {
-            "labels": f"soft ({options.label_source}, T={options.temperature:g}, {options.mixing}, regions={mode})",
+            "labels": f"soft ({options.label_source}, {loss}, {options.mixing}, regions={mode_text})",
             "region_sampling": mode,
             "label_storage_bytes": storage[chosen],
             "label_storage": storage,
@@ -119,22 +153,19 @@ class RelabelEvaluator:
         device = context.device
         torch.manual_seed(context.seed)
         dataset = context.dataset
-        mode = resolve_region_mode(options.region_sampling, distilled.tile_grid)
-        regions, _ = training_regions(distilled, mode)
-        regions = regions.to(device)
-        augment = build_augmentation(region_augmentation(context.budget.augmentation, mode), dataset.image_size)
+        sampler = options.sampler(distilled, device)
+        augment = build_augmentation(region_augmentation(context.budget.augmentation, sampler.mode), dataset.image_size)
         teacher = context.teacher.eval()
-        temperature = options.temperature
         stored = None
         if options.label_source == "stored":
-            stored = self._stored_labels(teacher, regions, dataset.image_size, temperature)
+            stored = self._stored_targets(teacher, sampler, dataset.image_size, options)
         elif options.label_source == "set":
-            stored = self._set_labels(distilled, mode, temperature).to(device)
+            stored = self._set_labels(distilled, sampler.mode, options.temperature).to(device)
         model = context.verifier_arch.build(dataset.channels, dataset.num_classes, dataset.image_size).to(device)
 
         def compute_loss(batch: torch.Tensor, net: nn.Module) -> torch.Tensor:
-            views = augment(regions[batch])
-            targets = None if stored is None else stored[batch]
+            views = augment(sampler.gather(batch))
+            targets = None if stored is None else stored[batch.to(device, non_blocking=True)]
             if options.mixing != "none":
                 views, perm, kept = _mix(views, options)
                 if targets is not None:
@@ -142,11 +173,11 @@ class RelabelEvaluator:
                     targets = kept * targets + (1 - kept) * targets[perm]
             if targets is None:
                 with torch.no_grad():
-                    targets = F.softmax(teacher(views) / temperature, dim=1)
-            return kd_loss(net(views), targets, temperature)
+                    targets = teacher_targets(teacher(views), options)
+            return distillation_loss(net(views), targets, options)
 
-        fit(model, len(regions), context.budget, compute_loss, device, context.progress, epoch_size=len(distilled.images),
-            cluster=context.cluster)
+        fit(model, sampler.num_samples, context.budget, compute_loss, device, context.progress,
+            epoch_size=len(distilled.images), cluster=context.cluster, index_device=sampler.index_device)
         test_accuracy = accuracy(model, dataset.test, device, context.budget.test_batch_size, cluster=context.cluster)
         return EvalResult(accuracy=test_accuracy, seed=context.seed)
 
@@ -163,6 +194,11 @@ class RelabelEvaluator:
 
     @staticmethod
     @torch.no_grad()
-    def _stored_labels(teacher: nn.Module, regions: torch.Tensor, size: int, temperature: float) -> torch.Tensor:
-        views = regions if regions.shape[-1] == size else F.interpolate(regions, size=(size, size), mode="bilinear", align_corners=False)
-        return torch.cat([F.softmax(teacher(chunk) / temperature, dim=1) for chunk in views.split(256)])
+    def _stored_targets(teacher: nn.Module, sampler, size: int, options: RelabelOptions) -> torch.Tensor:
+        """One target per region, computed once in chunks (probabilities at T, or logits)."""
+        def resized(views: torch.Tensor) -> torch.Tensor:
+            if views.shape[-1] == size:
+                return views
+            return F.interpolate(views, size=(size, size), mode="bilinear", align_corners=False)
+
+        return torch.cat([teacher_targets(teacher(resized(chunk)), options) for chunk in sampler.all_samples()])

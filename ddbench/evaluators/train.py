@@ -12,17 +12,17 @@ import torch.nn.functional as F
 
 from ddbench.contracts import DistilledSet, EvalContext, EvalResult
 from ddbench.evaluators.augment import build_augmentation
-from ddbench.evaluators.regions import check_region_mode, region_augmentation, resolve_region_mode, training_regions
+from ddbench.evaluators.regions import RegionOptions, region_augmentation, resolve_region_mode
 from ddbench.evaluators.training import fit, total_steps
 from ddbench.metrics import accuracy
 
 
 @dataclass
-class TrainOptions:
-    region_sampling: str = "auto"  # see ddbench.evaluators.regions
+class TrainOptions(RegionOptions):
+    """Only how regions are drawn (see :mod:`ddbench.evaluators.regions`)."""
 
     def __post_init__(self) -> None:
-        check_region_mode(self.region_sampling)
+        self.check_regions("train")
 
 
 class TrainEvaluator:
@@ -30,9 +30,11 @@ class TrainEvaluator:
     options_class = TrainOptions
     label_kind = "hard"
 
+    def _options(self, context: EvalContext) -> TrainOptions:
+        return context.options if isinstance(context.options, TrainOptions) else TrainOptions()
+
     def _mode(self, distilled: DistilledSet, context: EvalContext) -> str:
-        options = context.options if isinstance(context.options, TrainOptions) else TrainOptions()
-        return resolve_region_mode(options.region_sampling, distilled.tile_grid)
+        return resolve_region_mode(self._options(context).region_sampling, distilled.tile_grid)
 
     def total_work(self, distilled: DistilledSet, context: EvalContext) -> int:
         return total_steps(context.budget, len(distilled.images))
@@ -47,15 +49,13 @@ class TrainEvaluator:
         torch.manual_seed(context.seed)
         dataset = context.dataset
         model = context.verifier_arch.build(dataset.channels, dataset.num_classes, dataset.image_size).to(device)
-        mode = self._mode(distilled, context)
-        regions, labels = training_regions(distilled, mode)
-        images, labels = regions.to(device), labels.to(device)
-        augment = build_augmentation(region_augmentation(context.budget.augmentation, mode), dataset.image_size)
+        sampler = self._options(context).sampler(distilled, device)
+        augment = build_augmentation(region_augmentation(context.budget.augmentation, sampler.mode), dataset.image_size)
 
         def compute_loss(batch: torch.Tensor, net: torch.nn.Module) -> torch.Tensor:
-            return F.cross_entropy(net(augment(images[batch])), labels[batch])
+            return F.cross_entropy(net(augment(sampler.gather(batch))), sampler.labels_of(batch))
 
-        fit(model, len(images), context.budget, compute_loss, device, context.progress, epoch_size=len(distilled.images),
-            cluster=context.cluster)
+        fit(model, sampler.num_samples, context.budget, compute_loss, device, context.progress,
+            epoch_size=len(distilled.images), cluster=context.cluster, index_device=sampler.index_device)
         test_accuracy = accuracy(model, dataset.test, device, context.budget.test_batch_size, cluster=context.cluster)
         return EvalResult(accuracy=test_accuracy, seed=context.seed)

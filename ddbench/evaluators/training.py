@@ -74,6 +74,7 @@ def fit(
     what: str = "verifier",
     epoch_size: int | None = None,
     cluster: Any = None,
+    index_device: torch.device | None = None,
 ) -> None:
     """Train ``model`` for ``budget.epochs`` epochs.
 
@@ -82,7 +83,9 @@ def fit(
     same IPC get the same number of steps whatever their region sampling.
     ``compute_loss(batch_indices, net)`` returns the loss of one mini-batch (indices on
     ``device``) computed with ``net``, which is ``model`` or its DistributedDataParallel wrapper.
-    ``progress`` is advanced once per step.
+    ``progress`` is advanced once per step. ``index_device``: where batch indices are drawn
+    (default ``device``; a set kept in host memory is indexed on the CPU, so gathering a batch
+    never waits for the GPU).
 
     ``cluster`` (a :class:`ddbench.distributed.Cluster` of several ranks): the ranks train one
     model with DistributedDataParallel; every rank draws the same batch order (a generator
@@ -94,14 +97,15 @@ def fit(
     model.train()
     net, rank, world = model, 0, 1
     generator = None
+    index_device = index_device or device
     if cluster is not None and cluster.active:
         from torch.nn.parallel import DistributedDataParallel
 
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
         rank, world = cluster.rank, cluster.world_size
-        generator = torch.Generator(device=device).manual_seed(torch.initial_seed())
+        generator = torch.Generator(device=index_device).manual_seed(torch.initial_seed())
     finite = torch.ones((), dtype=torch.bool, device=device)
-    stream = SampleStream(num_samples, device, generator)
+    stream = SampleStream(num_samples, index_device, generator)
     epoch_size = epoch_size or num_samples
     for epoch in range(budget.epochs):
         order = stream.take(epoch_size)
