@@ -72,6 +72,12 @@ def _add_evaluation_args(parser: argparse.ArgumentParser, evaluator_help: str | 
     parser.add_argument("--seeds", type=_seeds, default=[0, 1, 2], help="evaluation seeds: a count (3 = 0,1,2) or a list (default: 3)")
     if methods:
         parser.add_argument("--distill-seed", type=int, default=0, help="seed of every method's distillation (default: 0)")
+        parser.add_argument("--distill-seeds", type=int, default=1, metavar="K",
+                            help="distil each method K times (seeds --distill-seed, +1, ...); accuracy is then mean ± std "
+                                 "over all (distill seed, evaluation seed) pairs, with the spread split by source (default: 1)")
+        parser.add_argument("--compare-random", action="store_true",
+                            help="add random real images at the same IPC under the same evaluator, and DD-Ranking's "
+                                 "Hard Label Recovery, Improvement Over Random and score for every method")
     parser.add_argument("--budget", default="quick", help="evaluation budget preset: quick, paper, paper-imagenet (default: quick)")
     parser.add_argument("--budget-set", action="append", default=[], metavar="KEY=VALUE", help="override one budget field (repeatable)")
     if methods:
@@ -198,6 +204,7 @@ def _run_config(args: argparse.Namespace, methods: list[str], **fields):
         methods=methods, dataset=args.dataset, data_root=args.data_root, download=args.download,
         image_size=args.image_size, evaluator=args.evaluator,
         seeds=args.seeds, distill_seed=args.distill_seed, budget=resolve_budget(args.budget, args.budget_set),
+        distill_seeds=getattr(args, "distill_seeds", 1), compare_random=getattr(args, "compare_random", False),
         method_options=_method_options(args.option), evaluator_options=args.eval_option,
         observer_seed=args.observer_seed, observer_epochs=args.observer_epochs,
         teacher_checkpoint=args.teacher_checkpoint,

@@ -12,17 +12,22 @@ import torch
 
 from ddbench.io import atomic_write_bytes, atomic_write_text
 
-COLUMNS = ("method", "accuracy_mean", "accuracy_std", "per_seed", "distill_seconds", "peak_memory_bytes", "labels", "label_storage_bytes")
+COLUMNS = ("method", "accuracy_mean", "accuracy_std", "per_seed", "distill_seconds", "peak_memory_bytes", "labels",
+           "label_storage_bytes", "hlr", "ior", "ddranking_score", "budget")
 
 
 def result_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per method, in run order; a failed method keeps its row with the error."""
     rows = []
+    budget = budget_text(results)
     for name, entry in results["methods"].items():
         if "error" in entry:
-            rows.append({"method": name, "labels": f"failed: {entry['error']}"})
+            rows.append({"method": name, "labels": f"failed: {entry['error']}", "budget": budget})
             continue
+        ranking = entry.get("ddranking", {})
         rows.append({
+            "hlr": ranking.get("hlr", ""), "ior": ranking.get("ior", ""), "ddranking_score": ranking.get("score", ""),
+            "budget": budget,
             "method": name,
             "accuracy_mean": entry["accuracy"]["mean"],
             "accuracy_std": entry["accuracy"]["std"],
@@ -53,17 +58,30 @@ def _cell(row: dict[str, Any], column: str) -> str:
         return f"{value:.2f} s"
     if column.endswith("_bytes") and value != "":
         return f"{value / 2**20:.2f} MiB"
+    if column in ("hlr", "ior") and value != "":
+        return f"{value:+.2f}"
+    if column == "ddranking_score" and value != "":
+        return f"{value:.3f}"
     return str(value)
 
 
 DISPLAY = {"method": "method", "accuracy_mean": "accuracy % (mean ± std)", "distill_seconds": "distill time",
            "peak_memory_bytes": "peak memory", "labels": "labels", "label_storage_bytes": "label storage"}
+RANKING_DISPLAY = {"hlr": "HLR (pts)", "ior": "IOR (pts)", "ddranking_score": "DD-Ranking score"}
+
+
+def display_columns(rows: list[dict[str, Any]]) -> dict[str, str]:
+    """The table's columns: DD-Ranking's three when any row has them."""
+    if any(row.get("ddranking_score", "") != "" for row in rows):
+        return {**DISPLAY, **RANKING_DISPLAY}
+    return DISPLAY
 
 
 def to_markdown(rows: list[dict[str, Any]], caption: str) -> str:
-    header = "| " + " | ".join(DISPLAY.values()) + " |"
-    rule = "| " + " | ".join("---" for _ in DISPLAY) + " |"
-    body = ["| " + " | ".join(_cell(row, column) for column in DISPLAY) + " |" for row in rows]
+    columns = display_columns(rows)
+    header = "| " + " | ".join(columns.values()) + " |"
+    rule = "| " + " | ".join("---" for _ in columns) + " |"
+    body = ["| " + " | ".join(_cell(row, column) for column in columns) + " |" for row in rows]
     return "\n".join([f"**{caption}**", "", header, rule, *body]) + "\n"
 
 
@@ -75,20 +93,37 @@ def latex_escape(text: str) -> str:
 
 
 def to_latex(rows: list[dict[str, Any]], caption: str) -> str:
+    columns = display_columns(rows)
     lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{latex_escape(caption)}}}",
-             r"\begin{tabular}{l" + "r" * (len(DISPLAY) - 1) + "}", r"\toprule",
-             " & ".join(latex_escape(v) for v in DISPLAY.values()) + r" \\", r"\midrule"]
-    lines += [" & ".join(latex_escape(_cell(row, column)) for column in DISPLAY) + r" \\" for row in rows]
+             r"\begin{tabular}{l" + "r" * (len(columns) - 1) + "}", r"\toprule",
+             " & ".join(latex_escape(v) for v in columns.values()) + r" \\", r"\midrule"]
+    lines += [" & ".join(latex_escape(_cell(row, column)) for column in columns) + r" \\" for row in rows]
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines) + "\n"
 
 
-def caption_of(results: dict[str, Any]) -> str:
+def budget_text(results: dict[str, Any]) -> str:
+    """The complete evaluation budget in one line: every number in a table carries it."""
     budget = results["budget"]
-    return (f"{results['dataset']['name']}, IPC {results['ipc']}, observer {results['observer']['architecture']}, "
-            f"verifier {results['verifier']}, evaluator {results['evaluator']['name']}, budget {budget['preset']} "
-            f"(v{budget['version']}: {budget['epochs']} epochs, {budget['optimizer']} lr {budget['lr']}), "
-            f"seeds {', '.join(map(str, results['seeds']))}; accuracy on the {results['dataset'].get('evaluated_on', 'test')}")
+    schedule = budget["scheduler"]
+    if schedule == "multistep":
+        schedule += f" (x{budget['gamma']} at {', '.join(f'{m:g}' for m in budget['milestones'])} of the epochs)"
+    evaluator = results["evaluator"]
+    options = ", ".join(f"{k}={v}" for k, v in evaluator["options"].items())
+    observer = results["observer"]
+    split = results["dataset"].get("evaluated_on", "test")
+    distill_seeds = results.get("distill_seeds", [results.get("distill_seed", 0)])
+    return (f"budget {budget['preset']} v{budget['version']}: {budget['epochs']} epochs, {budget['optimizer']} lr {budget['lr']:g} "
+            f"wd {budget['weight_decay']:g}, {schedule}, batch {budget['batch_size']}, augmentation {budget['augmentation']}; "
+            f"evaluator {evaluator['name']} ({options}); eval seeds {', '.join(map(str, results['seeds']))}; "
+            f"distill seeds {', '.join(map(str, distill_seeds))}"
+            f"{' (mean ± std over every distill seed x eval seed pair)' if len(distill_seeds) > 1 else ''}; observer {observer['architecture']} "
+            f"({observer['test_accuracy']:.2f}% on the {'test split' if split == 'test' else 'validation split'}); "
+            f"verifier {results['verifier']}; accuracy on the {split}")
+
+
+def caption_of(results: dict[str, Any]) -> str:
+    return f"{results['dataset']['name']}, IPC {results['ipc']}; {budget_text(results)}"
 
 
 def write_tables(folder: Path, results: dict[str, Any], stem: str = "results") -> list[Path]:

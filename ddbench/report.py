@@ -80,27 +80,46 @@ def results_table(results: dict[str, Any]) -> Table:
     )
     if evaluated_on != "test":
         title += f" · accuracy on the {evaluated_on}"
+    distill_seeds = results.get("distill_seeds", [results.get("distill_seed", 0)])
+    pairs = len(distill_seeds) > 1
+    ranking = any("ddranking" in entry for entry in results["methods"].values())
     table = Table(title=title)
     table.add_column("method")
-    table.add_column(f"{split} accuracy % (mean ± std)", justify="right")
-    table.add_column("per seed", justify="right")
-    table.add_column("distill time", justify="right")
+    table.add_column(f"{split} accuracy % (mean ± std{' over distill x eval seeds' if pairs else ''})", justify="right")
+    table.add_column("per seed" if not pairs else "per distill seed (mean)", justify="right")
+    if pairs:
+        table.add_column("std between / within distillations", justify="right")
+    table.add_column("distill time" + (" (mean)" if pairs else ""), justify="right")
     table.add_column("peak memory", justify="right")
     table.add_column("labels")
     table.add_column("label storage", justify="right")
+    if ranking:
+        for column in ("HLR", "IOR", "DD-Ranking score"):
+            table.add_column(column, justify="right")
+    width = 7 + pairs + 3 * ranking
     for name, entry in results["methods"].items():
         if "error" in entry:
-            table.add_row(name, "[red]failed[/red]", entry["error"], "", "", "", "")
+            table.add_row(name, "[red]failed[/red]", entry["error"], *[""] * (width - 3))
             continue
         labels = entry.get("labels", {})
+        if pairs and "by_distill_seed" in entry:
+            per_seed = [", ".join(f"{d['mean']:.2f}" for d in entry["by_distill_seed"]),
+                        f"{entry['spread']['between_distillations_std']:.2f} / {entry['spread']['within_distillation_std']:.2f}"]
+        else:
+            per_seed = [", ".join(f"{a:.2f}" for a in entry["accuracy"]["per_seed"])] + ([""] if pairs else [])
+        scores = []
+        if ranking:
+            figures = entry.get("ddranking")
+            scores = [f"{figures['hlr']:+.2f}", f"{figures['ior']:+.2f}", f"{figures['score']:.3f}"] if figures else ["", "", ""]
         table.add_row(
             name,
             format_accuracy(entry["accuracy"]),
-            ", ".join(f"{a:.2f}" for a in entry["accuracy"]["per_seed"]),
+            *per_seed,
             f"{entry['distill_seconds']:.2f} s" if entry.get("distill_seconds") is not None else "not recorded",
             f"{format_bytes(entry['peak_memory_bytes'])} ({entry['peak_memory_kind']})" if entry.get("peak_memory_bytes") else "not recorded",
             str(labels.get("labels", entry["soft_labels"])),
             format_bytes(labels.get("label_storage_bytes", 0)),
+            *scores,
         )
     return table
 
@@ -133,6 +152,14 @@ def budget_table(results: dict[str, Any]) -> Table:
     for key, value in results["evaluator"]["options"].items():
         table.add_row(f"{results['evaluator']['name']}.{key}", str(value))
     table.add_row("seeds", ", ".join(map(str, results["seeds"])))
+    distill_seeds = results.get("distill_seeds", [results.get("distill_seed", 0)])
+    table.add_row("distill seeds", ", ".join(map(str, distill_seeds))
+                  + (" (accuracy: mean ± std over every distill seed x eval seed pair)" if len(distill_seeds) > 1 else ""))
+    table.add_row("accuracy on", results["dataset"].get("evaluated_on", "test"))
+    ranking = next((e["ddranking"] for e in results["methods"].values() if "ddranking" in e), None)
+    if ranking:
+        table.add_row("DD-Ranking", f"{ranking['formula']}; full-data hard-label accuracy {ranking['full_hard_accuracy']:.2f}%; "
+                                    f"random real images {ranking['random_accuracy']:.2f}%")
     observer = results["observer"]
     split = "test" if results["dataset"].get("evaluated_on", "test") == "test" else "validation"
     table.add_row("observer", f"{observer['architecture']} seed {observer['seed']}, {observer['test_accuracy']:.2f}% {split}, {observer['checkpoint']}")

@@ -20,6 +20,7 @@ from ddbench.budget import EvalBudget
 from ddbench.contracts import DataOptions, DistilledSet, DistillTask, EvalContext, options_to_dict
 from ddbench.data.base import Dataset
 from ddbench.data.identity import check_unseen
+from ddbench.ddranking_metrics import ddranking_metrics
 from ddbench.distributed import (SINGLE, Cluster, check_same_file, check_shared_folder, evaluate_distributed,
                                  init_from_environment, main_first)
 from ddbench.artifacts import DISTILLED_FORMAT, RunStore, file_digest, git_revision, load_distilled, save_distilled, unit_key
@@ -53,6 +54,8 @@ class RunConfig:
     evaluator: str = "relabel"
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     distill_seed: int = 0
+    distill_seeds: int = 1  # each method distils this many times (seeds distill_seed, distill_seed + 1, ...)
+    compare_random: bool = False  # add random real images and DD-Ranking's HLR, IOR and score
     budget: EvalBudget | None = None
     method_options: dict[str, list[str]] = field(default_factory=dict)
     evaluator_options: list[str] = field(default_factory=list)
@@ -71,6 +74,9 @@ class RunConfig:
     saved_pixels: str = "normalized"  # how tensor files from other tools hold pixels: normalized or unit ([0, 1])
     dist_eval: str = "auto"  # under torchrun: "seeds" over ranks, "ddp" (all ranks train each seed), or auto
 
+    def distill_seed_list(self) -> list[int]:
+        return [self.distill_seed + i for i in range(self.distill_seeds)]
+
     def output_dir(self) -> Path:
         if self.out:
             return Path(self.out)
@@ -88,6 +94,7 @@ class Plan:
     dataset_spec: Any
     observer_arch: Any
     verifier_arch: Any
+    hard_evaluator: Any = None  # with compare_random: the hard-label evaluator HLR needs
 
 
 def check_method_observer(name: str, distiller: Any, arch: Any) -> None:
@@ -107,6 +114,13 @@ def plan_run(config: RunConfig) -> Plan:
         raise RunError("nothing to evaluate: name a method (ddbench run --method) or a saved set (ddbench eval PATH)")
     if len(set(config.methods)) != len(config.methods):
         raise RunError(f"a method is named twice in {config.methods}")
+    if config.distill_seeds < 1:
+        raise RunError(f"--distill-seeds must be at least 1, got {config.distill_seeds}")
+    if config.compare_random and config.saved_sets:
+        raise RunError("--compare-random distils random real images beside the methods of a run; ddbench eval has no "
+                       "methods to compare (run ddbench run --method random at the same IPC instead)")
+    if config.compare_random and "random" not in config.methods:
+        config.methods = [*config.methods, "random"]  # the reference IOR is measured against
     distillers = {name: registry.get_distiller(name) for name in config.methods}
     unknown = sorted(set(config.method_options) - set(config.methods))
     if unknown:
@@ -128,7 +142,11 @@ def plan_run(config: RunConfig) -> Plan:
         raise RunError("--seeds must name at least one seed")
     if config.dist_eval not in DIST_EVAL_MODES:
         raise RunError(f"--dist-eval {config.dist_eval!r}: use one of {', '.join(DIST_EVAL_MODES)}")
-    return Plan(distillers, method_options, evaluator, evaluator_options, dataset_spec, observer_arch, verifier_arch)
+    hard_evaluator = None
+    if config.compare_random:
+        hard_evaluator = evaluator if evaluator.name == "train" else registry.get_evaluator("train")
+    return Plan(distillers, method_options, evaluator, evaluator_options, dataset_spec, observer_arch, verifier_arch,
+                hard_evaluator)
 
 
 def call_method_check(name: str, distiller: Any, hook: str, *args: Any) -> None:
@@ -273,14 +291,13 @@ def run(config: RunConfig, ui) -> dict[str, Any]:
     methods: dict[str, Any] = {}
     for name, distiller in plan.distillers.items():
         try:
-            distilled, record, key = distill_one(context, name, distiller)
-            if cluster.is_main:
-                write_image_grid(out / "grids" / f"{name}.png", distilled.images, distilled.labels, dataset.normalization)
-            methods[name] = evaluate_one(context, distilled, record, key)
+            methods[name] = distill_and_evaluate(context, name, distiller)
         except Exception as exc:  # one broken plugin must not sink the others; it is named in the table
             message = f"{type(exc).__name__}: {exc}"
             ui.info(f"method {name!r} failed: {message}")
             methods[name] = {"error": message}
+    if config.compare_random:
+        add_ddranking_metrics(context, methods)
     for path in config.saved_sets:
         name = saved_set_name(Path(path), methods)
         try:
@@ -306,6 +323,7 @@ def run(config: RunConfig, ui) -> dict[str, Any]:
         "budget_notes": budget.notes,
         "seeds": list(config.seeds),
         "distill_seed": config.distill_seed,
+        "distill_seeds": config.distill_seed_list(),
         "device": str(device),
         **({"ranks": cluster.world_size, "backend": cluster.backend} if cluster.active else {}),
         "methods": methods,
@@ -335,14 +353,91 @@ class RunContext:
     cluster: Cluster = SINGLE
 
 
-def distill_one(ctx: RunContext, name: str, distiller: Any) -> tuple[DistilledSet, dict, str]:
+def distill_and_evaluate(ctx: RunContext, name: str, distiller: Any) -> dict:
+    """Every distillation of one method (one per distill seed), each evaluated on every seed;
+    with several distill seeds the accuracy is over all (distill seed, evaluation seed) pairs."""
+    entries = []
+    for number, seed in enumerate(ctx.config.distill_seed_list()):
+        distilled, record, key = distill_one(ctx, name, distiller, seed)
+        if number == 0 and ctx.cluster.is_main:
+            write_image_grid(ctx.store.folder / "grids" / f"{name}.png", distilled.images, distilled.labels,
+                             ctx.dataset.normalization)
+        entry = evaluate_one(ctx, distilled, record, key)
+        if ctx.plan.hard_evaluator is not None:  # DD-Ranking's HLR needs the set's hard-label accuracy
+            entry["hard_accuracy"] = entry["accuracy"] if ctx.plan.hard_evaluator is ctx.plan.evaluator else \
+                evaluate_one(ctx, distilled, record, key, ctx.plan.hard_evaluator)["accuracy"]
+        entries.append({**entry, "distill_seed": seed})
+    return combine_distillations(entries)
+
+
+def combine_distillations(entries: list[dict]) -> dict:
+    """One method's entry from its distillations: with one, that entry; with several, accuracy
+    over every (distill seed, evaluation seed) pair, the spread split into its two sources, the
+    mean distillation time and the largest peak memory."""
+    if len(entries) == 1:
+        return entries[0]
+    first = entries[0]
+    pairs = [a for entry in entries for a in entry["accuracy"]["per_seed"]]
+    means = [entry["accuracy"]["mean"] for entry in entries]
+    combined = {
+        **first,
+        "accuracy": {**summarize(pairs), "over": f"{len(entries)} distillations x {len(first['accuracy']['per_seed'])} "
+                                                  f"evaluation seeds"},
+        "by_distill_seed": [{"distill_seed": e["distill_seed"], **e["accuracy"],
+                             **({"hard_accuracy": e["hard_accuracy"]} if "hard_accuracy" in e else {})} for e in entries],
+        "spread": {"between_distillations_std": summarize(means)["std"],
+                   "within_distillation_std": round(statistics.fmean(e["accuracy"]["std"] for e in entries), 4)},
+        "distill_seconds": round(statistics.fmean(e["distill_seconds"] for e in entries), 3),
+        "distill_seconds_each": [e["distill_seconds"] for e in entries],
+        "peak_memory_bytes": max(e["peak_memory_bytes"] for e in entries),
+        "eval_seconds": round(sum(e["eval_seconds"] for e in entries), 3),
+        "distill_seed": [e["distill_seed"] for e in entries],
+    }
+    if all("hard_accuracy" in e for e in entries):
+        combined["hard_accuracy"] = summarize([a for e in entries for a in e["hard_accuracy"]["per_seed"]])
+    return combined
+
+
+def full_data_accuracy(ctx: RunContext) -> tuple[float, str]:
+    """Hard-label test accuracy of the verifier architecture trained on the full training split
+    (the observer itself when the verifier is the observer's architecture, else one trained
+    with the observer recipe and cached)."""
+    if ctx.plan.verifier_arch.name == ctx.observer.arch.name and ctx.teacher is ctx.observer:
+        return ctx.observer.test_accuracy, str(ctx.observer.checkpoint)
+    config = ctx.config
+    model = get_observer(ctx.dataset, ctx.plan.verifier_arch, ctx.device, seed=config.observer_seed,
+                         recipe=default_recipe(ctx.dataset.name, epochs=config.observer_epochs),
+                         cache=Path(config.cache_dir) if config.cache_dir else None, progress_factory=ctx.ui.progress)
+    return model.test_accuracy, str(model.checkpoint)
+
+
+def add_ddranking_metrics(ctx: RunContext, methods: dict[str, Any]) -> None:
+    """DD-Ranking's HLR, IOR and score (:mod:`ddbench.ddranking_metrics`) for every method,
+    against the run's random real images."""
+    reference = methods.get("random", {})
+    if "error" in reference or "accuracy" not in reference:
+        ctx.ui.info("--compare-random: random real images failed, so IOR and the DD-Ranking score are not computed")
+        return
+    full, checkpoint = full_data_accuracy(ctx)
+    ctx.ui.info(f"full-data hard-label accuracy ({ctx.plan.verifier_arch.name} on the whole training split): "
+                f"{full:.2f}% ({checkpoint})")
+    for entry in methods.values():
+        if "error" in entry or "hard_accuracy" not in entry:
+            continue
+        entry["ddranking"] = {**ddranking_metrics(entry["accuracy"]["mean"], entry["hard_accuracy"]["mean"],
+                                                  reference["accuracy"]["mean"], full),
+                              "full_data_model": checkpoint}
+
+
+def distill_one(ctx: RunContext, name: str, distiller: Any, seed: int | None = None) -> tuple[DistilledSet, dict, str]:
     """A method's distilled set: from the run folder if it finished before, else distilled now."""
     config, dataset = ctx.config, ctx.dataset
+    seed = config.distill_seed if seed is None else seed
     options = ctx.plan.method_options[name]
     description = {
         "method": name, "plugin": registry.registered("distillers")[name].plugin.version,
         "options": options_to_dict(options), "dataset": dataset.describe(), "ipc": config.ipc,
-        "seed": config.distill_seed, "observer": observer_identity(ctx.observer), "data": training_identity(dataset),
+        "seed": seed, "observer": observer_identity(ctx.observer), "data": training_identity(dataset),
     }
     if hasattr(distiller, "revision"):  # a method that changed its results says so
         description["revision"] = distiller.revision
@@ -363,7 +458,7 @@ def distill_one(ctx: RunContext, name: str, distiller: Any) -> tuple[DistilledSe
     shardable = cluster.active and getattr(distiller, "shardable", False)
     task = DistillTask(
         dataset=dataset, observer=ctx.observer.model, observer_arch=ctx.observer.arch, ipc=config.ipc,
-        device=ctx.device, seed=config.distill_seed, options=options, partials=partials,
+        device=ctx.device, seed=seed, options=options, partials=partials,
         cluster=cluster if shardable else None,
     )
     task.progress = ctx.ui.progress(f"distill {name}", distiller.total_work(task))
@@ -380,7 +475,7 @@ def distill_one(ctx: RunContext, name: str, distiller: Any) -> tuple[DistilledSe
         distilled.peak_memory_bytes = measure.peak_memory_bytes
         save_distilled(path, distilled, {
             "peak_memory_kind": measure.memory_kind, "dataset": dataset.name, "class_names": list(dataset.class_names),
-            "image_shape": list(dataset.image_shape), "ipc": config.ipc, "seed": config.distill_seed,
+            "image_shape": list(dataset.image_shape), "ipc": config.ipc, "seed": seed,
             "observer": ctx.observer.describe(), "versions": versions(), "data": training_identity(dataset),
             **({"ranks": cluster.world_size} if shardable else {}),
         })
@@ -404,10 +499,12 @@ def distill_one(ctx: RunContext, name: str, distiller: Any) -> tuple[DistilledSe
     return distilled, record, key
 
 
-def evaluate_one(ctx: RunContext, distilled: DistilledSet, record: dict, distill_key: str) -> dict:
-    """Every evaluation seed of one distilled set; seeds that finished before are reused."""
+def evaluate_one(ctx: RunContext, distilled: DistilledSet, record: dict, distill_key: str, evaluator: Any = None) -> dict:
+    """Every evaluation seed of one distilled set; seeds that finished before are reused.
+    ``evaluator``: another than the run's (its default options), e.g. hard labels for HLR."""
     config, plan = ctx.config, ctx.plan
-    evaluator = plan.evaluator
+    evaluator = evaluator or plan.evaluator
+    evaluator_options = plan.evaluator_options if evaluator is plan.evaluator else evaluator.options_class()
     # everything that decides a seed's number: the set (through its key), the observer and the teacher (their
     # weights), the evaluator and its options, the budget, the verifier, the seed and the data (train and
     # evaluation images, held-out split)
@@ -416,10 +513,10 @@ def evaluate_one(ctx: RunContext, distilled: DistilledSet, record: dict, distill
     for seed in config.seeds:
         contexts[seed] = EvalContext(
             dataset=ctx.dataset, verifier_arch=plan.verifier_arch, teacher=ctx.teacher.model, budget=config.budget,
-            seed=seed, device=ctx.device, options=plan.evaluator_options,
+            seed=seed, device=ctx.device, options=evaluator_options,
         )
         keys[seed] = unit_key("eval", {
-            "distill": distill_key, "evaluator": evaluator.name, "options": options_to_dict(plan.evaluator_options),
+            "distill": distill_key, "evaluator": evaluator.name, "options": options_to_dict(evaluator_options),
             "budget": config.budget.describe(), "verifier": plan.verifier_arch.name, "observer": observer_id,
             "teacher": teacher_id, "seed": seed, "data": ctx.dataset.identity(),
         })
