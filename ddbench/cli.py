@@ -125,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", required=True, choices=("imagefolder", "ddranking"),
                         help="imagefolder: 8-bit PNGs per class; ddranking: images.pt + labels.pt (observer logits) + hard_labels.pt")
     export.add_argument("--out", required=True, help="the folder to create (must not exist)")
+    export.add_argument("--ddranking-dataset", metavar="NAME",
+                        help="DD-Ranking's name for imagefolder data: TinyImageNet, ImageNet1K or an ImageNet subset "
+                             "(ImageNette, ImageWoof, ...); cifar10 and cifar100 map by themselves")
     _add_data_args(export)
     _add_observer_args(export, arch_help="observer for DD-Ranking's soft labels (default: the one the set records)")
     export.set_defaults(dataset=None, arch=None)
@@ -288,7 +291,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from ddbench.measure import resolve_device
     from ddbench.observer import default_recipe, get_observer
     from ddbench.runner import check_saved_fits
-    from ddbench.set_formats import export_ddranking, export_imagefolder, teacher_logits
+    from ddbench.ddranking_format import ddranking_dataset, export_ddranking
+    from ddbench.set_formats import export_imagefolder, teacher_logits
 
     path = Path(args.path)
     distilled, meta = load_distilled(path)
@@ -299,6 +303,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         target = export_imagefolder(distilled, dataset.normalization, list(dataset.class_names), Path(args.out))
         print(f"wrote {len(distilled.images)} PNGs to {target}/<class>/ (8-bit: pixels rounded to 1/255)")
         return 0
+    ddranking_dataset(dataset, args.ddranking_dataset)  # refuse what DD-Ranking cannot read before any work
     _observer_from_metadata(args, meta)
     arch = registry.get_architecture(args.arch)
     device = resolve_device(args.device)
@@ -307,12 +312,12 @@ def cmd_export(args: argparse.Namespace) -> int:
                             cache=Path(args.cache_dir) if args.cache_dir else None,
                             checkpoint=Path(args.observer_checkpoint) if args.observer_checkpoint else None)
     logits = teacher_logits(observer.model, distilled.images, device)
-    target = export_ddranking(distilled, logits, Path(args.out), {
-        "dataset": dataset.name, "class_names": list(dataset.class_names), "source": str(path),
-        "method": distilled.method, "normalization": {"mean": list(dataset.normalization.mean),
-                                                      "std": list(dataset.normalization.std)},
-        "observer": observer.describe(), "tile_grid": distilled.tile_grid})
-    print(f"wrote {target}/images.pt, labels.pt (observer {arch.name} logits), hard_labels.pt, meta.json")
+    target, theirs = export_ddranking(distilled, logits, dataset, Path(args.out), {
+        "ddbench_dataset": dataset.name, "class_names": list(dataset.class_names), "source": str(path),
+        "method": distilled.method, "observer": observer.describe(), "tile_grid": distilled.tile_grid},
+        requested=args.ddranking_dataset)
+    print(f"wrote {target}/images.pt (normalised with DD-Ranking's {theirs.name} statistics), labels.pt (observer "
+          f"{arch.name} logits), hard_labels.pt, meta.json")
     return 0
 
 

@@ -5,24 +5,24 @@ Read (``load_foreign_set``):
 - an image folder: ``<dir>/<class>/<image>.png|jpg|...``, the class folders named by the
   dataset's class names or by their indices (``0`` .. ``K-1``); pixels decoded to [0, 1] and
   normalised with the dataset's statistics;
-- a DD-Ranking folder: ``<dir>/images.pt`` (float [N, C, H, W]) and ``<dir>/labels.pt``
+- a DD-Ranking folder: ``<dir>/images.pt`` (float [N, C, H, W], normalised with DD-Ranking's
+  statistics, converted to ours: :mod:`ddbench.ddranking_format`) and ``<dir>/labels.pt``
   (soft labels: teacher logits [N, K]), optionally ``hard_labels.pt``; without it the images
   are class-major with the same count per class, as DD-Ranking assumes;
 - a tensor file, ``.safetensors`` or ``.pt`` (``weights_only`` loading): ``images``
   (float [N, C, H, W]) and ``labels`` (int64 [N]), optionally ``soft_labels`` (probabilities
   [N, K]) or ``soft_logits`` (logits [N, K]).
 
-Tensor images are taken as normalised with the dataset's statistics (what DD-Ranking, MTT and
+Tensor files' images are taken as normalised with the dataset's statistics (what MTT and
 ddbench save) unless ``pixels="unit"`` says they are in [0, 1].
 
-Write: ``export_imagefolder`` (8-bit PNGs per class) and ``export_ddranking`` (``images.pt``,
-``labels.pt`` with the observer's logits, ``hard_labels.pt``, ``meta.json``); each export is
-written to a temporary folder renamed into place, so nothing half-written is left behind.
+Write: ``export_imagefolder`` (8-bit PNGs per class) here, and DD-Ranking's layout in
+:mod:`ddbench.ddranking_format`; each export is written to a temporary folder renamed into
+place, so nothing half-written is left behind.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -39,7 +39,6 @@ from ddbench.io import TORCH_SUFFIXES, ArtifactError, load_tensors, load_torch_f
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 PIXEL_RANGES = ("normalized", "unit")
-DDRANKING_FORMAT = "ddbench-ddranking-export/1"
 
 
 def normalize(pixels: torch.Tensor, normalization: Normalization) -> torch.Tensor:
@@ -113,18 +112,9 @@ def load_foreign_set(path: Path, dataset: Dataset, pixels: str = "normalized") -
         raise ValueError(f"pixels={pixels!r}: use one of {', '.join(PIXEL_RANGES)}")
     path = Path(path)
     if path.is_dir() and (path / "images.pt").exists():
-        tensors = {"images": load_torch_file(path / "images.pt")}
-        if (path / "labels.pt").exists():
-            tensors["soft_logits"] = load_torch_file(path / "labels.pt")
-        if (path / "hard_labels.pt").exists():
-            tensors["labels"] = load_torch_file(path / "hard_labels.pt")
-        else:
-            count = len(tensors["images"])
-            if count % dataset.num_classes:
-                raise ArtifactError(f"{path}: {count} images do not split evenly over {dataset.num_classes} classes; "
-                                    f"add hard_labels.pt")
-            tensors["labels"] = torch.arange(dataset.num_classes).repeat_interleave(count // dataset.num_classes)
-        layout = "ddranking"
+        from ddbench.ddranking_format import read_ddranking
+
+        tensors, layout, pixels = read_ddranking(path, dataset), "ddranking", "normalized"
     elif path.is_dir():
         images, labels = _load_imagefolder(path, dataset)
         tensors, layout, pixels = {"images": images, "labels": labels}, "imagefolder", "unit"
@@ -147,7 +137,7 @@ def load_foreign_set(path: Path, dataset: Dataset, pixels: str = "normalized") -
     return distilled, {"layout": layout, "pixels": pixels, "soft_labels": soft_what}
 
 
-def _write_folder(target: Path, write) -> Path:
+def write_folder(target: Path, write) -> Path:
     """``write(tmp)`` fills a temporary folder next to ``target``, then it is renamed to ``target``."""
     target = Path(target)
     if target.exists():
@@ -179,28 +169,10 @@ def export_imagefolder(distilled: DistilledSet, normalization: Normalization, cl
             (folder / class_names[label]).mkdir(exist_ok=True)
             picture.save(folder / class_names[label] / f"{index:05d}.png")
 
-    return _write_folder(target, write)
+    return write_folder(target, write)
 
 
 @torch.no_grad()
 def teacher_logits(teacher: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 256) -> torch.Tensor:
     teacher.eval()
     return torch.cat([teacher(chunk.to(device)).float().cpu() for chunk in images.split(batch_size)])
-
-
-def export_ddranking(distilled: DistilledSet, logits: torch.Tensor, target: Path, meta: dict[str, Any]) -> Path:
-    """DD-Ranking's layout: ``images.pt`` (float32 [N, C, H, W], normalised, class-major, the
-    same count per class), ``labels.pt`` (float32 [N, K] teacher logits: its soft-label mode
-    ``S``), ``hard_labels.pt`` (int64 [N]) and ``meta.json``."""
-    order = torch.argsort(distilled.labels, stable=True)  # class-major, as DD-Ranking builds its hard labels
-    counts = torch.bincount(distilled.labels).tolist()
-    if len(set(counts)) != 1:
-        raise ArtifactError(f"DD-Ranking needs the same number of images per class, got {counts}")
-
-    def write(folder: Path) -> None:
-        torch.save(distilled.images[order].float().contiguous(), folder / "images.pt")
-        torch.save(logits[order].float().contiguous(), folder / "labels.pt")
-        torch.save(distilled.labels[order].long().contiguous(), folder / "hard_labels.pt")
-        (folder / "meta.json").write_text(json.dumps({"format": DDRANKING_FORMAT, "ipc": counts[0], **meta}, indent=2) + "\n")
-
-    return _write_folder(target, write)
