@@ -313,7 +313,7 @@ def run(config: RunConfig, ui) -> dict[str, Any]:
     results = {
         "schema": RESULTS_SCHEMA,
         "command": config.command,
-        "dataset": dataset.describe(),
+        "dataset": {**dataset.describe(), "identity": dataset.identity()},
         "ipc": ipc,
         "observer": observer.describe(),
         "teacher": "observer" if teacher is observer else teacher.describe(),

@@ -80,13 +80,40 @@ def test_lic_checks_its_tiles_before_any_work(tmp_path):
 
 @pytest.mark.parametrize("args,expected", [
     (["--option", "lic.n=3"], "N must be a perfect square"),
-    (["--eval-option", "temperature=-1"], "temperature must be positive"),
+    (["--eval-option", "temperature=-1"], "temperature must be a positive finite number"),
     (["--option", "lic.amp=true", "--device", "cpu"], "amp=true (bfloat16 autocast) needs a CUDA device"),
+    (["--distill-seeds", "0"], "--distill-seeds must be at least 1"),
+    (["--eval-option", "loss=l1"], "relabel option loss='l1': use one of kl, mse-logits"),
+    (["--eval-option", "factor_fraction=2"], "factor_fraction=2.0: use a share between 0 and 1"),
+    (["--eval-option", "crop_factor=9"], "crop_factor=9: use a grid side from 2 to 8"),
+    (["--eval-option", "region_sampling=factor-crop", "--eval-option", "label_source=stored"],
+     "cannot follow; use label_source=online"),
+    (["--eval-option", "loss=mse-logits", "--eval-option", "label_source=set"], "use loss=kl with label_source=set"),
 ])
 def test_option_values_a_plugin_refuses_fail_before_any_work(tmp_path, args, expected):
     result = run_cli("run", "--method", "lic", *args, "--cache-dir", str(tmp_path), "--out", str(tmp_path / "out"))
     assert result.returncode == 2 and expected in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "observers").exists() and not (tmp_path / "out").exists()
+
+
+def test_a_ddranking_name_it_does_not_have_fails_before_any_work(tmp_path):
+    from tests.test_datasets import make_imagefolder
+
+    make_imagefolder(tmp_path / "data")
+    saved = tmp_path / "set.safetensors"
+    import torch
+
+    from ddbench.artifacts import save_distilled
+    from ddbench.contracts import DistilledSet
+
+    save_distilled(saved, DistilledSet(images=torch.zeros(2, 3, 64, 64), labels=torch.arange(2), method="m"),
+                   {"dataset": "imagefolder", "class_names": ["ant", "cat"], "image_shape": [3, 64, 64], "ipc": 1})
+    for name, expected in (("Nope", "--ddranking-dataset 'Nope': DD-Ranking has no such dataset"),
+                           ("ImageNet1K", "ImageNet1K has 1000 classes, this imagefolder data has 2")):
+        result = run_cli("export", str(saved), "--format", "ddranking", "--data-root", str(tmp_path / "data"),
+                         "--ddranking-dataset", name, "--out", str(tmp_path / "dd"), "--cache-dir", str(tmp_path / "cache"))
+        assert result.returncode == 2 and expected in result.stderr and "Traceback" not in result.stderr
+        assert not (tmp_path / "dd").exists() and not (tmp_path / "cache").exists()
 
 
 def test_a_missing_gpu_is_a_clear_error(tmp_path):
