@@ -102,8 +102,9 @@ def to_latex(rows: list[dict[str, Any]], caption: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def budget_text(results: dict[str, Any]) -> str:
-    """The complete evaluation budget in one line: every number in a table carries it."""
+def budget_text(results: dict[str, Any], observer: bool = True, evaluator: bool = True) -> str:
+    """The complete evaluation budget in one line: every number in a table carries it.
+    ``observer``/``evaluator``: leave those parts out where the table's columns or rows vary them."""
     budget = results["budget"]
     schedule = budget["scheduler"]
     if schedule == "multistep":

@@ -100,5 +100,12 @@ def test_exports_agree_with_results_json(first_run):
     assert f"| random | {entry['accuracy']['mean']:.2f} ± {entry['accuracy']['std']:.2f} |" in markdown
     latex = (out / "results.tex").read_text()
     assert "\\begin{tabular}" in latex and f"{entry['accuracy']['mean']:.2f} $\\pm$" in latex
+    # every table carries the complete budget
+    observer = f"observer convnet3-bn ({results['observer']['test_accuracy']:.2f}% on the test split)"
+    for part in ("2 epochs, adamw lr 0.001 wd 0.0001", "multistep (x0.1 at 0.5, 0.75 of the epochs)", "batch 50",
+                 "augmentation dsa", "loss=kl", "temperature=4.0", "region_sampling=auto", "eval seeds 0, 1",
+                 "distill seeds 0", observer, "verifier convnet3-bn", "accuracy on the test"):
+        assert part in markdown and part in rows[0]["budget"], part
+        assert part.replace("%", "\\%").replace("_", "\\_") in latex, part
     picture = Image.open(out / "grids" / "random.png")
     assert picture.width > 0 and picture.height > picture.width  # 10 class rows of 2 images

@@ -155,6 +155,7 @@ def plan_points(base, sweeps: list[str], m_values: list[int], n_values: list[int
 
 def ablate(base, sweeps: list[str], m_values: list[int], n_values: list[int], ui) -> dict[str, Any]:
     from ddbench.io import atomic_write_json
+    from ddbench.exports import budget_text
     from ddbench.report import budget_table
     from ddbench.runner import run
 
@@ -184,6 +185,7 @@ def ablate(base, sweeps: list[str], m_values: list[int], n_values: list[int], ui
         "schema": SCHEMA, "command": base.command, "method": METHOD, "dataset": last["dataset"], "ipc": base.ipc,
         "observer": last["observer"], "verifier": last["verifier"], "budget": last["budget"], "seeds": list(base.seeds),
         "device": last["device"], "sweeps": sweeps, "rows": rows, "skipped": skipped,
+        "budget_text": budget_text(last, evaluator=False),
     }
     atomic_write_json(root / "ablate.json", summary)
     table = ablation_table(summary)
@@ -210,7 +212,8 @@ def ablation_table(summary: dict[str, Any]) -> GridTable:
     notes = [f"skipped {s['label']}: {s['reason']}" for s in summary["skipped"]]
     caption = (f"LIC ablation on {summary['dataset']['name']}, IPC {summary['ipc']}: observer "
                f"{summary['observer']['architecture']}, verifier {summary['verifier']}, budget {summary['budget']['preset']} "
-               f"({count(summary['budget']['epochs'], 'epoch')}), accuracy % mean ± std over seeds {', '.join(map(str, summary['seeds']))}")
+               f"({count(summary['budget']['epochs'], 'epoch')}), accuracy % mean ± std over seeds {', '.join(map(str, summary['seeds']))}; "
+               f"{summary.get('budget_text', '')}")
     return GridTable(caption=caption, header=["ablation", "setting", "evaluator", "accuracy % (mean ± std)", "distill time"],
                      rows=rows, group_first=True, emphasis=best_in_groups(values, list(groups.values())), notes=notes)
 

@@ -57,6 +57,7 @@ def check_grid(base, observers: list[str], verifiers: list[str]) -> None:
 def cross_arch(base, observers: list[str], verifiers: list[str], ui) -> dict[str, Any]:
     """Run the grid and write its table; returns what ``cross-arch.json`` holds."""
     from ddbench.io import atomic_write_json
+    from ddbench.exports import budget_text
     from ddbench.report import budget_table
     from ddbench.runner import run
 
@@ -90,6 +91,7 @@ def cross_arch(base, observers: list[str], verifiers: list[str], ui) -> dict[str
         "device": last.get("device"),
         "cells": cells,
         "runs": runs,
+        "budget_text": budget_text(last, observer=False) if last else "",
     }
     atomic_write_json(root / "cross-arch.json", summary)
     table = grid_table(summary)
@@ -125,6 +127,6 @@ def grid_table(summary: dict[str, Any]) -> GridTable:
     caption = (f"Cross-architecture accuracy (%) on {dataset}, IPC {summary['ipc']}: rows verifier x method, "
                f"columns observer (the architecture that distilled); evaluator {evaluator}, budget "
                f"{budget.get('preset', '?')} ({count(budget.get('epochs', '?'), 'epoch')}), mean ± std over seeds "
-               f"{', '.join(map(str, summary['seeds']))}")
+               f"{', '.join(map(str, summary['seeds']))}; {summary.get('budget_text', '')}")
     return GridTable(caption=caption, header=["verifier", "method", *observers], rows=rows, group_first=True,
                      emphasis=best_in_groups(values, groups))

@@ -32,6 +32,7 @@ def ipc_sweep(base, ipcs: list[int], ui) -> dict[str, Any]:
     """Run every IPC, then write the sweep's table and plot; returns ``ipc-sweep.json``'s content."""
     from ddbench.io import atomic_write_json
     from ddbench.plots import accuracy_vs_ipc
+    from ddbench.exports import budget_text
     from ddbench.report import budget_table
     from ddbench.runner import RunError, plan_run, run
 
@@ -57,6 +58,7 @@ def ipc_sweep(base, ipcs: list[int], ui) -> dict[str, Any]:
         "schema": SCHEMA, "command": base.command, "dataset": last["dataset"], "methods": list(base.methods),
         "ipcs": sorted(ipcs), "observer": last["observer"], "verifier": last["verifier"], "evaluator": last["evaluator"],
         "budget": last["budget"], "seeds": list(base.seeds), "device": last["device"], "points": points,
+        "budget_text": budget_text(last),
     }
     atomic_write_json(root / "ipc-sweep.json", summary)
     table = sweep_table(summary)
@@ -92,6 +94,6 @@ def sweep_table(summary: dict[str, Any]) -> GridTable:
     caption = (f"Accuracy (%) against images per class on {summary['dataset']['name']}: observer "
                f"{summary['observer']['architecture']}, verifier {summary['verifier']}, evaluator "
                f"{summary['evaluator']['name']}, budget {summary['budget']['preset']} ({count(summary['budget']['epochs'], 'epoch')}), "
-               f"mean ± std over seeds {', '.join(map(str, summary['seeds']))}")
+               f"mean ± std over seeds {', '.join(map(str, summary['seeds']))}; {summary.get('budget_text', '')}")
     return GridTable(caption=caption, header=["method", *(f"IPC {ipc}" for ipc in ipcs)], rows=rows,
                      emphasis=best_in_groups(values, groups))
