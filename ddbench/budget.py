@@ -9,6 +9,7 @@ can be overridden (``--budget-set epochs=300``): the preset name then gains a ``
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 from ddbench.options import apply_overrides
@@ -30,11 +31,45 @@ class EvalBudget:
     test_batch_size: int = 500
     notes: str = field(default="", compare=False)
 
+    def __post_init__(self) -> None:
+        from ddbench.evaluators.augment import parse_augmentation
+
+        problems = []
+        if self.optimizer not in OPTIMIZERS:
+            problems.append(f"optimizer={self.optimizer!r}: use one of {', '.join(OPTIMIZERS)}")
+        if self.scheduler not in SCHEDULERS:
+            problems.append(f"scheduler={self.scheduler!r}: use one of {', '.join(SCHEDULERS)}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            problems.append(f"lr={self.lr}: must be a positive finite number")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            problems.append(f"weight_decay={self.weight_decay}: must be a finite number >= 0")
+        if not all(0 < m <= 1 for m in self.milestones):
+            problems.append(f"milestones={','.join(map(str, self.milestones))}: fractions of the epochs in (0, 1]")
+        if not (math.isfinite(self.gamma) and 0 < self.gamma <= 1):
+            problems.append(f"gamma={self.gamma}: the lr factor at each milestone, in (0, 1]")
+        if self.epochs < 1 or self.batch_size < 1 or self.test_batch_size < 1:
+            problems.append(f"epochs, batch_size and test_batch_size must be >= 1, got {self.epochs}, {self.batch_size}, "
+                            f"{self.test_batch_size}")
+        try:
+            parse_augmentation(self.augmentation)
+        except ValueError as exc:
+            problems.append(str(exc))
+        if problems:
+            raise BudgetError("; ".join(problems))
+
     def steps_per_epoch(self, num_images: int) -> int:
         return max(1, -(-num_images // self.batch_size))
 
     def describe(self) -> dict[str, object]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "notes"}
+
+
+OPTIMIZERS = ("adamw", "adam", "sgd")
+SCHEDULERS = ("multistep", "cosine", "constant")
+
+
+class BudgetError(ValueError):
+    pass
 
 
 PRESETS: dict[str, EvalBudget] = {
@@ -53,18 +88,15 @@ PRESETS: dict[str, EvalBudget] = {
 }
 
 
-class BudgetError(ValueError):
-    pass
-
-
 def resolve_budget(name: str, overrides: list[str] | None = None) -> EvalBudget:
     """The preset called ``name`` with ``KEY=VALUE`` overrides applied."""
     if name not in PRESETS:
         raise BudgetError(f"unknown budget preset {name!r}; available: {', '.join(PRESETS)}")
     budget = PRESETS[name]
     if overrides:
-        budget = apply_overrides(budget, overrides, what=f"budget {name!r}", frozen_fields=("preset", "version", "notes"))
+        try:
+            budget = apply_overrides(budget, overrides, what=f"budget {name!r}", frozen_fields=("preset", "version", "notes"))
+        except ValueError as exc:
+            raise BudgetError(str(exc)) from None
         budget = dataclasses.replace(budget, preset=f"{name}*")
-    if budget.epochs < 1 or budget.batch_size < 1:
-        raise BudgetError(f"budget needs epochs >= 1 and batch_size >= 1, got {budget.epochs} and {budget.batch_size}")
     return budget

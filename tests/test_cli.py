@@ -89,6 +89,10 @@ def test_lic_checks_its_tiles_before_any_work(tmp_path):
     (["--eval-option", "region_sampling=factor-crop", "--eval-option", "label_source=stored"],
      "cannot follow; use label_source=online"),
     (["--eval-option", "loss=mse-logits", "--eval-option", "label_source=set"], "use loss=kl with label_source=set"),
+    (["--budget-set", "optimizer=lion"], "optimizer='lion': use one of adamw, adam, sgd"),
+    (["--budget-set", "scheduler=step"], "scheduler='step': use one of multistep, cosine, constant"),
+    (["--budget-set", "milestones=0.5,2"], "milestones=0.5,2.0: fractions of the epochs in (0, 1]"),
+    (["--budget-set", "lr=nan"], "lr=nan: must be a positive finite number"),
 ])
 def test_option_values_a_plugin_refuses_fail_before_any_work(tmp_path, args, expected):
     result = run_cli("run", "--method", "lic", *args, "--cache-dir", str(tmp_path), "--out", str(tmp_path / "out"))
