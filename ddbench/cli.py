@@ -48,6 +48,11 @@ def _add_data_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-root", help="folder holding the dataset (torchvision layout, or class folders for imagefolder)")
     parser.add_argument("--download", action="store_true", help="download the dataset into --data-root where a network exists")
     parser.add_argument("--image-size", type=int, help="resize images to this many pixels a side (default: the dataset's)")
+    parser.add_argument("--data-memory-gib", type=float, default=2.0, metavar="GIB",
+                        help="image folders that fit in this many GiB at the working size are decoded once, kept as "
+                             "8-bit pixels and saved under --cache-dir for later runs; larger ones stream (default: 2)")
+    parser.add_argument("--data-workers", type=int, metavar="N",
+                        help="processes that decode image files (default: one less than the CPUs, at most 8; 0: none)")
 
 
 def _add_observer_args(parser: argparse.ArgumentParser, single: bool = True, arch_help: str | None = None) -> None:
@@ -205,7 +210,8 @@ def _run_config(args: argparse.Namespace, methods: list[str], **fields):
 
     return RunConfig(
         methods=methods, dataset=args.dataset, data_root=args.data_root, download=args.download,
-        image_size=args.image_size, evaluator=args.evaluator,
+        image_size=args.image_size, data_memory_gib=args.data_memory_gib, data_workers=args.data_workers,
+        evaluator=args.evaluator,
         seeds=args.seeds, distill_seed=args.distill_seed, budget=resolve_budget(args.budget, args.budget_set),
         distill_seeds=getattr(args, "distill_seeds", 1), compare_random=getattr(args, "compare_random", False),
         method_options=_method_options(args.option), evaluator_options=args.eval_option,
@@ -287,17 +293,16 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     from ddbench import registry
     from ddbench.artifacts import load_distilled
-    from ddbench.contracts import DataOptions
     from ddbench.measure import resolve_device
     from ddbench.observer import default_recipe, get_observer
-    from ddbench.runner import check_saved_fits
+    from ddbench.runner import check_saved_fits, data_options
     from ddbench.ddranking_format import ddranking_dataset, export_ddranking
     from ddbench.set_formats import export_imagefolder, teacher_logits
 
     path = Path(args.path)
     distilled, meta = load_distilled(path)
-    dataset = registry.get_dataset(args.dataset or meta.get("dataset") or "digits").load(
-        DataOptions(root=args.data_root, download=args.download, image_size=args.image_size))
+    args.dataset = args.dataset or meta.get("dataset") or "digits"
+    dataset = registry.get_dataset(args.dataset).load(data_options(args))
     check_saved_fits(meta, dataset, path)
     if args.format == "imagefolder":
         target = export_imagefolder(distilled, dataset.normalization, list(dataset.class_names), Path(args.out))
@@ -386,13 +391,13 @@ def cmd_observer_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ddbench import registry
-    from ddbench.contracts import DataOptions
     from ddbench.measure import resolve_device
     from ddbench.observer import default_recipe, get_observer
     from ddbench.report import ConsoleUI
+    from ddbench.runner import data_options
 
     arch = registry.get_architecture(args.arch)
-    dataset = registry.get_dataset(args.dataset).load(DataOptions(args.data_root, args.download, args.image_size))
+    dataset = registry.get_dataset(args.dataset).load(data_options(args))
     with ConsoleUI(quiet=args.quiet) as ui:
         observer = get_observer(
             dataset, arch, resolve_device(args.device), seed=args.observer_seed,

@@ -49,6 +49,9 @@ class DataOptions:
     root: str | None = None
     download: bool = False
     image_size: int | None = None  # resize to this many pixels a side; None keeps the native size
+    memory_budget_gib: float = 2.0  # splits of image files that fit are decoded once and kept as uint8
+    workers: int | None = None  # processes that decode image files (None: one less than the CPUs, at most 8)
+    cache_dir: str | None = None  # where decoded splits are saved for later runs (None: kept in memory only)
 
 
 @dataclass(frozen=True)

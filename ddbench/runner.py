@@ -48,6 +48,8 @@ class RunConfig:
     data_root: str | None = None
     download: bool = False
     image_size: int | None = None
+    data_memory_gib: float = 2.0  # image-file splits that fit are decoded once (and cached under cache_dir)
+    data_workers: int | None = None  # decoding processes (None: one less than the CPUs, at most 8)
     ipc: int = 10
     arch: str = "convnet3-bn"
     verifier: str | None = None
@@ -172,8 +174,27 @@ def check_setup_all(plan: Plan, config: RunConfig, dataset: Dataset) -> None:
         call_method_check(name, distiller, "check_setup", plan.method_options[name], dataset.image_shape, config.ipc)
 
 
+def data_options(config: Any) -> DataOptions:
+    """What the dataset loader gets from a run's config (any config with the data fields)."""
+    from ddbench.observer import cache_dir
+
+    return DataOptions(root=config.data_root, download=config.download, image_size=config.image_size,
+                       memory_budget_gib=getattr(config, "data_memory_gib", 2.0), workers=getattr(config, "data_workers", None),
+                       cache_dir=str(cache_dir(config.cache_dir)))
+
+
+def decode_ahead(dataset: Dataset, ui: Any) -> None:
+    """Decode the training images now, in worker processes, where the source can (image folders
+    that fit the memory budget), so no training loop waits on a decoder."""
+    fill = getattr(dataset.train, "fill", None) or getattr(getattr(dataset.train, "base", None), "fill", None)
+    if fill is None:
+        return
+    source = dataset.full_train if dataset.full_train is not None else dataset.train
+    fill(ui.progress(f"decode {dataset.name} training images", len(source)))
+
+
 def load_dataset(config: RunConfig, spec: Any, plan: Plan | None = None) -> Dataset:
-    dataset = spec.load(DataOptions(root=config.data_root, download=config.download, image_size=config.image_size))
+    dataset = spec.load(data_options(config))
     if plan is not None:
         check_setup_all(plan, config, dataset)
     if config.validation_per_class:
@@ -260,6 +281,7 @@ def run(config: RunConfig, ui) -> dict[str, Any]:
         ui = SilentUI()  # rank 0 reports for everyone
     dataset = load_dataset(config, plan.dataset_spec, plan)
     check_saved_sets_unseen(config.saved_sets, dataset)
+    decode_ahead(dataset, ui)
     out = config.output_dir()
     if cluster.active:
         check_shared_folder(cluster, out)
@@ -399,10 +421,10 @@ def combine_distillations(entries: list[dict]) -> dict:
 
 
 def full_data_accuracy(ctx: RunContext) -> tuple[float, str]:
-    """Hard-label test accuracy of the verifier architecture trained on the full training split
-    (the observer itself when the verifier is the observer's architecture, else one trained
-    with the observer recipe and cached)."""
-    if ctx.plan.verifier_arch.name == ctx.observer.arch.name and ctx.teacher is ctx.observer:
+    """Hard-label accuracy (on the run's evaluation split) of the verifier architecture trained on
+    the whole training split: the observer itself when the verifier is the observer's
+    architecture, else one trained with the observer recipe and cached."""
+    if ctx.plan.verifier_arch.name == ctx.observer.arch.name:
         return ctx.observer.test_accuracy, str(ctx.observer.checkpoint)
     config = ctx.config
     model = get_observer(ctx.dataset, ctx.plan.verifier_arch, ctx.device, seed=config.observer_seed,

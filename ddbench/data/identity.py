@@ -50,9 +50,17 @@ def content_digest(source: Any, batch_size: int = 512) -> str:
 
 
 def source_digest(source: Any) -> str:
-    """The digest of a split: its own ``fingerprint()``, else its content."""
-    fingerprint = getattr(source, "fingerprint", None)
-    return fingerprint() if callable(fingerprint) else content_digest(source)
+    """The digest of a split: its own ``fingerprint()``, else its content. Computed once per
+    source object (a folder of a million files is listed once)."""
+    cached = getattr(source, "_ddbench_digest", None)
+    if cached is None:
+        fingerprint = getattr(source, "fingerprint", None)
+        cached = fingerprint() if callable(fingerprint) else content_digest(source)
+        try:
+            source._ddbench_digest = cached
+        except AttributeError:  # a source that takes no new attributes is hashed each time
+            pass
+    return cached
 
 
 def split_indices(by_class: dict[int, torch.Tensor], per_class: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

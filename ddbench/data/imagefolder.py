@@ -7,23 +7,26 @@ Accepted layouts under ``root``:
 - Tiny-ImageNet's own: ``train/<wnid>/images/*.JPEG`` and ``val/images/*.JPEG`` with
   ``val/val_annotations.txt`` ("filename<TAB>wnid<TAB>..." per line).
 
-Classes are the sorted train folder names. Images are decoded when loaded (RGB), the
-shorter side resized to ``image_size``, center-cropped to a square, scaled to [0, 1] and
-normalised with ImageNet's statistics. ``image_size`` defaults to 64, Tiny-ImageNet's
-native size.
+Classes are the sorted train folder names. Images are decoded when first loaded (RGB), the
+shorter side resized to ``image_size``, center-cropped to a square, rounded to 8-bit pixels,
+and normalised with ImageNet's statistics when loaded. ``image_size`` defaults to 64,
+Tiny-ImageNet's native size. A split that fits the memory budget at that size is decoded at
+most once per process, and once per machine with a cache folder (:mod:`ddbench.data.decoded`).
 """
 
 from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from ddbench.contracts import DataOptions, Normalization
 from ddbench.data.base import Dataset, normalize
+from ddbench.data.decoded import DEFAULT_MEMORY_BUDGET_GIB, DecodedPixels, default_workers
 from ddbench.data.errors import DataFileError, DataRootError
 
 DEFAULT_IMAGE_SIZE = 64
@@ -49,12 +52,17 @@ def resize_and_crop(image: torch.Tensor, size: int) -> torch.Tensor:
 
 @dataclass
 class ImageFolderSource:
-    """A split of image files: labels in memory, pixels decoded on each ``load``."""
+    """A split of image files: labels in memory, pixels decoded on first use (and kept as uint8
+    when the split fits ``memory_budget_bytes``; see :mod:`ddbench.data.decoded`)."""
 
     paths: list[str]
     labels: torch.Tensor
     normalization: Normalization
     image_size: int
+    memory_budget_bytes: int = int(DEFAULT_MEMORY_BUDGET_GIB * 2**30)
+    workers: int = 0
+    cache_root: str | None = None  # where decoded splits are saved for later runs; None keeps them in memory only
+    _pixels: DecodedPixels | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if len(self.paths) != len(self.labels):
@@ -79,8 +87,9 @@ class ImageFolderSource:
             digest.update(f"{os.path.relpath(path, root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
         return digest.hexdigest()
 
-    def decode(self, path: str) -> torch.Tensor:
-        """One file as float [3, S, S] in [0, 1]; a DataFileError naming the file if it cannot be read."""
+    def decode_file(self, path: str) -> torch.Tensor:
+        """One file as uint8 [3, S, S] (resized and cropped in float, rounded to 8 bits); a
+        DataFileError naming the file if it cannot be read."""
         from torchvision.io import ImageReadMode, decode_image
 
         try:
@@ -91,14 +100,33 @@ class ImageFolderSource:
             raise DataFileError(f"could not decode image {path}: {err}; replace or delete the file") from err
         if pixels.ndim == 4:  # an animated GIF: keep the first frame
             pixels = pixels[0]
-        return resize_and_crop(pixels.float() / 255.0, self.image_size)
+        resized = resize_and_crop(pixels.float() / 255.0, self.image_size)
+        return (resized * 255.0).round().clamp(0, 255).to(torch.uint8)
+
+    def decode_index(self, index: int) -> torch.Tensor:
+        return self.decode_file(self.paths[index])
+
+    @property
+    def pixels(self) -> DecodedPixels:
+        if self._pixels is None:
+            from ddbench.data.identity import source_digest
+
+            cache_file = None
+            shape = (3, self.image_size, self.image_size)
+            fits = len(self.paths) * 3 * self.image_size ** 2 <= self.memory_budget_bytes
+            if self.cache_root and fits:
+                cache_file = Path(self.cache_root) / "decoded" / f"{source_digest(self)[:24]}-{self.image_size}px.u8"
+            self._pixels = DecodedPixels(self.decode_index, len(self.paths), shape, self.memory_budget_bytes,
+                                         workers=self.workers, cache_file=cache_file)
+        return self._pixels
+
+    def fill(self, progress=lambda n: None) -> None:
+        """Decode every image of the split now, in worker processes (when it fits the budget)."""
+        self.pixels.fill(progress)
 
     def load(self, indices: torch.Tensor) -> torch.Tensor:
-        idx = torch.as_tensor(indices).reshape(-1).tolist()
-        if not idx:
-            return torch.empty(0, 3, self.image_size, self.image_size)
-        batch = torch.stack([self.decode(self.paths[i]) for i in idx])
-        return normalize(batch, self.normalization)
+        batch = self.pixels.get(torch.as_tensor(indices))
+        return normalize(batch.float() / 255.0, self.normalization)
 
 
 def _is_image(name: str) -> bool:
@@ -184,10 +212,13 @@ def load_imagefolder(options: DataOptions) -> Dataset:
         )
 
     norm = IMAGENET_NORMALIZATION
+    memory = {"memory_budget_bytes": int(options.memory_budget_gib * 2**30),
+              "workers": default_workers() if options.workers is None else options.workers,
+              "cache_root": options.cache_dir}
     return Dataset(
         name="imagefolder",
-        train=ImageFolderSource(train_paths, torch.tensor(train_labels), norm, size),
-        test=ImageFolderSource(test_paths, torch.tensor(test_labels), norm, size),
+        train=ImageFolderSource(train_paths, torch.tensor(train_labels), norm, size, **memory),
+        test=ImageFolderSource(test_paths, torch.tensor(test_labels), norm, size, **memory),
         class_names=tuple(classes),
         channels=3,
         image_size=size,

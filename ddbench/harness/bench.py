@@ -130,13 +130,13 @@ def bench(config: BenchConfig, ui) -> dict[str, Any]:
     import torch
 
     from ddbench import registry
-    from ddbench.contracts import DataOptions
     from ddbench.io import atomic_write_json
+    from ddbench.runner import data_options
     from ddbench.measure import resolve_device
     from ddbench.observer import default_recipe, get_observer
 
     assignments = plan_bench(config)
-    dataset = registry.get_dataset(config.dataset).load(DataOptions(config.data_root, config.download, config.image_size))
+    dataset = registry.get_dataset(config.dataset).load(data_options(config))
     device = resolve_device(config.device)
     root = config.output_dir()
     manifest = HarnessManifest(root, "bench", config.command, config_record(config), [config.distill_seed])
@@ -243,12 +243,15 @@ def measure_method(spec: dict[str, Any], log: Callable[[str], None]) -> dict[str
     import torch
 
     from ddbench import registry
-    from ddbench.contracts import DataOptions, DistillTask
+    from types import SimpleNamespace
+
+    from ddbench.contracts import DistillTask
     from ddbench.measure import measure_stage, resolve_device
+    from ddbench.runner import data_options
     from ddbench.observer import default_recipe, get_observer
     from ddbench.options import apply_overrides
 
-    dataset = registry.get_dataset(spec["dataset"]).load(DataOptions(spec["data_root"], False, spec["image_size"]))
+    dataset = registry.get_dataset(spec["dataset"]).load(data_options(SimpleNamespace(**spec)))
     ipc = images_per_class(dataset.num_classes)
     smallest = min(len(pool) for pool in dataset.train_indices_by_class().values())
     if ipc > smallest:

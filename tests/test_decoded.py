@@ -1,0 +1,69 @@
+"""Image files are decoded once: a training loop's second epoch decodes nothing, worker
+processes decode ahead, and a later run memory-maps the saved pixels instead of decoding."""
+
+from __future__ import annotations
+
+import torch
+
+from ddbench.contracts import DataOptions
+from ddbench.data.imagefolder import ImageFolderSource
+from ddbench.observer import ObserverRecipe, train_observer
+from ddbench.registry import get_architecture, get_dataset
+from tests.test_datasets import make_imagefolder
+
+
+def counting(monkeypatch) -> list[str]:
+    calls: list[str] = []
+    original = ImageFolderSource.decode_file
+
+    def decode_file(self, path):
+        calls.append(path)
+        return original(self, path)
+
+    monkeypatch.setattr(ImageFolderSource, "decode_file", decode_file)
+    return calls
+
+
+def load(root, **options):
+    return get_dataset("imagefolder").load(DataOptions(root=str(root), image_size=16, workers=0, **options))
+
+
+def test_observer_training_decodes_each_image_once(tmp_path, monkeypatch):
+    make_imagefolder(tmp_path / "data")
+    calls = counting(monkeypatch)
+    dataset = load(tmp_path / "data")
+    train_observer(dataset, get_architecture("convnet1"), ObserverRecipe(epochs=3, batch_size=2), 0, torch.device("cpu"))
+    assert sorted(calls) == sorted(dataset.train.paths)  # 3 epochs, every image decoded exactly once
+
+
+def test_decoded_pixels_equal_decoding_each_time_and_a_later_run_decodes_nothing(tmp_path, monkeypatch):
+    make_imagefolder(tmp_path / "data")
+    streamed = load(tmp_path / "data", memory_budget_gib=0.0)  # over the budget: decoded at every load
+    calls = counting(monkeypatch)
+    everything = torch.arange(len(streamed.train))
+    first, again = streamed.train.load(everything), streamed.train.load(everything)
+    assert len(calls) == 2 * len(streamed.train) and torch.equal(first, again)
+    calls.clear()
+    cached = load(tmp_path / "data", cache_dir=str(tmp_path / "cache"))
+    cached.train.fill()  # decode ahead, then save for later runs
+    assert len(calls) == len(cached.train) and torch.equal(cached.train.load(everything), first)
+    assert list((tmp_path / "cache" / "decoded").glob("*-16px.u8"))
+    calls.clear()
+    later = load(tmp_path / "data", cache_dir=str(tmp_path / "cache"))
+    assert torch.equal(later.train.load(everything), first) and calls == []  # memory-mapped, nothing decoded
+
+
+def test_an_edited_file_is_decoded_again(tmp_path, monkeypatch):
+    from torchvision.io import write_png
+
+    from tests.test_datasets import solid
+
+    make_imagefolder(tmp_path / "data")
+    load(tmp_path / "data", cache_dir=str(tmp_path / "cache")).train.fill()
+    write_png(solid(40, 50, (1, 2, 3)), str(tmp_path / "data" / "train" / "cat" / "cat_0.png"))
+    calls = counting(monkeypatch)
+    edited = load(tmp_path / "data", cache_dir=str(tmp_path / "cache"))
+    index = edited.train.paths.index(str(tmp_path / "data" / "train" / "cat" / "cat_0.png"))
+    pixels = edited.train.load(torch.tensor([index]))
+    assert len(calls) == 1  # another digest: the saved pixels of the old file are not used
+    assert pixels.std(dim=(2, 3)).max() < 1e-6 and pixels.mean() < 0  # the new, nearly black, flat image
