@@ -60,6 +60,51 @@ def alignment_loss(observer: nn.Module, layer: str, targets: torch.Tensor, expan
     return (features - target_features).flatten(1).pow(2).sum(1).mean()
 
 
+def activation_bytes_per_image(observer: nn.Module, layer: str, image_shape: tuple[int, int, int], side: int,
+                                device: torch.device) -> int:
+    """An estimate of the memory one distilled image's compensation step holds: the outputs of
+    every observer module up to ``layer`` for its N expanded tiles and its N originals (kept for
+    the backward pass), doubled for the gradients flowing back; measured with one probe forward."""
+    sizes: list[int] = []
+    hooks = [module.register_forward_hook(lambda m, i, o: sizes.append(o.numel() * o.element_size())
+                                          if isinstance(o, torch.Tensor) else None)
+             for name, module in observer.named_modules() if name and not list(module.children())]
+    try:
+        with torch.no_grad():
+            read_features(observer, layer, torch.zeros(side * side, *image_shape, device=device), stop_early=True)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return 4 * sum(sizes) + 8 * side * side * int(torch.tensor(image_shape).prod()) * 4
+
+
+def available_bytes(device: torch.device) -> int:
+    """Free memory where the compensation runs: the GPU's free memory, or the machine's available RAM."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 * 2**30
+
+
+CPU_CHUNK_BYTES = 256 * 2**20  # on the CPU larger chunks buy no speed, only memory
+
+
+def automatic_chunk(observer: nn.Module, layer: str, image_shape: tuple[int, int, int], side: int,
+                    device: torch.device, count: int) -> int:
+    """Distilled images per chunk: as many as fit in half the free GPU memory, or on the CPU in
+    the smaller of a quarter of the available RAM and 256 MiB."""
+    per_image = max(1, activation_bytes_per_image(observer, layer, image_shape, side, device))
+    budget = available_bytes(device) // 2 if device.type == "cuda" else min(available_bytes(device) // 4, CPU_CHUNK_BYTES)
+    return max(1, min(count, budget // per_image))
+
+
 def make_optimizer(name: str, params: Sequence[torch.Tensor], lr: float) -> torch.optim.Optimizer:
     if name == "adam":
         return torch.optim.Adam(params, lr=lr)
@@ -82,6 +127,7 @@ def compensate(
     lr: float = 0.1,
     bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
     amp: bool = False,
+    chunk: int = 0,
     progress: Callable[[int], None] = lambda n: None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Learn Delta-x for a batch of B squeezed images (Algorithm 1, Stage 2); returns
@@ -94,6 +140,11 @@ def compensate(
     holds the mean. ``bounds``: ``(low, high)`` broadcastable tensors; after every step
     x* + Delta-x is clamped into them. ``amp``: bfloat16 autocast for the forward passes (CUDA).
     DSA parameters are drawn on the CPU ``generator``, one siamese draw per iteration.
+
+    ``chunk``: distilled images whose gradients are computed together (0: all B at once). Each
+    image's loss depends on its own tiles only (one shared DSA draw; the observer is frozen, in
+    eval mode), so the gradient of the summed objective is the concatenation of the chunks'
+    gradients: the same images within float tolerance, with activation memory bounded by the chunk.
     """
     squeezed = squeezed.detach()
     originals = originals.detach()
@@ -105,15 +156,25 @@ def compensate(
     step = make_optimizer(optimizer, [delta], lr)
     trace = torch.zeros(iterations, dtype=torch.float32, device=squeezed.device)
     device_type = squeezed.device.type
+    chunk = count if chunk <= 0 else min(chunk, count)
+    tiles = side * side
     for it in range(iterations):
         params = dsa.draw(originals.shape, generator, siamese=True, device=squeezed.device)
-        autocast = torch.autocast(device_type, dtype=torch.bfloat16) if amp else contextlib.nullcontext()
-        with autocast:
-            with torch.no_grad():
-                targets = dsa.apply(originals, params)
-            expanded = dsa.apply(expand(squeezed + delta, side), params)
-            loss = alignment_loss(observer, layer, targets, expanded)
-        (delta.grad,) = torch.autograd.grad(loss * count, [delta])
+        gradient = torch.empty_like(squeezed)
+        total = torch.zeros((), dtype=torch.float32, device=squeezed.device)
+        for start in range(0, count, chunk):
+            stop = min(start + chunk, count)
+            part = delta.detach()[start:stop].requires_grad_(True)
+            autocast = torch.autocast(device_type, dtype=torch.bfloat16) if amp else contextlib.nullcontext()
+            with autocast:
+                with torch.no_grad():
+                    targets = dsa.apply(originals[start * tiles:stop * tiles], params)
+                expanded = dsa.apply(expand(squeezed[start:stop] + part, side), params)
+                loss = alignment_loss(observer, layer, targets, expanded)
+            (gradient[start:stop],) = torch.autograd.grad(loss * (stop - start), [part])
+            total = total + loss.detach() * (stop - start)
+        delta.grad = gradient
+        loss = total / count
         step.step()
         if bounds is not None:
             with torch.no_grad():

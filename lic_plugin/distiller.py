@@ -28,7 +28,7 @@ from ddbench.contracts import DistilledSet, DistillTask
 from ddbench.evaluators.training import NonFiniteLossError
 from ddbench.partials import ImageBatch, class_major_batches, run_units, unit_generator
 from ddbench.tiles import check_tiles_fit, squeeze
-from lic_plugin.compensation import SGD_MOMENTUM, compensate, resolve_feature_layer
+from lic_plugin.compensation import SGD_MOMENTUM, automatic_chunk, compensate, resolve_feature_layer
 from lic_plugin.options import LICOptions
 from lic_plugin.selection import draw_subset, eval_mode, group_ranks, rank_kept, score_images
 
@@ -160,11 +160,13 @@ class LICDistiller:
         trace_record = None
         if options.compensation and options.iterations > 0:
             with eval_mode(task.observer):
+                chunk = options.chunk or automatic_chunk(task.observer, layer, task.image_shape, side, task.device,
+                                                         len(squeezed))
                 squeezed, trace = compensate(
                     task.observer, layer, originals, squeezed, side, DSA(options.dsa_strategy),
                     unit_generator(task.seed, "lic-dsa", batch.index),
                     iterations=options.iterations, optimizer=options.optimizer, lr=options.lr,
-                    bounds=bounds, amp=options.amp, progress=task.progress)
+                    bounds=bounds, amp=options.amp, chunk=chunk, progress=task.progress)
             points = trace_iterations(options.iterations)
             finite = torch.isfinite(trace)
             first_bad = torch.where(finite.all(), -1, torch.argmin(finite.int()))
@@ -174,7 +176,7 @@ class LICDistiller:
                 raise NonFiniteLossError(
                     f"lic: the Eq. 8 loss became NaN or infinite at iteration {bad_at + 1} of batch {batch.index} "
                     f"(classes {list(batch.classes)}); lower lic.lr (now {options.lr}) or turn lic.amp off")
-            trace_record = {"batch": batch.index, "images": [batch.start, batch.stop], "iterations": points,
+            trace_record = {"batch": batch.index, "images": [batch.start, batch.stop], "chunk": chunk, "iterations": points,
                             "loss": values, "first": values[0], "last": values[-1]}
         timings["selection_seconds"] += selected - started
         timings["squeeze_compensation_seconds"] += time.perf_counter() - selected

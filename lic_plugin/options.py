@@ -47,6 +47,10 @@ class LICOptions:
       objective is its own Eq. 8 loss, so the result does not depend on how images are batched
       beyond the shared DSA draw of an iteration).
     - ``amp``: bfloat16 autocast of the observer's forward passes (CUDA only).
+    - ``chunk``: distilled images whose compensation gradients are computed together; peak
+      memory is bounded by the chunk, not by ``batch_size``, and the images are the same within
+      float tolerance. 0 (default): as many as fit in half the free GPU memory, or on the CPU in
+      the smaller of a quarter of the available RAM and 256 MiB of activations.
     - ``selection``: score-based selection (False: random N x IPC of the subset, the ablation).
     - ``compensation``: learn Delta-x (False: return the plain squeezed images, the ablation).
     """
@@ -61,6 +65,7 @@ class LICOptions:
     clamp: str = "pixel"
     dsa_strategy: str = DEFAULT_STRATEGY
     batch_size: int = 100
+    chunk: int = 0
     amp: bool = False
     selection: bool = True
     compensation: bool = True
@@ -75,6 +80,8 @@ class LICOptions:
             raise ValueError(f"lic option subset_size={self.subset_size}: must be at least 1")
         if self.batch_size < 1:
             raise ValueError(f"lic option batch_size={self.batch_size}: must be at least 1")
+        if self.chunk < 0:
+            raise ValueError(f"lic option chunk={self.chunk}: 0 (automatic) or a number of distilled images")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lic option lr={self.lr}: must be a positive number")
         for key, value, allowed in (("grouping", self.grouping, GROUPINGS), ("optimizer", self.optimizer, OPTIMIZERS),

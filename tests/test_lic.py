@@ -153,6 +153,38 @@ def test_compensation_lowers_eq8_on_a_fixed_draw(dataset):
     assert float(identity_trace[-1]) < float(identity_trace[0])
 
 
+@pytest.mark.parametrize("arch", ["convnet2", "convnet2-bn"])
+def test_chunked_compensation_gives_the_same_images(dataset, arch):
+    """Gradients chunk by chunk (bounded memory) against all images at once: the same result."""
+    torch.manual_seed(0)
+    observer = registry.get_architecture(arch).build(1, 3, 8).eval()
+    originals = dataset.train.load(torch.arange(24))
+    squeezed = squeeze(originals, 2)
+    low, high = (torch.tensor(b).view(1, -1, 1, 1) for b in dataset.normalization.pixel_bounds())
+
+    def run(chunk):
+        return compensate(observer, LAYER, originals, squeezed, 2, DSA(), torch.Generator().manual_seed(3),
+                          iterations=15, bounds=(low, high), chunk=chunk)
+
+    whole, whole_trace = run(0)
+    for chunk in (1, 4, 5):
+        chunked, trace = run(chunk)
+        torch.testing.assert_close(chunked, whole, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(trace, whole_trace, atol=1e-4, rtol=1e-4)
+    assert (whole - squeezed).abs().mean() > 1e-3  # compensation moved the images: the comparison means something
+
+
+def test_the_automatic_chunk_fits_a_memory_budget(dataset):
+    from lic_plugin.compensation import activation_bytes_per_image, automatic_chunk
+
+    observer = tiny_observer()
+    per_image = activation_bytes_per_image(observer, LAYER, (1, 8, 8), 2, CPU)
+    assert per_image > 4 * 128 * 8 * 8 * 4  # at least the first conv's output for 4 tiles
+    chunk = automatic_chunk(observer, LAYER, (1, 8, 8), 2, CPU, count=10 ** 9)
+    assert 1 <= chunk and chunk * per_image <= 256 * 2 ** 20 < (chunk + 1) * per_image
+    assert automatic_chunk(observer, LAYER, (1, 8, 8), 2, CPU, count=7) == 7
+
+
 ARCH_SHAPES = {  # 16 px, 1 channel: default feature layer, then one explicit non-default layer
     "convnet3": ((128, 4, 4), "features.block1.relu", (128, 16, 16)),
     "convnet3-bn": ((128, 4, 4), "features.block2.relu", (128, 8, 8)),
