@@ -134,6 +134,18 @@ class SRe2LDistiller:
         config = self._config(task)
         return -(-task.ipc * task.num_classes // config["batch_size"]) * config["iterations"]
 
+    def plan_stages(self, options: SRe2LOptions, spec: dict) -> list[dict]:
+        """``ddbench run --plan``: recover passes and memory for a dataset given by its shape."""
+        from ddbench.planner import layer_output_bytes, parameter_bytes, stage
+
+        shape = spec["shape"]
+        config = resolve_config(options, spec["dataset"], shape.size)
+        images = spec["ipc"] * shape.classes
+        batch = min(config["batch_size"], images)
+        memory = parameter_bytes(spec["observer"]) + 2 * batch * layer_output_bytes(spec["observer"], shape.image)
+        return [stage(f"recover, {config['iterations']} iterations", config["iterations"] * images,
+                      config["iterations"] * images, memory, f"chunks of {batch} images; {config['source']}")]
+
     def distill(self, task: DistillTask) -> DistilledSet:
         self.check_observer(task.observer_arch)
         config = self._config(task)

@@ -108,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluation_args(run)
     run.add_argument("--out", help="output folder (default: runs/<dataset>-<arch>-ipc<K>; an IPC list: runs/<dataset>-<arch>-ipc-sweep)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--plan", metavar="SHAPE",
+                     help="print every stage's forward/backward passes and peak memory for a dataset of this shape, and "
+                          "run nothing: imagenet-1k, tiny-imagenet, cifar100, cifar10, or "
+                          "classes=N,train=N,test=N,size=N,channels=N")
 
     evaluate = commands.add_parser("eval", help="evaluate saved distilled sets as they are (no distillation), one table")
     evaluate.add_argument("paths", nargs="+", metavar="PATH",
@@ -236,6 +240,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = _run_config(args, [args.method, *args.baseline], ipc=args.ipc[0], arch=args.arch, verifier=args.verifier,
                          observer_checkpoint=args.observer_checkpoint)
+    if args.plan:
+        return print_plan(config, args.plan)
     if len(args.ipc) > 1:
         from ddbench.harness.sweep import ipc_sweep
 
@@ -247,6 +253,27 @@ def cmd_run(args: argparse.Namespace) -> int:
         results = run(config, ui)
     failed = [name for name, entry in results["methods"].items() if "error" in entry]
     return _exit_code(failed, "results.json")
+
+
+def print_plan(config, shape_text: str) -> int:
+    """``ddbench run --plan SHAPE``: the cost of every stage from shapes alone; nothing runs."""
+    from rich.console import Console
+
+    from ddbench.planner import estimate_run, parse_shape, plan_table
+    from ddbench.runner import RunError, plan_run
+
+    try:
+        shape = parse_shape(shape_text)
+    except ValueError as exc:
+        raise RunError(str(exc)) from None
+    plan = plan_run(config)
+    stages = estimate_run(config, plan, shape)
+    title = (f"plan: {', '.join(config.methods)} at IPC {config.ipc} on {shape.train:,} training images of "
+             f"{shape.channels}x{shape.size}x{shape.size}, {shape.classes} classes; observer {plan.observer_arch.name}, "
+             f"verifier {plan.verifier_arch.name}; budget {config.budget.preset} ({config.budget.epochs} epochs), "
+             f"{len(config.seeds)} seeds")
+    Console(width=200).print(plan_table(stages, title))
+    return 0
 
 
 def _observer_from_metadata(args: argparse.Namespace, meta: dict) -> None:

@@ -48,6 +48,28 @@ class LICDistiller:
     revision = 2  # 2: one generator per class (selection) and per batch (DSA draws); 1: one for the run
     options_class = LICOptions
 
+    def plan_stages(self, options: LICOptions, spec: dict) -> list[dict]:
+        """``ddbench run --plan``: selection and compensation passes and memory for a dataset given
+        by its shape (the automatic chunk as this machine's memory would set it)."""
+        from ddbench.planner import inference_memory, stage
+        from lic_plugin.compensation import activation_bytes_per_image, automatic_chunk
+
+        shape, observer = spec["shape"], spec["observer"]
+        layer = resolve_feature_layer(spec["arch"], observer, options.feature_layer)
+        side = math.isqrt(options.n)
+        images = spec["ipc"] * shape.classes
+        batch = min(options.batch_size, images)
+        per_image = activation_bytes_per_image(observer, layer, shape.image, side, torch.device("cpu"))
+        chunk = options.chunk or automatic_chunk(observer, layer, shape.image, side, torch.device("cpu"), batch)
+        iterations = options.iterations if options.compensation else 0
+        subset = min(options.subset_size, shape.train // shape.classes)
+        return [stage("select", subset * shape.classes, 0, inference_memory(observer, shape.image, subset),
+                      f"{subset} scored images per class"),
+                stage(f"compensate, M = {iterations}", 2 * iterations * options.n * images,
+                      iterations * options.n * images, chunk * per_image,
+                      f"{images} images x N = {options.n} tiles, chunks of {chunk} (all {batch} of a batch at once: "
+                      f"{batch * per_image / 2**30:.2f} GiB)")]
+
     @staticmethod
     def _options(task: DistillTask) -> LICOptions:
         return task.options if task.options is not None else LICOptions()

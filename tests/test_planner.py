@@ -1,0 +1,48 @@
+"""``ddbench run --plan SHAPE``: every stage's passes and memory from shapes alone, no data read."""
+
+from __future__ import annotations
+
+import pytest
+
+from ddbench.budget import resolve_budget
+from ddbench.planner import estimate_run, parse_shape
+from ddbench.runner import RunConfig, plan_run
+from tests.conftest import run_cli
+
+
+def test_shapes_parse_and_bad_ones_are_named():
+    assert parse_shape("imagenet-1k").train == 1281167 and parse_shape("cifar10").size == 32
+    assert parse_shape("classes=5,train=100,test=10,size=16,channels=1").image == (1, 16, 16)
+    with pytest.raises(ValueError, match="missing channels"):
+        parse_shape("classes=5,train=100,test=10,size=16")
+    with pytest.raises(ValueError, match="use a preset"):
+        parse_shape("imagenet-22k")
+
+
+def test_passes_follow_the_methods_options_and_the_budget():
+    config = RunConfig(methods=["lic", "sre2l"], dataset="imagefolder", ipc=10, arch="convnet3-bn", seeds=[0],
+                       budget=resolve_budget("quick"), observer_epochs=2,
+                       method_options={"lic": ["iterations=7", "n=4", "chunk=3"], "sre2l": ["iterations=11"]})
+    shape = parse_shape("classes=20,train=2000,test=100,size=32,channels=3")
+    stages = {row["stage"]: row for row in estimate_run(config, plan_run(config), shape)}
+    assert stages["observer convnet3-bn: 2 epochs"]["forward_passes"] == 2 * 2000
+    compensate = stages["lic: compensate, M = 7"]
+    assert compensate["backward_passes"] == 7 * 4 * 200 and compensate["forward_passes"] == 2 * 7 * 4 * 200
+    assert "chunks of 3" in compensate["note"]
+    assert stages["sre2l: recover, 11 iterations"]["backward_passes"] == 11 * 200
+    evaluate = next(row for name, row in stages.items() if name.startswith("evaluate (relabel)"))
+    assert evaluate["backward_passes"] == 150 * 4 * 50  # 150 epochs x ceil(200 / 50) steps x batch 50
+    assert all(row["peak_memory_bytes"] >= 0 for row in stages.values())
+    # a smaller chunk bounds LIC's memory
+    config.method_options["lic"] = ["iterations=7", "chunk=1"]
+    small = {row["stage"]: row for row in estimate_run(config, plan_run(config), shape)}["lic: compensate, M = 7"]
+    assert small["peak_memory_bytes"] * 3 == compensate["peak_memory_bytes"]
+
+
+def test_the_command_reads_no_data_and_trains_nothing(tmp_path):
+    result = run_cli("run", "--method", "lic", "--baseline", "sre2l", "--dataset", "imagefolder", "--data-root",
+                     str(tmp_path / "absent"), "--plan", "tiny-imagenet", "--arch", "convnet4-bn", "--cache-dir",
+                     str(tmp_path / "cache"), "--out", str(tmp_path / "out"), env={"COLUMNS": "200"})
+    assert result.returncode == 0, result.stderr
+    assert "lic: compensate, M = 200" in result.stdout and "sre2l: recover, 4000 iterations" in result.stdout
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "out").exists()
