@@ -29,12 +29,19 @@ class EvalBudget:
     gamma: float = 0.1
     augmentation: str = "dsa"  # '+'-joined: crop, flip, dsa; or none
     test_batch_size: int = 500
+    # auto: bfloat16 autocast and channels-last on CUDA, float32 elsewhere; resolved per run (see resolve_for)
+    precision: str = "auto"  # auto, fp32 or bf16
+    channels_last: str = "auto"  # auto, on or off
     notes: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
         from ddbench.evaluators.augment import parse_augmentation
 
         problems = []
+        if self.precision not in PRECISIONS:
+            problems.append(f"precision={self.precision!r}: use one of {', '.join(PRECISIONS)}")
+        if self.channels_last not in SWITCHES:
+            problems.append(f"channels_last={self.channels_last!r}: use one of {', '.join(SWITCHES)}")
         if self.optimizer not in OPTIMIZERS:
             problems.append(f"optimizer={self.optimizer!r}: use one of {', '.join(OPTIMIZERS)}")
         if self.scheduler not in SCHEDULERS:
@@ -57,6 +64,21 @@ class EvalBudget:
         if problems:
             raise BudgetError("; ".join(problems))
 
+    def resolve_for(self, device) -> "EvalBudget":
+        """``auto`` settings made concrete for ``device`` (so they are recorded and keyed as used):
+        bfloat16 autocast and channels-last on CUDA (bf16 where the GPU supports it), float32 elsewhere."""
+        cuda = getattr(device, "type", str(device)) == "cuda"
+        precision, channels_last = self.precision, self.channels_last
+        if precision == "auto":
+            import torch
+
+            precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
+        if channels_last == "auto":
+            channels_last = "on" if cuda else "off"
+        if precision == "bf16" and not cuda:
+            raise BudgetError("budget precision=bf16 (bfloat16 autocast) is for CUDA devices; use precision=fp32 or auto")
+        return dataclasses.replace(self, precision=precision, channels_last=channels_last)
+
     def steps_per_epoch(self, num_images: int) -> int:
         return max(1, -(-num_images // self.batch_size))
 
@@ -65,6 +87,8 @@ class EvalBudget:
 
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
+PRECISIONS = ("auto", "fp32", "bf16")
+SWITCHES = ("auto", "on", "off")
 SCHEDULERS = ("multistep", "cosine", "constant")
 
 

@@ -109,18 +109,23 @@ def budget_text(results: dict[str, Any], observer: bool = True, evaluator: bool 
     schedule = budget["scheduler"]
     if schedule == "multistep":
         schedule += f" (x{budget['gamma']} at {', '.join(f'{m:g}' for m in budget['milestones'])} of the epochs)"
-    evaluator = results["evaluator"]
-    options = ", ".join(f"{k}={v}" for k, v in evaluator["options"].items())
-    observer = results["observer"]
     split = results["dataset"].get("evaluated_on", "test")
     distill_seeds = results.get("distill_seeds", [results.get("distill_seed", 0)])
-    return (f"budget {budget['preset']} v{budget['version']}: {budget['epochs']} epochs, {budget['optimizer']} lr {budget['lr']:g} "
-            f"wd {budget['weight_decay']:g}, {schedule}, batch {budget['batch_size']}, augmentation {budget['augmentation']}; "
-            f"evaluator {evaluator['name']} ({options}); eval seeds {', '.join(map(str, results['seeds']))}; "
-            f"distill seeds {', '.join(map(str, distill_seeds))}"
-            f"{' (mean ± std over every distill seed x eval seed pair)' if len(distill_seeds) > 1 else ''}; observer {observer['architecture']} "
-            f"({observer['test_accuracy']:.2f}% on the {'test split' if split == 'test' else 'validation split'}); "
-            f"verifier {results['verifier']}; accuracy on the {split}")
+    parts = [f"budget {budget['preset']} v{budget['version']}: {budget['epochs']} epochs, {budget['optimizer']} lr "
+             f"{budget['lr']:g} wd {budget['weight_decay']:g}, {schedule}, batch {budget['batch_size']}, augmentation "
+             f"{budget['augmentation']}, precision {budget.get('precision', 'fp32')}, channels-last "
+             f"{budget.get('channels_last', 'off')}"]
+    if evaluator:
+        options = ", ".join(f"{k}={v}" for k, v in results["evaluator"]["options"].items())
+        parts.append(f"evaluator {results['evaluator']['name']} ({options})")
+    parts.append(f"eval seeds {', '.join(map(str, results['seeds']))}; distill seeds {', '.join(map(str, distill_seeds))}"
+                 f"{' (mean ± std over every distill seed x eval seed pair)' if len(distill_seeds) > 1 else ''}")
+    if observer:
+        where = "test split" if split == "test" else "validation split"
+        parts.append(f"observer {results['observer']['architecture']} ({results['observer']['test_accuracy']:.2f}% on the "
+                     f"{where}); verifier {results['verifier']}")
+    parts.append(f"accuracy on the {split}")
+    return "; ".join(parts)
 
 
 def caption_of(results: dict[str, Any]) -> str:

@@ -12,6 +12,7 @@ pickled code.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -45,9 +46,15 @@ class ObserverRecipe:
     weight_decay: float = 5e-4
     flip: bool = True  # random horizontal flips (off for digits)
     version: int = 1
+    precision: str = "fp32"  # fp32, or bf16: bfloat16 autocast of the forward passes (CUDA)
+    channels_last: bool = False  # the channels-last memory format (CUDA)
 
     def key(self) -> str:
-        blob = json.dumps(dataclasses.asdict(self), sort_keys=True).encode()
+        fields = dataclasses.asdict(self)
+        for name, default in (("precision", "fp32"), ("channels_last", False)):  # keys from before these fields hold
+            if fields[name] == default:
+                del fields[name]
+        blob = json.dumps(fields, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:10]
 
 
@@ -123,6 +130,9 @@ def train_observer(
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     model = arch.build(dataset.channels, dataset.num_classes, dataset.image_size).to(device)
+    if recipe.channels_last:
+        model.to(memory_format=torch.channels_last)
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if recipe.precision == "bf16" else contextlib.nullcontext
     optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
     steps_per_epoch = -(-len(dataset.train) // recipe.batch_size)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=recipe.epochs * steps_per_epoch)
@@ -135,13 +145,14 @@ def train_observer(
             if recipe.flip:
                 flip = (torch.rand(len(batch), generator=generator) < 0.5).to(device)
                 images = torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
-            loss = F.cross_entropy(model(images), labels[batch].to(device, non_blocking=True))
+            with autocast():
+                loss = F.cross_entropy(model(images).float(), labels[batch].to(device, non_blocking=True))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
             progress(1)
-    return _freeze(model)
+    return _freeze(model.to(memory_format=torch.contiguous_format))
 
 
 def observer_metadata(dataset: Dataset, arch: ArchitectureSpec, recipe: dict, seed: int, test_accuracy: float) -> dict:

@@ -271,11 +271,11 @@ def run(config: RunConfig, ui) -> dict[str, Any]:
     output folder's manifest and reused when the run is started again.
     """
     plan = plan_run(config)
-    budget = config.budget
     device = resolve_device(config.device)
     cluster = init_from_environment(use_cuda=device.type == "cuda")
     if cluster.active and device.type == "cuda":
         device = torch.device("cuda", cluster.local_rank)
+    config.budget = budget = config.budget.resolve_for(device)  # auto precision / channels-last, as used and keyed
     check_devices(plan, device)
     if not cluster.is_main:
         ui = SilentUI()  # rank 0 reports for everyone
@@ -292,7 +292,8 @@ def run(config: RunConfig, ui) -> dict[str, Any]:
     # rank 0 trains the observer if it must; the others then load it from the cache
     observer = main_first(cluster, lambda: get_observer(
         dataset, plan.observer_arch, device, seed=config.observer_seed,
-        recipe=default_recipe(dataset.name, epochs=config.observer_epochs),
+        recipe=default_recipe(dataset.name, epochs=config.observer_epochs, precision=budget.precision,
+                              channels_last=budget.channels_last == "on"),
         cache=Path(config.cache_dir) if config.cache_dir else None,
         checkpoint=Path(config.observer_checkpoint) if config.observer_checkpoint else None,
         progress_factory=ui.progress,

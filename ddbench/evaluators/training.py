@@ -6,6 +6,7 @@ a GPU; a non-finite loss is caught once per epoch from a flag kept on the device
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Callable
 
 import torch
@@ -39,6 +40,14 @@ def make_scheduler(budget: EvalBudget, optimizer: torch.optim.Optimizer):
     if budget.scheduler == "constant":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
     raise ValueError(f"unknown scheduler {budget.scheduler!r}; use multistep, cosine or constant")
+
+
+def precision_context(budget: EvalBudget, device: torch.device):
+    """A factory of the forward passes' autocast context: bfloat16 where the budget says so
+    (``precision=bf16``, CUDA), else nothing. ``auto`` must be resolved first (``resolve_for``)."""
+    if budget.precision == "bf16":
+        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext
 
 
 def total_steps(budget: EvalBudget, epoch_size: int) -> int:
@@ -92,8 +101,11 @@ def fit(
     seeded from ``torch.initial_seed()``) and takes its share of each batch, so the global
     batch is ``budget.batch_size``.
     """
+    if budget.channels_last == "on":
+        model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(budget, model)
     scheduler = make_scheduler(budget, optimizer)
+    autocast = precision_context(budget, device)
     model.train()
     net, rank, world = model, 0, 1
     generator = None
@@ -113,7 +125,8 @@ def fit(
         for batch in order.split(budget.batch_size):
             if len(batch) < world:  # too small to give every rank a share: every rank skips it alike
                 continue
-            loss = compute_loss(batch[rank::world], net)
+            with autocast():
+                loss = compute_loss(batch[rank::world], net).float()
             finite &= torch.isfinite(loss.detach())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
