@@ -472,9 +472,10 @@ def distill_one(ctx: RunContext, name: str, distiller: Any, seed: int | None = N
         distilled, _ = load_distilled(path)
         ctx.ui.info(f"{name}: distilled set from {path} (finished before)")
         return distilled, done, key
-    ctx.cluster.barrier()  # every rank looks at the folder before any writes this method's parts
+    ctx.cluster.barrier()  # the previous method's parts are cleared before any rank looks
     partials = PartialStore(ctx.store.folder / "partial" / key)
     finished_parts = partials.finished()
+    ctx.cluster.barrier()  # every rank has looked at the folder before any writes this method's parts
     if finished_parts:
         ctx.ui.info(f"{name}: resuming, {len(finished_parts)} finished part(s) in {partials.folder}")
     cluster = ctx.cluster

@@ -50,5 +50,5 @@ def test_budget_presets_and_overrides():
     assert changed.epochs == 7 and changed.preset == "quick*"
     with pytest.raises(BudgetError, match="available: paper"):
         resolve_budget("slow")
-    with pytest.raises(OptionError, match="valid options"):
+    with pytest.raises(BudgetError, match="valid options"):
         resolve_budget("quick", ["preset=mine"])
