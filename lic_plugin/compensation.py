@@ -105,6 +105,26 @@ def automatic_chunk(observer: nn.Module, layer: str, image_shape: tuple[int, int
     return max(1, min(count, budget // per_image))
 
 
+def scoring_batch(observer: nn.Module, image_shape: tuple[int, int, int], device: torch.device) -> int:
+    """Images per scoring forward (no gradients): a batch's largest layer input and output within
+    the same budget as :func:`automatic_chunk`, at most ``SCORE_BATCH``."""
+    from lic_plugin.selection import SCORE_BATCH
+
+    sizes: list[int] = []
+    hooks = [module.register_forward_hook(lambda m, i, o: sizes.append(o.numel() * o.element_size())
+                                          if isinstance(o, torch.Tensor) else None)
+             for name, module in observer.named_modules() if name and not list(module.children())]
+    try:
+        with torch.no_grad():
+            observer(torch.zeros(1, *image_shape, device=device))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    per_image = max(1, 2 * max(sizes, default=1))
+    budget = available_bytes(device) // 2 if device.type == "cuda" else min(available_bytes(device) // 4, CPU_CHUNK_BYTES)
+    return max(1, min(SCORE_BATCH, budget // per_image))
+
+
 def make_optimizer(name: str, params: Sequence[torch.Tensor], lr: float) -> torch.optim.Optimizer:
     if name == "adam":
         return torch.optim.Adam(params, lr=lr)

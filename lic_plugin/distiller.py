@@ -28,7 +28,7 @@ from ddbench.contracts import DistilledSet, DistillTask
 from ddbench.evaluators.training import NonFiniteLossError
 from ddbench.partials import ImageBatch, class_major_batches, run_units, unit_generator
 from ddbench.tiles import check_tiles_fit, squeeze
-from lic_plugin.compensation import SGD_MOMENTUM, automatic_chunk, compensate, resolve_feature_layer
+from lic_plugin.compensation import SGD_MOMENTUM, automatic_chunk, compensate, resolve_feature_layer, scoring_batch
 from lic_plugin.options import LICOptions
 from lic_plugin.selection import draw_subset, eval_mode, group_ranks, rank_kept, score_images
 
@@ -157,7 +157,8 @@ class LICDistiller:
         # the subset is drawn first, so it does not depend on lic.selection
         subset = draw_subset(task.train_indices_by_class()[label], options.subset_size, generator)
         with eval_mode(task.observer):
-            subset_scores = score_images(task.observer, task.load_train(subset), label).cpu()
+            batch_size = scoring_batch(task.observer, task.image_shape, task.device)
+            subset_scores = score_images(task.observer, task.load_train(subset), label, batch_size).cpu()
         kept = rank_kept(subset_scores, options.n * task.ipc, options.selection, generator)
         return (subset, group_ranks(subset[kept], task.ipc, options.n, options.grouping),
                 group_ranks(subset_scores[kept], task.ipc, options.n, options.grouping))
