@@ -28,7 +28,7 @@ def worker(num_images: int) -> dict:
     from ddbench.contracts import DistilledSet, EvalContext, Normalization
     from ddbench.data.base import Dataset, TensorSource
     from ddbench.evaluators.relabel import RelabelEvaluator, RelabelOptions
-    from ddbench.measure import measure_stage, resolve_device
+    from ddbench.measure import current_memory_bytes, measure_stage, resolve_device
     from ddbench.registry import get_architecture
 
     device = resolve_device("auto")
@@ -47,23 +47,12 @@ def worker(num_images: int) -> dict:
     budget = resolve_budget("quick", [f"epochs={max(1, 1000 // num_images)}", "batch_size=64", "augmentation=crop+flip"])
     context = EvalContext(dataset=dataset, verifier_arch=arch, teacher=teacher, budget=budget, seed=0, device=device,
                           options=RelabelOptions(region_sampling="tiles"))
-    before = current_memory(device)
+    before = current_memory_bytes(device)
     with measure_stage(device) as measure:
         RelabelEvaluator().evaluate(distilled, context)
     set_bytes = distilled.images.numel() * 4
     return {"images": num_images, "peak_above_start": measure.peak_memory_bytes - before, "kind": measure.memory_kind,
             "set_bytes": set_bytes, "up_front_expansion_bytes": set_bytes * SIDE * SIDE, "seconds": measure.seconds}
-
-
-def current_memory(device) -> int:
-    import torch
-
-    if device.type == "cuda":
-        return int(torch.cuda.memory_allocated(device))
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
 
 
 def measure(num_images: int) -> dict:

@@ -26,7 +26,7 @@ def worker(ipc: int, chunk: int) -> dict:
 
     from ddbench.contracts import DistillTask, Normalization
     from ddbench.data.base import Dataset, TensorSource
-    from ddbench.measure import measure_stage, resolve_device
+    from ddbench.measure import current_memory_bytes, measure_stage, resolve_device
     from ddbench.registry import get_architecture, get_distiller
     from lic_plugin.options import LICOptions
 
@@ -43,23 +43,12 @@ def worker(ipc: int, chunk: int) -> dict:
         parameter.requires_grad_(False)
     options = LICOptions(iterations=2, subset_size=40, chunk=chunk)
     task = DistillTask(dataset, observer, arch, ipc=ipc, device=device, seed=0, options=options)
-    before = current_memory(device)
+    before = current_memory_bytes(device)
     with measure_stage(device) as measure:
         distilled = get_distiller("lic").distill(task)
     return {"ipc": ipc, "images": len(distilled.images), "chunk": chunk, "peak_above_start": measure.peak_memory_bytes - before,
             "kind": measure.memory_kind, "seconds": measure.seconds,
             "chunks_used": sorted({t["chunk"] for t in distilled.extras.get("loss_trace", []) if "chunk" in t})}
-
-
-def current_memory(device) -> int:
-    import torch
-
-    if device.type == "cuda":
-        return int(torch.cuda.memory_allocated(device))
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
 
 
 def measure(ipc: int, chunk: int = 0) -> dict:

@@ -70,6 +70,19 @@ def measure_stage(device: torch.device):
         result.seconds = time.perf_counter() - start
 
 
+def current_memory_bytes(device: torch.device) -> int:
+    """Memory held now: ``torch.cuda.memory_allocated`` on CUDA, the resident set (VmRSS) on the CPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.memory_allocated(device))
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 class DeviceError(ValueError):
     """A --device this machine does not have."""
 

@@ -62,22 +62,9 @@ def layer_output_bytes(model: nn.Module, image: tuple[int, int, int], stop_at: s
     """Bytes of every leaf layer's output for ONE image (what a backward pass keeps), by a probe
     forward on the CPU; ``stop_at``: the forward stops after that named layer; ``largest``: the
     largest single output instead (what a forward without gradients holds at a time)."""
-    from ddbench.models.features import read_features
+    from ddbench.models.features import layer_output_sizes
 
-    sizes: list[int] = []
-    hooks = [module.register_forward_hook(lambda m, i, o: sizes.append(o.numel() * o.element_size())
-                                          if isinstance(o, torch.Tensor) else None)
-             for name, module in model.named_modules() if name and not list(module.children())]
-    try:
-        with torch.no_grad():
-            probe = torch.zeros(1, *image)
-            if stop_at:
-                read_features(model.eval(), stop_at, probe, stop_early=True)
-            else:
-                model.eval()(probe)
-    finally:
-        for hook in hooks:
-            hook.remove()
+    sizes = layer_output_sizes(model.eval(), torch.zeros(1, *image), stop_at=stop_at)
     return max(sizes, default=0) if largest else sum(sizes)
 
 

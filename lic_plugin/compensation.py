@@ -24,7 +24,7 @@ from torch import nn
 
 from ddbench.augment.dsa import DSA
 from ddbench.contracts import ArchitectureSpec
-from ddbench.models.features import read_features
+from ddbench.models.features import layer_output_sizes, read_features
 from ddbench.tiles import expand
 
 SGD_MOMENTUM = 0.0  # Algorithm 1 writes a plain gradient step
@@ -65,16 +65,7 @@ def activation_bytes_per_image(observer: nn.Module, layer: str, image_shape: tup
     """An estimate of the memory one distilled image's compensation step holds: the outputs of
     every observer module up to ``layer`` for its N expanded tiles and its N originals (kept for
     the backward pass), doubled for the gradients flowing back; measured with one probe forward."""
-    sizes: list[int] = []
-    hooks = [module.register_forward_hook(lambda m, i, o: sizes.append(o.numel() * o.element_size())
-                                          if isinstance(o, torch.Tensor) else None)
-             for name, module in observer.named_modules() if name and not list(module.children())]
-    try:
-        with torch.no_grad():
-            read_features(observer, layer, torch.zeros(side * side, *image_shape, device=device), stop_early=True)
-    finally:
-        for hook in hooks:
-            hook.remove()
+    sizes = layer_output_sizes(observer, torch.zeros(side * side, *image_shape, device=device), stop_at=layer)
     return 4 * sum(sizes) + 8 * side * side * int(torch.tensor(image_shape).prod()) * 4
 
 
@@ -110,16 +101,7 @@ def scoring_batch(observer: nn.Module, image_shape: tuple[int, int, int], device
     the same budget as :func:`automatic_chunk`, at most ``SCORE_BATCH``."""
     from lic_plugin.selection import SCORE_BATCH
 
-    sizes: list[int] = []
-    hooks = [module.register_forward_hook(lambda m, i, o: sizes.append(o.numel() * o.element_size())
-                                          if isinstance(o, torch.Tensor) else None)
-             for name, module in observer.named_modules() if name and not list(module.children())]
-    try:
-        with torch.no_grad():
-            observer(torch.zeros(1, *image_shape, device=device))
-    finally:
-        for hook in hooks:
-            hook.remove()
+    sizes = layer_output_sizes(observer, torch.zeros(1, *image_shape, device=device))
     per_image = max(1, 2 * max(sizes, default=1))
     budget = available_bytes(device) // 2 if device.type == "cuda" else min(available_bytes(device) // 4, CPU_CHUNK_BYTES)
     return max(1, min(SCORE_BATCH, budget // per_image))

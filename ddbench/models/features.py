@@ -69,3 +69,22 @@ class FeatureReader:
 def read_features(model: nn.Module, layer_name: str, x: torch.Tensor, stop_early: bool = True) -> torch.Tensor:
     """The output of ``model``'s submodule ``layer_name`` for input ``x`` (differentiable)."""
     return FeatureReader(model, layer_name, stop_early=stop_early)(x)
+
+
+@torch.no_grad()
+def layer_output_sizes(model: nn.Module, x: torch.Tensor, stop_at: str | None = None) -> list[int]:
+    """Bytes of every leaf layer's output in one forward of ``x`` (up to ``stop_at`` when given):
+    what a backward pass would keep, for memory estimates."""
+    sizes: list[int] = []
+    hooks = [module.register_forward_hook(lambda m, i, o: sizes.append(o.numel() * o.element_size())
+                                          if isinstance(o, torch.Tensor) else None)
+             for name, module in model.named_modules() if name and not list(module.children())]
+    try:
+        if stop_at:
+            read_features(model, stop_at, x, stop_early=True)
+        else:
+            model(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return sizes
