@@ -43,8 +43,8 @@ def worker(num_images: int) -> dict:
     arch = get_architecture("convnet1")
     torch.manual_seed(0)
     teacher = arch.build(CHANNELS, CLASSES, SIZE).to(device).eval()
-    # the same number of steps for every size (1000 samples at batch 64), so only the set's size differs
-    budget = resolve_budget("quick", [f"epochs={max(1, 1000 // num_images)}", "batch_size=64", "augmentation=crop+flip"])
+    # about the same number of steps for every size (at least 500 samples at batch 64): only the set's size differs
+    budget = resolve_budget("quick", [f"epochs={max(1, 500 // num_images)}", "batch_size=64", "augmentation=crop+flip"])
     context = EvalContext(dataset=dataset, verifier_arch=arch, teacher=teacher, budget=budget, seed=0, device=device,
                           options=RelabelOptions(region_sampling="tiles"))
     before = current_memory_bytes(device)

@@ -3,7 +3,7 @@ batches of ``lic.batch_size`` images and computes gradients in chunks (``lic.chu
 at most 256 MiB of activations on the CPU), so peak memory is bounded by the chunk.
 
 Each IPC runs in its own process on synthetic 64 px colour data (10 classes), a convnet3-bn
-observer, 2 compensation iterations; the figure is the distillation's peak memory above what the
+observer, 1 compensation iteration; the figure is the distillation's peak memory above what the
 process held when it started (peak RSS on the CPU, ``max_memory_allocated`` on CUDA), as
 ``ddbench run`` measures it. Unchunked (``lic.chunk`` = the batch) is printed for reference.
 
@@ -41,7 +41,7 @@ def worker(ipc: int, chunk: int) -> dict:
     observer = arch.build(3, CLASSES, SIZE).to(device).eval()
     for parameter in observer.parameters():
         parameter.requires_grad_(False)
-    options = LICOptions(iterations=2, subset_size=40, chunk=chunk)
+    options = LICOptions(iterations=1, subset_size=40, chunk=chunk)
     task = DistillTask(dataset, observer, arch, ipc=ipc, device=device, seed=0, options=options)
     before = current_memory_bytes(device)
     with measure_stage(device) as measure:
