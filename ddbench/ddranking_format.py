@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from ddbench.contracts import DistilledSet, Normalization
+from ddbench.data.base import denormalize, normalize
 from ddbench.io import ArtifactError, load_torch_file
 
 DDRANKING_VERSION = "0.2.0"
@@ -81,11 +82,7 @@ def ddranking_dataset(dataset: Any, requested: str | None = None) -> DDRankingDa
 
 def renormalize(images: torch.Tensor, source: Normalization, target: Normalization) -> torch.Tensor:
     """Images normalised with ``source`` statistics, normalised with ``target``'s instead."""
-    def view(values) -> torch.Tensor:
-        return torch.tensor(values, dtype=torch.float32).view(1, -1, 1, 1)
-
-    pixels = images.float() * view(source.std) + view(source.mean)
-    return (pixels - view(target.mean)) / view(target.std)
+    return normalize(denormalize(images.float(), source), target)
 
 
 def export_ddranking(distilled: DistilledSet, logits: torch.Tensor, dataset: Any, target: Path, meta: dict[str, Any],

@@ -12,7 +12,6 @@ pickled code.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -28,6 +27,7 @@ from torch import nn
 from ddbench.contracts import ArchitectureSpec
 from ddbench.data.base import Dataset
 from ddbench.data.identity import check_unseen, describe_record
+from ddbench.evaluators.training import precision_context
 from ddbench.io import TORCH_SUFFIXES, ArtifactError, load_tensors, load_torch_file, read_metadata, save_tensors
 from ddbench.metrics import accuracy
 
@@ -132,7 +132,7 @@ def train_observer(
     model = arch.build(dataset.channels, dataset.num_classes, dataset.image_size).to(device)
     if recipe.channels_last:
         model.to(memory_format=torch.channels_last)
-    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if recipe.precision == "bf16" else contextlib.nullcontext
+    autocast = precision_context(recipe.precision, device)
     optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
     steps_per_epoch = -(-len(dataset.train) // recipe.batch_size)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=recipe.epochs * steps_per_epoch)

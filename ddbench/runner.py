@@ -6,6 +6,7 @@ datasets, architectures, evaluators, options and budget fields fail at once.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import platform
 import statistics
@@ -186,11 +187,10 @@ def data_options(config: Any) -> DataOptions:
 def decode_ahead(dataset: Dataset, ui: Any) -> None:
     """Decode the training images now, in worker processes, where the source can (image folders
     that fit the memory budget), so no training loop waits on a decoder."""
-    fill = getattr(dataset.train, "fill", None) or getattr(getattr(dataset.train, "base", None), "fill", None)
-    if fill is None:
-        return
     source = dataset.full_train if dataset.full_train is not None else dataset.train
-    fill(ui.progress(f"decode {dataset.name} training images", len(source)))
+    fill = getattr(source, "fill", None)
+    if fill is not None:
+        fill(ui.progress(f"decode {dataset.name} training images", len(source)))
 
 
 def load_dataset(config: RunConfig, spec: Any, plan: Plan | None = None) -> Dataset:
@@ -375,6 +375,14 @@ class RunContext:
     ui: Any
     cluster: Cluster = SINGLE
 
+    @functools.cached_property
+    def observer_id(self) -> dict[str, Any]:
+        return observer_identity(self.observer)
+
+    @functools.cached_property
+    def teacher_id(self) -> dict[str, Any]:
+        return self.observer_id if self.teacher is self.observer else observer_identity(self.teacher)
+
 
 def distill_and_evaluate(ctx: RunContext, name: str, distiller: Any) -> dict:
     """Every distillation of one method (one per distill seed), each evaluated on every seed;
@@ -460,7 +468,7 @@ def distill_one(ctx: RunContext, name: str, distiller: Any, seed: int | None = N
     description = {
         "method": name, "plugin": registry.registered("distillers")[name].plugin.version,
         "options": options_to_dict(options), "dataset": dataset.describe(), "ipc": config.ipc,
-        "seed": seed, "observer": observer_identity(ctx.observer), "data": training_identity(dataset),
+        "seed": seed, "observer": ctx.observer_id, "data": training_identity(dataset),
     }
     if hasattr(distiller, "revision"):  # a method that changed its results says so
         description["revision"] = distiller.revision
@@ -532,7 +540,7 @@ def evaluate_one(ctx: RunContext, distilled: DistilledSet, record: dict, distill
     # everything that decides a seed's number: the set (through its key), the observer and the teacher (their
     # weights), the evaluator and its options, the budget, the verifier, the seed and the data (train and
     # evaluation images, held-out split)
-    observer_id, teacher_id = observer_identity(ctx.observer), observer_identity(ctx.teacher)
+    observer_id, teacher_id = ctx.observer_id, ctx.teacher_id
     contexts, keys = {}, {}
     for seed in config.seeds:
         contexts[seed] = EvalContext(
@@ -650,19 +658,18 @@ SAVED_SET_FIX = ("evaluate it on the test split (drop --validation), or distill 
 
 def evaluate_saved(ctx: RunContext, path: Path) -> dict:
     """Evaluate a distilled set from disk as it is, with the run's evaluator, budget and seeds:
-    ddbench's own format, or another tool's (:mod:`ddbench.set_formats`)."""
+    ddbench's own format, or another tool's (:mod:`ddbench.set_formats`). Its training split was
+    checked against a validation split before any work (:func:`check_saved_sets_unseen`)."""
     if not path.exists():
         raise RunError(f"{path}: no such file or folder")
     if is_ddbench_set(path):
         distilled, meta = load_distilled(path)
         check_saved_fits(meta, ctx.dataset, path)
-        check_unseen(meta.get("data"), ctx.dataset, f"saved set {path}", SAVED_SET_FIX)
         read = {"layout": "ddbench"}
         record = {"distill_seconds": float(distilled.timings.get("distill_seconds", 0.0)),
                   "peak_memory_bytes": distilled.peak_memory_bytes,
                   "peak_memory_kind": meta.get("peak_memory_kind", "as recorded")}
     else:
-        check_unseen(None, ctx.dataset, f"saved set {path} (another tool's layout)", SAVED_SET_FIX)
         distilled, read = load_foreign_set(path, ctx.dataset, ctx.config.saved_pixels)
         record = {"distill_seconds": None, "peak_memory_bytes": 0, "peak_memory_kind": "not recorded"}
     per_class = distilled.images_per_class(ctx.dataset.num_classes)

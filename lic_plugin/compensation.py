@@ -87,12 +87,20 @@ def available_bytes(device: torch.device) -> int:
 CPU_CHUNK_BYTES = 256 * 2**20  # on the CPU larger chunks buy no speed, only memory
 
 
+def activation_budget(device: torch.device) -> int:
+    """Bytes of activations LIC allows itself: half the free GPU memory, or on the CPU the smaller
+    of a quarter of the available RAM and ``CPU_CHUNK_BYTES``."""
+    if device.type == "cuda":
+        return available_bytes(device) // 2
+    return min(available_bytes(device) // 4, CPU_CHUNK_BYTES)
+
+
 def automatic_chunk(observer: nn.Module, layer: str, image_shape: tuple[int, int, int], side: int,
                     device: torch.device, count: int) -> int:
     """Distilled images per chunk: as many as fit in half the free GPU memory, or on the CPU in
     the smaller of a quarter of the available RAM and 256 MiB."""
     per_image = max(1, activation_bytes_per_image(observer, layer, image_shape, side, device))
-    budget = available_bytes(device) // 2 if device.type == "cuda" else min(available_bytes(device) // 4, CPU_CHUNK_BYTES)
+    budget = activation_budget(device)
     return max(1, min(count, budget // per_image))
 
 
@@ -103,7 +111,7 @@ def scoring_batch(observer: nn.Module, image_shape: tuple[int, int, int], device
 
     sizes = layer_output_sizes(observer, torch.zeros(1, *image_shape, device=device))
     per_image = max(1, 2 * max(sizes, default=1))
-    budget = available_bytes(device) // 2 if device.type == "cuda" else min(available_bytes(device) // 4, CPU_CHUNK_BYTES)
+    budget = activation_budget(device)
     return max(1, min(SCORE_BATCH, budget // per_image))
 
 

@@ -59,9 +59,9 @@ class DecodedPixels:
         self.count = count
         self.shape = shape
         self.workers = workers
-        self.cache_file = cache_file
         self.nbytes = count * shape[0] * shape[1] * shape[2]
         self.held = self.nbytes <= memory_budget_bytes
+        self.cache_file = cache_file if self.held else None  # only a held split is saved for later runs
         self.store: torch.Tensor | None = None
         self.have: torch.Tensor | None = None
         self.decoded = 0  # images decoded by this process (for tests and logs)

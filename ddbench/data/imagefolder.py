@@ -112,12 +112,10 @@ class ImageFolderSource:
             from ddbench.data.identity import source_digest
 
             cache_file = None
-            shape = (3, self.image_size, self.image_size)
-            fits = len(self.paths) * 3 * self.image_size ** 2 <= self.memory_budget_bytes
-            if self.cache_root and fits:
+            if self.cache_root:
                 cache_file = Path(self.cache_root) / "decoded" / f"{source_digest(self)[:24]}-{self.image_size}px.u8"
-            self._pixels = DecodedPixels(self.decode_index, len(self.paths), shape, self.memory_budget_bytes,
-                                         workers=self.workers, cache_file=cache_file)
+            self._pixels = DecodedPixels(self.decode_index, len(self.paths), (3, self.image_size, self.image_size),
+                                         self.memory_budget_bytes, workers=self.workers, cache_file=cache_file)
         return self._pixels
 
     def fill(self, progress=lambda n: None) -> None:

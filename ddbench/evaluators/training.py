@@ -42,10 +42,10 @@ def make_scheduler(budget: EvalBudget, optimizer: torch.optim.Optimizer):
     raise ValueError(f"unknown scheduler {budget.scheduler!r}; use multistep, cosine or constant")
 
 
-def precision_context(budget: EvalBudget, device: torch.device):
-    """A factory of the forward passes' autocast context: bfloat16 where the budget says so
-    (``precision=bf16``, CUDA), else nothing. ``auto`` must be resolved first (``resolve_for``)."""
-    if budget.precision == "bf16":
+def precision_context(precision: str, device: torch.device):
+    """A factory of the forward passes' autocast context: bfloat16 for ``precision="bf16"``
+    (CUDA), else nothing. A budget's ``auto`` must be resolved first (``resolve_for``)."""
+    if precision == "bf16":
         return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext
 
@@ -105,7 +105,7 @@ def fit(
         model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(budget, model)
     scheduler = make_scheduler(budget, optimizer)
-    autocast = precision_context(budget, device)
+    autocast = precision_context(budget.precision, device)
     model.train()
     net, rank, world = model, 0, 1
     generator = None
