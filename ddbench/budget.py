@@ -32,6 +32,7 @@ class EvalBudget:
     # auto: bfloat16 autocast and channels-last on CUDA, float32 elsewhere; resolved per run (see resolve_for)
     precision: str = "auto"  # auto, fp32 or bf16
     channels_last: str = "auto"  # auto, on or off
+    compile: str = "off"  # opt-in torch.compile of the verifier: off, on (= inductor) or a backend name
     notes: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -42,6 +43,8 @@ class EvalBudget:
             problems.append(f"precision={self.precision!r}: use one of {', '.join(PRECISIONS)}")
         if self.channels_last not in SWITCHES:
             problems.append(f"channels_last={self.channels_last!r}: use one of {', '.join(SWITCHES)}")
+        if self.compile not in COMPILE_BACKENDS:
+            problems.append(f"compile={self.compile!r}: use one of {', '.join(COMPILE_BACKENDS)}")
         if self.optimizer not in OPTIMIZERS:
             problems.append(f"optimizer={self.optimizer!r}: use one of {', '.join(OPTIMIZERS)}")
         if self.scheduler not in SCHEDULERS:
@@ -83,12 +86,18 @@ class EvalBudget:
         return max(1, -(-num_images // self.batch_size))
 
     def describe(self) -> dict[str, object]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "notes"}
+        described = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "notes"}
+        if described["compile"] == "off":  # keys and tables from before the option stay as they were
+            del described["compile"]
+        return described
 
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 PRECISIONS = ("auto", "fp32", "bf16")
 SWITCHES = ("auto", "on", "off")
+# torch.compile backends: "on" is torch's default (inductor, needs a C++ compiler on the CPU);
+# "eager" and "aot_eager" trace with Dynamo only (for checking a model compiles).
+COMPILE_BACKENDS = ("off", "on", "inductor", "aot_eager", "eager", "cudagraphs")
 SCHEDULERS = ("multistep", "cosine", "constant")
 
 

@@ -21,6 +21,12 @@ class StageMeasure:
     seconds: float = 0.0
     peak_memory_bytes: int = 0
     memory_kind: str = ""
+    start_memory_bytes: int = 0  # held when the stage began (the observer, the data, on CPU the libraries)
+
+    @property
+    def added_memory_bytes(self) -> int:
+        """What the stage itself added on top of what was held when it began."""
+        return max(0, self.peak_memory_bytes - self.start_memory_bytes)
 
 
 def _read_vm_hwm() -> int | None:
@@ -44,7 +50,7 @@ def _reset_vm_hwm() -> bool:
 @contextmanager
 def measure_stage(device: torch.device):
     """``with measure_stage(device) as m: ...`` fills ``m.seconds`` and ``m.peak_memory_bytes``."""
-    result = StageMeasure()
+    result = StageMeasure(start_memory_bytes=current_memory_bytes(device))
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ddbench.data.base import ImageSource
+from ddbench.data.batches import BatchReader
 
 
 @torch.no_grad()
@@ -23,11 +24,9 @@ def accuracy(model: nn.Module, source: ImageSource, device: torch.device, batch_
     correct = torch.zeros((), dtype=torch.int64, device=device)
     labels = source.labels
     rank, world = (cluster.rank, cluster.world_size) if cluster is not None and cluster.active else (0, 1)
-    for number, start in enumerate(range(0, len(source), batch_size)):
-        if number % world != rank:
-            continue
-        index = torch.arange(start, min(start + batch_size, len(source)))
-        images = source.load(index).to(device, non_blocking=True)
+    mine = torch.cat([batch for number, batch in enumerate(torch.arange(len(source)).split(batch_size))
+                      if number % world == rank] or [torch.zeros(0, dtype=torch.int64)])
+    for index, images in BatchReader(source, device)(mine, batch_size):
         predictions = model(images).argmax(dim=1)
         correct += (predictions == labels[index].to(device, non_blocking=True)).sum()
     model.train(was_training)

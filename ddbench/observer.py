@@ -27,7 +27,8 @@ from torch import nn
 from ddbench.contracts import ArchitectureSpec
 from ddbench.data.base import Dataset
 from ddbench.data.identity import check_unseen, describe_record
-from ddbench.evaluators.training import precision_context
+from ddbench.data.batches import BatchReader
+from ddbench.evaluators.training import compiled, precision_context
 from ddbench.io import TORCH_SUFFIXES, ArtifactError, load_tensors, load_torch_file, read_metadata, save_tensors
 from ddbench.metrics import accuracy
 
@@ -48,10 +49,11 @@ class ObserverRecipe:
     version: int = 1
     precision: str = "fp32"  # fp32, or bf16: bfloat16 autocast of the forward passes (CUDA)
     channels_last: bool = False  # the channels-last memory format (CUDA)
+    compile: str = "off"  # opt-in torch.compile backend (see ddbench.budget.COMPILE_BACKENDS)
 
     def key(self) -> str:
         fields = dataclasses.asdict(self)
-        for name, default in (("precision", "fp32"), ("channels_last", False)):  # keys from before these fields hold
+        for name, default in (("precision", "fp32"), ("channels_last", False), ("compile", "off")):  # keys from before these fields hold
             if fields[name] == default:
                 del fields[name]
         blob = json.dumps(fields, sort_keys=True).encode()
@@ -133,20 +135,21 @@ def train_observer(
     if recipe.channels_last:
         model.to(memory_format=torch.channels_last)
     autocast = precision_context(recipe.precision, device)
+    net = compiled(model, recipe.compile)
     optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
     steps_per_epoch = -(-len(dataset.train) // recipe.batch_size)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=recipe.epochs * steps_per_epoch)
     labels = dataset.train.labels
+    reader = BatchReader(dataset.train, device)  # a streamed split is decoded ahead in worker processes
     model.train()
     for _ in range(recipe.epochs):
         order = torch.randperm(len(dataset.train), generator=generator)
-        for batch in order.split(recipe.batch_size):
-            images = dataset.train.load(batch).to(device, non_blocking=True)
+        for batch, images in reader(order, recipe.batch_size):
             if recipe.flip:
                 flip = (torch.rand(len(batch), generator=generator) < 0.5).to(device)
                 images = torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
             with autocast():
-                loss = F.cross_entropy(model(images).float(), labels[batch].to(device, non_blocking=True))
+                loss = F.cross_entropy(net(images).float(), labels[batch].to(device, non_blocking=True))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -293,7 +293,7 @@ def run(config: RunConfig, ui) -> dict[str, Any]:
     observer = main_first(cluster, lambda: get_observer(
         dataset, plan.observer_arch, device, seed=config.observer_seed,
         recipe=default_recipe(dataset.name, epochs=config.observer_epochs, precision=budget.precision,
-                              channels_last=budget.channels_last == "on"),
+                              channels_last=budget.channels_last == "on", compile=budget.compile),
         cache=Path(config.cache_dir) if config.cache_dir else None,
         checkpoint=Path(config.observer_checkpoint) if config.observer_checkpoint else None,
         progress_factory=ui.progress,

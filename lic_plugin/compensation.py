@@ -46,8 +46,29 @@ def resolve_feature_layer(arch: ArchitectureSpec, observer: nn.Module, name: str
     return chosen
 
 
-def alignment_loss(observer: nn.Module, layer: str, targets: torch.Tensor, expanded: torch.Tensor) -> torch.Tensor:
-    """Eq. 8 for one draw g: mean over the images of ``|| phi_l(targets_i) - phi_l(expanded_i) ||_2^2``.
+LOSSES = ("mse", "l1", "cosine")
+
+
+def feature_distance(features: torch.Tensor, target_features: torch.Tensor, loss: str = "mse") -> torch.Tensor:
+    """Per-pair distance of flattened features ``[P, D]``, averaged over the P pairs.
+
+    ``mse``: the paper's Eq. 8, ``|| a - b ||_2^2`` (summed over the features); ``l1``: the mean
+    absolute difference (the authors' successor code, CIM's ``l1_mean``); ``cosine``: 1 - cos(a, b).
+    """
+    a, b = features.flatten(1), target_features.flatten(1)
+    if loss == "mse":
+        return (a - b).pow(2).sum(1).mean()
+    if loss == "l1":
+        return (a - b).abs().mean(1).mean()
+    if loss == "cosine":
+        return (1 - torch.nn.functional.cosine_similarity(a, b, dim=1, eps=1e-8)).mean()
+    raise ValueError(f"unknown lic loss {loss!r}; use one of {', '.join(LOSSES)}")
+
+
+def alignment_loss(observer: nn.Module, layer: str, targets: torch.Tensor, expanded: torch.Tensor,
+                   loss: str = "mse") -> torch.Tensor:
+    """Eq. 8 for one draw g: the mean over the pairs of the distance (``loss``, see
+    :func:`feature_distance`) between ``phi_l(targets_i)`` and ``phi_l(expanded_i)``.
 
     ``targets`` are the transformed originals g(x_i) and ``expanded`` the transformed expanded
     images g(x^_i), both ``[N * B, C, H, W]`` in the same order. The target features are computed
@@ -57,7 +78,7 @@ def alignment_loss(observer: nn.Module, layer: str, targets: torch.Tensor, expan
     with torch.no_grad():
         target_features = read_features(observer, layer, targets, stop_early=True).float()
     features = read_features(observer, layer, expanded, stop_early=True).float()
-    return (features - target_features).flatten(1).pow(2).sum(1).mean()
+    return feature_distance(features, target_features, loss)
 
 
 def activation_bytes_per_image(observer: nn.Module, layer: str, image_shape: tuple[int, int, int], side: int,
@@ -85,20 +106,24 @@ def available_bytes(device: torch.device) -> int:
 
 
 CPU_CHUNK_BYTES = 256 * 2**20  # on the CPU larger chunks buy no speed, only memory
+# On a GPU: the paper's Table 3 has LIC at half SRe2L's memory. SRe2L holds one batch of 100
+# images' activations; LIC's unchunked step holds N x 100 tiles twice over, so the whole batch at
+# once would cost several times SRe2L. 512 MiB keeps a few images (4 at 64 px on Conv-4) per
+# chunk, tens of tiles per forward pass.
+GPU_CHUNK_BYTES = 512 * 2**20
 
 
 def activation_budget(device: torch.device) -> int:
-    """Bytes of activations LIC allows itself: half the free GPU memory, or on the CPU the smaller
-    of a quarter of the available RAM and ``CPU_CHUNK_BYTES``."""
+    """Bytes of activations LIC allows itself: on CUDA the smaller of half the free memory and
+    ``GPU_CHUNK_BYTES``; on the CPU the smaller of a quarter of the available RAM and ``CPU_CHUNK_BYTES``."""
     if device.type == "cuda":
-        return available_bytes(device) // 2
+        return min(available_bytes(device) // 2, GPU_CHUNK_BYTES)
     return min(available_bytes(device) // 4, CPU_CHUNK_BYTES)
 
 
 def automatic_chunk(observer: nn.Module, layer: str, image_shape: tuple[int, int, int], side: int,
                     device: torch.device, count: int) -> int:
-    """Distilled images per chunk: as many as fit in half the free GPU memory, or on the CPU in
-    the smaller of a quarter of the available RAM and 256 MiB."""
+    """Distilled images per chunk: as many as fit in :func:`activation_budget` (at least one)."""
     per_image = max(1, activation_bytes_per_image(observer, layer, image_shape, side, device))
     budget = activation_budget(device)
     return max(1, min(count, budget // per_image))
@@ -118,9 +143,11 @@ def scoring_batch(observer: nn.Module, image_shape: tuple[int, int, int], device
 def make_optimizer(name: str, params: Sequence[torch.Tensor], lr: float) -> torch.optim.Optimizer:
     if name == "adam":
         return torch.optim.Adam(params, lr=lr)
+    if name == "adamw":  # the successor code's choice; no weight decay on Delta-x, as there
+        return torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=SGD_MOMENTUM)
-    raise ValueError(f"unknown optimizer {name!r}; use adam or sgd")
+    raise ValueError(f"unknown optimizer {name!r}; use adam, adamw or sgd")
 
 
 def compensate(
@@ -138,6 +165,7 @@ def compensate(
     bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
     amp: bool = False,
     chunk: int = 0,
+    loss: str = "mse",
     progress: Callable[[int], None] = lambda n: None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Learn Delta-x for a batch of B squeezed images (Algorithm 1, Stage 2); returns
@@ -180,16 +208,15 @@ def compensate(
                 with torch.no_grad():
                     targets = dsa.apply(originals[start * tiles:stop * tiles], params)
                 expanded = dsa.apply(expand(squeezed[start:stop] + part, side), params)
-                loss = alignment_loss(observer, layer, targets, expanded)
-            (gradient[start:stop],) = torch.autograd.grad(loss * (stop - start), [part])
-            total = total + loss.detach() * (stop - start)
+                part_loss = alignment_loss(observer, layer, targets, expanded, loss)
+            (gradient[start:stop],) = torch.autograd.grad(part_loss * (stop - start), [part])
+            total = total + part_loss.detach() * (stop - start)
         delta.grad = gradient
-        loss = total / count
         step.step()
         if bounds is not None:
             with torch.no_grad():
                 delta.copy_(torch.clamp(squeezed + delta, min=bounds[0], max=bounds[1]) - squeezed)
-        trace[it] = loss.detach()
+        trace[it] = total / count
         progress(1)
     result = (squeezed + delta).detach()
     if bounds is not None:  # x* + (clamp(x* + d) - x*) can round one ulp outside the range

@@ -159,7 +159,8 @@ class LICDistiller:
         with eval_mode(task.observer):
             batch_size = scoring_batch(task.observer, task.image_shape, task.device)
             subset_scores = score_images(task.observer, task.load_train(subset), label, batch_size).cpu()
-        kept = rank_kept(subset_scores, options.n * task.ipc, options.selection, generator)
+        kept = rank_kept(subset_scores, options.n * task.ipc, options.selection, generator,
+                         skip=int(options.selection_skip * len(subset_scores)))
         return (subset, group_ranks(subset[kept], task.ipc, options.n, options.grouping),
                 group_ranks(subset_scores[kept], task.ipc, options.n, options.grouping))
 
@@ -189,7 +190,7 @@ class LICDistiller:
                     task.observer, layer, originals, squeezed, side, DSA(options.dsa_strategy),
                     unit_generator(task.seed, "lic-dsa", batch.index),
                     iterations=options.iterations, optimizer=options.optimizer, lr=options.lr,
-                    bounds=bounds, amp=options.amp, chunk=chunk, progress=task.progress)
+                    bounds=bounds, amp=options.amp, chunk=chunk, loss=options.loss, progress=task.progress)
             points = trace_iterations(options.iterations)
             finite = torch.isfinite(trace)
             first_bad = torch.where(finite.all(), -1, torch.argmin(finite.int()))

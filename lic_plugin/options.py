@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from ddbench.augment.dsa import DEFAULT_STRATEGY, parse_strategy
 
 GROUPINGS = ("spread", "consecutive")
-OPTIMIZERS = ("adam", "sgd")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+LOSSES = ("mse", "l1", "cosine")
 CLAMPS = ("pixel", "none")
 
 
@@ -42,6 +43,12 @@ class LICOptions:
     so clamping costs nothing and keeps valid images. SGD: lr 0.01 -> 0.33, 0.03 -> 3.1, 0.1 and 1
     diverge (184, 709). With a convnet3-bn observer (from 377): 0.01 -> 1.61, 0.03 -> 0.10,
     0.1 -> 0.0039, mean |Delta-x| 0.27-0.28 for all three. Hence Adam, lr 0.1, pixel clamp.
+    - ``loss``: the feature distance of Eq. 8 per (original, expanded tile) pair: ``mse`` (the
+      paper's squared L2 norm), ``l1`` (mean absolute difference, the successor code's
+      ``l1_mean``) or ``cosine`` (1 - cosine similarity).
+    - ``selection_skip``: the fraction of the scored subset, from the top, passed over before the
+      N x IPC kept images (0: the paper's top scores; 0.1 keeps ranks from the 10th percentile
+      on, a band of less trivially easy images).
     - ``dsa_strategy``: DSA families of the transformation group G in Eq. 8 (``none`` = identity).
     - ``batch_size``: distilled images optimised together (bounds memory only: each image's
       objective is its own Eq. 8 loss, so the result does not depend on how images are batched
@@ -49,8 +56,9 @@ class LICOptions:
     - ``amp``: bfloat16 autocast of the observer's forward passes (CUDA only).
     - ``chunk``: distilled images whose compensation gradients are computed together; peak
       memory is bounded by the chunk, not by ``batch_size``, and the images are the same within
-      float tolerance. 0 (default): as many as fit in half the free GPU memory, or on the CPU in
-      the smaller of a quarter of the available RAM and 256 MiB of activations.
+      float tolerance. 0 (default): as many as fit in the activation budget: on CUDA the smaller
+      of half the free memory and 512 MiB, on the CPU the smaller of a quarter of the available
+      RAM and 256 MiB.
     - ``selection``: score-based selection (False: random N x IPC of the subset, the ablation).
     - ``compensation``: learn Delta-x (False: return the plain squeezed images, the ablation).
     """
@@ -63,6 +71,8 @@ class LICOptions:
     optimizer: str = "adam"
     lr: float = 0.1
     clamp: str = "pixel"
+    loss: str = "mse"
+    selection_skip: float = 0.0
     dsa_strategy: str = DEFAULT_STRATEGY
     batch_size: int = 100
     chunk: int = 0
@@ -84,8 +94,10 @@ class LICOptions:
             raise ValueError(f"lic option chunk={self.chunk}: 0 (automatic) or a number of distilled images")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lic option lr={self.lr}: must be a positive number")
+        if not (0.0 <= self.selection_skip < 1.0):
+            raise ValueError(f"lic option selection_skip={self.selection_skip}: a fraction in [0, 1)")
         for key, value, allowed in (("grouping", self.grouping, GROUPINGS), ("optimizer", self.optimizer, OPTIMIZERS),
-                                    ("clamp", self.clamp, CLAMPS)):
+                                    ("clamp", self.clamp, CLAMPS), ("loss", self.loss, LOSSES)):
             if value not in allowed:
                 raise ValueError(f"lic option {key}={value!r}: use one of {', '.join(allowed)}")
         try:

@@ -63,17 +63,19 @@ def score_images(observer: nn.Module, images: torch.Tensor, labels: torch.Tensor
 
 
 def rank_kept(scores: torch.Tensor, count: int, selection: bool = True,
-              generator: torch.Generator | None = None) -> torch.Tensor:
+              generator: torch.Generator | None = None, skip: int = 0) -> torch.Tensor:
     """Positions (into ``scores``) of the ``count`` kept images, in rank order (CPU int64).
 
     ``selection=True``: the highest scores, best first (a stable sort, so ties keep subset order).
     ``selection=False`` (the ablation): ``count`` positions drawn at random from the CPU
-    ``generator``; their draw order is their rank.
+    ``generator``; their draw order is their rank. ``skip``: with selection, the ``skip``
+    highest scores are passed over first (a score band; fewer when the subset is too small).
     """
     if count > len(scores):
         raise ValueError(f"cannot keep {count} images out of {len(scores)} scored")
     if selection:
-        return torch.sort(scores.detach().cpu(), descending=True, stable=True).indices[:count]
+        skip = max(0, min(skip, len(scores) - count))
+        return torch.sort(scores.detach().cpu(), descending=True, stable=True).indices[skip:skip + count]
     return torch.randperm(len(scores), generator=generator)[:count]
 
 

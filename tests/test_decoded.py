@@ -67,3 +67,24 @@ def test_an_edited_file_is_decoded_again(tmp_path, monkeypatch):
     pixels = edited.train.load(torch.tensor([index]))
     assert len(calls) == 1  # another digest: the saved pixels of the old file are not used
     assert pixels.std(dim=(2, 3)).max() < 1e-6 and pixels.mean() < 0  # the new, nearly black, flat image
+
+
+def test_a_streamed_split_is_decoded_in_worker_processes_and_read_in_order(tmp_path, monkeypatch):
+    from ddbench.data.batches import BatchReader
+
+    make_imagefolder(tmp_path / "data")
+    reference = load(tmp_path / "data").train
+    expected = reference.load(torch.arange(len(reference)))
+    streamed = get_dataset("imagefolder").load(
+        DataOptions(root=str(tmp_path / "data"), image_size=16, workers=2, memory_budget_gib=0.0))
+    assert streamed.train.streamed and not reference.streamed
+    assert BatchReader(reference, torch.device("cpu")).workers == 0  # held in memory: sliced in this process
+    calls = counting(monkeypatch)  # decodes in this process; the workers count in their own copies
+    reader = BatchReader(streamed.train, torch.device("cpu"))
+    assert reader.workers == 2
+    order = torch.randperm(len(streamed.train), generator=torch.Generator().manual_seed(0))
+    for _ in range(2):  # two epochs through the same persistent workers
+        seen = list(reader(order, 3))
+        assert torch.equal(torch.cat([batch for batch, _ in seen]), order)
+        assert all(torch.equal(images, expected[batch]) for batch, images in seen)
+    assert calls == []  # the main process decoded nothing

@@ -43,3 +43,33 @@ def test_cuda_training_epoch_has_no_host_sync():
         fit(model, 32, one_epoch, loss, device, progress=lambda steps: torch.cuda.set_sync_debug_mode("default"))
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+def test_compile_is_opt_in_and_trains_through_dynamo(monkeypatch):
+    """``compile=eager`` traces the verifier with Dynamo (no C++ compiler needed) and trains the
+    same weights as no compile; ``off`` never calls torch.compile; an unknown backend is refused."""
+    from ddbench.evaluators.training import fit
+    from ddbench.registry import get_architecture
+
+    calls = []
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: calls.append(kw) or real_compile(model, **kw))
+    device = torch.device("cpu")
+    images, labels = torch.randn(16, 3, 8, 8), torch.arange(4).repeat(4)
+
+    def trained(compile_backend: str) -> torch.Tensor:
+        torch.manual_seed(0)
+        model = get_architecture("convnet1").build(3, 4, 8)
+        budget = resolve_budget("quick", ["epochs=2", "batch_size=8", "augmentation=none", f"compile={compile_backend}"])
+        fit(model, 16, budget.resolve_for(device),
+            lambda batch, net: torch.nn.functional.cross_entropy(net(images[batch]), labels[batch]), device)
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    plain = trained("off")
+    assert calls == []
+    traced = trained("eager")
+    assert calls == [{"backend": "eager"}]
+    assert torch.allclose(plain, traced, atol=1e-5)
+    assert "compile" not in resolve_budget("quick").describe()  # off: keys and tables as before
+    with pytest.raises(BudgetError, match="compile='fast'"):
+        resolve_budget("quick", ["compile=fast"])

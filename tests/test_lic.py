@@ -153,6 +153,39 @@ def test_compensation_lowers_eq8_on_a_fixed_draw(dataset):
     assert float(identity_trace[-1]) < float(identity_trace[0])
 
 
+def test_feature_distances_are_the_documented_formulas():
+    from lic_plugin.compensation import feature_distance
+
+    a, b = torch.tensor([[1.0, 2.0, 3.0], [0.0, 1.0, 0.0]]), torch.tensor([[1.0, 0.0, 3.0], [0.0, 2.0, 0.0]])
+    assert float(feature_distance(a, b, "mse")) == pytest.approx((4.0 + 1.0) / 2)  # ||a-b||^2 per pair, mean
+    assert float(feature_distance(a, b, "l1")) == pytest.approx((2 / 3 + 1 / 3) / 2)  # mean |a-b| per pair, mean
+    cos = F.cosine_similarity(a, b, dim=1)
+    assert float(feature_distance(a, b, "cosine")) == pytest.approx(float((1 - cos).mean()))
+    with pytest.raises(ValueError, match="mse, l1, cosine"):
+        feature_distance(a, b, "huber")
+
+
+@pytest.mark.parametrize("loss,optimizer,lr", [("l1", "adamw", 0.01), ("cosine", "adam", 0.1)])
+def test_every_loss_and_optimizer_lowers_its_own_objective(dataset, loss, optimizer, lr):
+    observer = tiny_observer()
+    originals = dataset.train.load(torch.arange(8))
+    squeezed = squeeze(originals, 2)
+    _, trace = compensate(observer, LAYER, originals, squeezed, 2, DSA("none"), torch.Generator().manual_seed(0),
+                          iterations=40, optimizer=optimizer, lr=lr, loss=loss)
+    assert float(trace[-1]) < 0.9 * float(trace[0])
+
+
+def test_selection_skip_keeps_a_band_below_the_top():
+    scores = torch.tensor([0.9, 0.1, 0.8, 0.5, 0.7, 0.3, 0.6, 0.2, 0.4, 0.0])
+    assert rank_kept(scores, 3).tolist() == [0, 2, 4]
+    assert rank_kept(scores, 3, skip=2).tolist() == [4, 6, 3]  # ranks 3-5: 0.7, 0.6, 0.5
+    assert rank_kept(scores, 3, skip=9).tolist() == [7, 1, 9]  # never past the end: the lowest three
+    with pytest.raises(ValueError, match="selection_skip"):
+        LICOptions(selection_skip=1.0)
+    with pytest.raises(ValueError, match="mse, l1, cosine"):
+        LICOptions(loss="huber")
+
+
 @pytest.mark.parametrize("arch", ["convnet2", "convnet2-bn"])
 def test_chunked_compensation_gives_the_same_images(dataset, arch):
     """Gradients chunk by chunk (bounded memory) against all images at once: the same result."""
@@ -273,7 +306,7 @@ def test_refusals(dataset):
         LICOptions(n=3)
     with pytest.raises(ValueError, match="spread, consecutive"):
         LICOptions(grouping="best")
-    with pytest.raises(ValueError, match="adam, sgd"):
+    with pytest.raises(ValueError, match="adam, adamw, sgd"):
         LICOptions(optimizer="lbfgs")
     with pytest.raises(ValueError, match="pixel, none"):
         LICOptions(clamp="yes")

@@ -94,6 +94,18 @@ class SubsetSource:
 
         return tensor_digest(self.indices, extra=f"subset-of:{source_digest(self.base)}")
 
+    @property
+    def streamed(self) -> bool:
+        return bool(getattr(self.base, "streamed", False))
+
+    @property
+    def workers(self) -> int:
+        return int(getattr(self.base, "workers", 0))
+
+    def decode_threads(self, count: int) -> None:
+        if hasattr(self.base, "decode_threads"):
+            self.base.decode_threads(count)
+
     def load(self, indices: torch.Tensor) -> torch.Tensor:
         return self.base.load(self.indices[indices])
 

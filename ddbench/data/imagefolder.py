@@ -118,6 +118,16 @@ class ImageFolderSource:
                                          self.memory_budget_bytes, workers=self.workers, cache_file=cache_file)
         return self._pixels
 
+    @property
+    def streamed(self) -> bool:
+        """True when the split is over the memory budget: every load decodes its files (see
+        :class:`ddbench.data.batches.BatchReader`, which then decodes in worker processes)."""
+        return not self.pixels.held
+
+    def decode_threads(self, count: int) -> None:
+        """Threads a streamed load decodes on (a DataLoader worker uses one)."""
+        self.pixels.workers = count
+
     def fill(self, progress=lambda n: None) -> None:
         """Decode every image of the split now, in worker processes (when it fits the budget)."""
         self.pixels.fill(progress)

@@ -42,6 +42,14 @@ def make_scheduler(budget: EvalBudget, optimizer: torch.optim.Optimizer):
     raise ValueError(f"unknown scheduler {budget.scheduler!r}; use multistep, cosine or constant")
 
 
+def compiled(model: nn.Module, backend: str) -> nn.Module:
+    """``model`` through ``torch.compile`` (opt-in: ``backend`` "on" = torch's default, or a
+    backend name), or ``model`` itself for "off". The compiled module shares the parameters."""
+    if backend == "off":
+        return model
+    return torch.compile(model, backend="inductor" if backend == "on" else backend)
+
+
 def precision_context(precision: str, device: torch.device):
     """A factory of the forward passes' autocast context: bfloat16 for ``precision="bf16"``
     (CUDA), else nothing. A budget's ``auto`` must be resolved first (``resolve_for``)."""
@@ -116,6 +124,7 @@ def fit(
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
         rank, world = cluster.rank, cluster.world_size
         generator = torch.Generator(device=index_device).manual_seed(torch.initial_seed())
+    net = compiled(net, budget.compile)  # after DDP, as torch's DDP + compile guide does
     finite = torch.ones((), dtype=torch.bool, device=device)
     stream = SampleStream(num_samples, index_device, generator)
     epoch_size = epoch_size or num_samples

@@ -278,9 +278,11 @@ def measure_method(spec: dict[str, Any], log: Callable[[str], None]) -> dict[str
         with measure_stage(device) as measure:
             distilled = distiller.distill(task_for(with_iterations(count)))
         record = {"iterations": count, "seconds": round(measure.seconds, 4), "peak_memory_bytes": measure.peak_memory_bytes,
-                  "peak_memory_kind": measure.memory_kind, "images": len(distilled.images)}
+                  "peak_memory_kind": measure.memory_kind, "start_memory_bytes": measure.start_memory_bytes,
+                  "added_memory_bytes": measure.added_memory_bytes, "images": len(distilled.images)}
         log(f"{count if count is not None else 'full'} iteration(s): {measure.seconds:.2f} s, "
-            f"peak {measure.peak_memory_bytes / 2**20:.1f} MiB ({measure.memory_kind})")
+            f"peak {measure.peak_memory_bytes / 2**20:.1f} MiB ({measure.memory_kind}), "
+            f"{measure.added_memory_bytes / 2**20:.1f} MiB above the {measure.start_memory_bytes / 2**20:.1f} MiB held at the start")
         return record
 
     full, source = (full_iterations(distiller, options, task_for(options), spec["iterations_given"])
@@ -317,6 +319,7 @@ def measure_method(spec: dict[str, Any], log: Callable[[str], None]) -> dict[str
         "full_seconds": round(full_seconds, 3), "seconds_per_100_images": round(full_seconds * BENCH_IMAGES / images, 3),
         "projected": projected, "time_label": "projected" if projected else "measured",
         "peak_memory_bytes": peak["peak_memory_bytes"], "peak_memory_kind": peak["peak_memory_kind"],
+        "start_memory_bytes": peak["start_memory_bytes"], "added_memory_bytes": max(r["added_memory_bytes"] for r in runs),
         "observer": observer.describe(),
     }
 
