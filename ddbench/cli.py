@@ -108,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluation_args(run)
     run.add_argument("--out", help="output folder (default: runs/<dataset>-<arch>-ipc<K>; an IPC list: runs/<dataset>-<arch>-ipc-sweep)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--progress-every", type=float, default=30.0, metavar="SECONDS",
+                        help="when stderr is not a terminal (a log file): one progress line per stage and every SECONDS (default: 30)")
     run.add_argument("--plan", metavar="SHAPE",
                      help="print every stage's forward/backward passes and peak memory for a dataset of this shape, and "
                           "run nothing: imagenet-1k, tiny-imagenet, cifar100, cifar10, or "
@@ -127,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluation_args(evaluate, methods=False)
     evaluate.add_argument("--out", help="output folder (default: runs/<dataset>-<arch>-eval)")
     evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
+    evaluate.add_argument("--progress-every", type=float, default=30.0, metavar="SECONDS",
+                        help="when stderr is not a terminal (a log file): one progress line per stage and every SECONDS (default: 30)")
     evaluate.set_defaults(dataset=None, arch=None, option=[], distill_seed=0)
 
     export = commands.add_parser("export", help="write a saved distilled set as an image folder or in DD-Ranking's layout")
@@ -151,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluation_args(cross)
     cross.add_argument("--out", help="output folder (default: runs/<dataset>-cross-arch-ipc<K>)")
     cross.add_argument("--quiet", action="store_true", help="no progress bars")
+    cross.add_argument("--progress-every", type=float, default=30.0, metavar="SECONDS",
+                        help="when stderr is not a terminal (a log file): one progress line per stage and every SECONDS (default: 30)")
 
     bench = commands.add_parser("bench", help="time to distill 100 images at batch size 100 and peak memory, per method and observer (Table 3)")
     bench.add_argument("--methods", type=_names, required=True, help="comma list of methods (lic,sre2l)")
@@ -164,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="set one method option (repeatable); METHOD.iterations=N sets the full run the time is projected to")
     bench.add_argument("--out", help="output folder (default: runs/<dataset>-bench)")
     bench.add_argument("--quiet", action="store_true", help="no progress bars")
+    bench.add_argument("--progress-every", type=float, default=30.0, metavar="SECONDS",
+                        help="when stderr is not a terminal (a log file): one progress line per stage and every SECONDS (default: 30)")
 
     ablate = commands.add_parser("ablate", help="LIC's Table 7 rows and Figure 1 sweeps (M, N, feature layer): one table, a plot each")
     ablate.add_argument("method", help="the method whose components are ablated (lic)")
@@ -178,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluation_args(ablate, evaluator_help="evaluator of the sweeps (default: relabel); Table 7's rows set their own")
     ablate.add_argument("--out", help="output folder (default: runs/<dataset>-<arch>-ablate-ipc<K>)")
     ablate.add_argument("--quiet", action="store_true", help="no progress bars")
+    ablate.add_argument("--progress-every", type=float, default=30.0, metavar="SECONDS",
+                        help="when stderr is not a terminal (a log file): one progress line per stage and every SECONDS (default: 30)")
 
     commands.add_parser("plugins", help="list every method, evaluator, dataset and architecture with its plugin and version")
 
@@ -187,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(train)
     _add_observer_args(train)
     train.add_argument("--quiet", action="store_true", help="no progress bars")
+    train.add_argument("--progress-every", type=float, default=30.0, metavar="SECONDS",
+                        help="when stderr is not a terminal (a log file): one progress line per stage and every SECONDS (default: 30)")
     return parser
 
 
@@ -245,11 +257,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if len(args.ipc) > 1:
         from ddbench.harness.sweep import ipc_sweep
 
-        with ConsoleUI(quiet=args.quiet) as ui:
+        with ConsoleUI(quiet=args.quiet, every=args.progress_every) as ui:
             summary = ipc_sweep(config, args.ipc, ui)
         failed = sorted({p["method"] for p in summary["points"] if "error" in p})
         return _exit_code(failed, "ipc-sweep.json")
-    with ConsoleUI(quiet=args.quiet) as ui:
+    with ConsoleUI(quiet=args.quiet, every=args.progress_every) as ui:
         results = run(config, ui)
     failed = [name for name, entry in results["methods"].items() if "error" in entry]
     return _exit_code(failed, "results.json")
@@ -309,7 +321,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                          saved_pixels=args.pixels)
     if not args.out:
         config.out = str(Path("runs") / f"{args.dataset}-{args.arch}-eval")
-    with ConsoleUI(quiet=args.quiet) as ui:
+    with ConsoleUI(quiet=args.quiet, every=args.progress_every) as ui:
         results = run(config, ui)
     failed = [name for name, entry in results["methods"].items() if "error" in entry]
     return _exit_code(failed, "results.json")
@@ -358,7 +370,7 @@ def cmd_cross_arch(args: argparse.Namespace) -> int:
     from ddbench.report import ConsoleUI
 
     config = _run_config(args, args.methods, ipc=args.ipc, arch=args.observers[0])
-    with ConsoleUI(quiet=args.quiet) as ui:
+    with ConsoleUI(quiet=args.quiet, every=args.progress_every) as ui:
         summary = cross_arch(config, args.observers, args.verifiers or args.observers, ui)
     failed = sorted({c["method"] for c in summary["cells"] if "error" in c})
     return _exit_code(failed, "cross-arch.json")
@@ -375,7 +387,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         observer_seed=args.observer_seed, observer_epochs=args.observer_epochs, observer_checkpoint=args.observer_checkpoint,
         cache_dir=args.cache_dir, device=args.device, out=args.out, command=_command_line(),
     )
-    with ConsoleUI(quiet=args.quiet) as ui:
+    with ConsoleUI(quiet=args.quiet, every=args.progress_every) as ui:
         summary = bench(config, ui)
     failed = sorted({row["method"] for row in summary["rows"] if "error" in row})
     return _exit_code(failed, "bench.json")
@@ -387,7 +399,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
     config = _run_config(args, [args.method], ipc=args.ipc, arch=args.arch, verifier=args.verifier,
                          observer_checkpoint=args.observer_checkpoint)
-    with ConsoleUI(quiet=args.quiet) as ui:
+    with ConsoleUI(quiet=args.quiet, every=args.progress_every) as ui:
         summary = ablate(config, args.sweeps, args.m_values, args.n_values, ui)
     failed = sorted({f"{r['sweep']} {r['label']}" for r in summary["rows"] if "error" in r})
     return _exit_code(failed, "ablate.json")
@@ -425,7 +437,7 @@ def cmd_observer_train(args: argparse.Namespace) -> int:
 
     arch = registry.get_architecture(args.arch)
     dataset = registry.get_dataset(args.dataset).load(data_options(args))
-    with ConsoleUI(quiet=args.quiet) as ui:
+    with ConsoleUI(quiet=args.quiet, every=args.progress_every) as ui:
         observer = get_observer(
             dataset, arch, resolve_device(args.device), seed=args.observer_seed,
             recipe=default_recipe(dataset.name, epochs=args.observer_epochs),

@@ -3,7 +3,10 @@ whole budget beside the numbers."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import sys
+import threading
+import time
+from typing import Any, Callable, TextIO
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -23,15 +26,100 @@ def format_accuracy(accuracy: dict[str, Any]) -> str:
     return f"{accuracy['mean']:.2f} ± {accuracy['std']:.2f}"
 
 
-class ConsoleUI:
-    """Progress bars and tables on a rich console (stderr for progress, stdout for results)."""
+class LogProgress:
+    """Progress for a log file (SLURM, nohup, ``> log 2>&1``): plain lines, no redrawing. A line
+    when a stage starts and when it ends, and every ``every`` seconds one line per unfinished
+    stage (step/total, elapsed, ETA), printed by a heartbeat thread so a long step still talks."""
 
-    def __init__(self, console: Console | None = None, quiet: bool = False):
+    def __init__(self, stream: TextIO, every: float = 30.0, clock: Callable[[], float] = time.monotonic):
+        self.stream = stream
+        self.every = every
+        self.clock = clock
+        self.tasks: dict[int, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.started = clock()
+
+    def __enter__(self) -> "LogProgress":
+        if self.every > 0:
+            self._thread = threading.Thread(target=self._heartbeat, name="ddbench-progress", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(self.every):
+            self.report()
+
+    def print(self, message: str) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        with self._lock:
+            self.stream.write(f"[{stamp}] {message}\n")
+            self.stream.flush()
+
+    def line(self, task: dict[str, Any]) -> str:
+        elapsed = self.clock() - task["start"]
+        done, total = task["done"], task["total"]
+        eta = f", ETA {_duration(elapsed / done * (total - done))}" if 0 < done < total else ""
+        return f"{task['description']}: {done}/{total} ({100.0 * done / total:.0f}%), elapsed {_duration(elapsed)}{eta}"
+
+    def report(self) -> None:
+        with self._lock:
+            running = [dict(task) for task in self.tasks.values() if task["done"] < task["total"]]
+        for task in running:
+            self.print(self.line(task))
+
+    def add_task(self, description: str, total: int) -> Callable[[int], None]:
+        with self._lock:
+            key = len(self.tasks)
+            task = self.tasks[key] = {"description": description, "total": max(1, total), "done": 0, "start": self.clock()}
+        self.print(f"{description}: started ({task['total']} steps)")
+
+        def advance(n: int) -> None:
+            with self._lock:
+                before = task["done"]
+                task["done"] = min(task["total"], before + n)
+                finished = before < task["total"] <= task["done"]
+            if finished:
+                self.print(f"{description}: done in {_duration(self.clock() - task['start'])}")
+
+        return advance
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+class ConsoleUI:
+    """Progress bars and tables on a rich console (stderr for progress, stdout for results).
+
+    When stderr is not a terminal (a log file), progress is :class:`LogProgress` lines instead of
+    bars, which a file would only receive at exit."""
+
+    def __init__(self, console: Console | None = None, quiet: bool = False, every: float = 30.0,
+                 log_stream: TextIO | None = None):
         self.console = console or Console()
         self.quiet = quiet
+        self.every = every
         self._progress: Progress | None = None
+        self._log: LogProgress | None = None
+        stream = log_stream if log_stream is not None else sys.stderr
+        self._log_stream = stream if log_stream is not None or not stream.isatty() else None
 
     def __enter__(self) -> "ConsoleUI":
+        if self.quiet:
+            return self
+        if self._log_stream is not None:
+            self._log = LogProgress(self._log_stream, self.every).__enter__()
+            return self
         self._progress = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
             console=Console(stderr=True), transient=False, disable=self.quiet,
@@ -40,17 +128,24 @@ class ConsoleUI:
         return self
 
     def __exit__(self, *exc) -> None:
+        if self._log is not None:
+            self._log.__exit__(*exc)
+            self._log = None
         if self._progress is not None:
             self._progress.__exit__(*exc)
             self._progress = None
 
     def info(self, message: str) -> None:
-        if self._progress is not None:
+        if self._log is not None:
+            self._log.print(message)
+        elif self._progress is not None:
             self._progress.console.print(message, markup=False, highlight=False)
         else:
             self.console.print(message, markup=False, highlight=False)
 
     def progress(self, description: str, total: int) -> Callable[[int], None]:
+        if self._log is not None:
+            return self._log.add_task(description, total)
         if self._progress is None:
             return lambda n: None
         task = self._progress.add_task(description, total=max(1, total))

@@ -1,0 +1,137 @@
+"""LIC's validation search (issue 16): one ``ddbench run --validation`` per configuration, every
+result appended to a results file in the repository, so the search can be re-read and extended.
+
+    OMP_NUM_THREADS=1 python benchmarks/lic_search.py NAME [NAME ...] [--ipc 10] [--jobs 2]
+
+Each NAME is a row of ``CONFIGURATIONS`` (method options and evaluator options). Every
+configuration is scored on the validation split only (``--validation 50``: 50 training images
+per class held out, the observer trained without them), never on the test split. Runs share
+one observer through ``--cache-dir``. A finished run is not redone: its ``results.json`` is read
+again. Rows go to ``benchmarks/results/lic_search.csv`` (one per configuration and IPC; an
+existing row is replaced) with the command that produced them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shlex
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "lic_search.csv"
+COLUMNS = ("dataset", "image_size", "ipc", "name", "method", "options", "eval_options", "validation_accuracy_mean",
+           "validation_accuracy_std", "per_seed", "distill_seconds", "observer_validation_accuracy", "command")
+
+# name -> (method, method options, evaluator options)
+CONFIGURATIONS: dict[str, tuple[str, list[str], list[str]]] = {
+    "random": ("random", [], []),
+    "defaults": ("lic", [], []),
+    # the successor code's (LINs-lab/CIM) choices, one at a time and together
+    "l1": ("lic", ["loss=l1"], []),
+    "cosine": ("lic", ["loss=cosine"], []),
+    "adamw-0.01": ("lic", ["optimizer=adamw", "lr=0.01"], []),
+    "adam-0.01": ("lic", ["lr=0.01"], []),
+    "adam-0.03": ("lic", ["lr=0.03"], []),
+    "no-clamp": ("lic", ["clamp=none"], []),
+    "after-pool": ("lic", ["feature_layer=features.block3.pool"], []),
+    "block2": ("lic", ["feature_layer=features.block2.relu"], []),
+    "cim": ("lic", ["loss=l1", "optimizer=adamw", "lr=0.01", "clamp=none", "feature_layer=features.block3.pool"], []),
+    "iterations-50": ("lic", ["iterations=50"], []),
+    "iterations-400": ("lic", ["iterations=400"], []),
+    "n1": ("lic", ["n=1", "iterations=0"], []),
+    "n9": ("lic", ["n=9"], []),
+    "no-selection": ("lic", ["selection=false"], []),
+    "skip-0.1": ("lic", ["selection_skip=0.1"], []),
+    "skip-0.3": ("lic", ["selection_skip=0.3"], []),
+    "consecutive": ("lic", ["grouping=consecutive"], []),
+    "factor-crop": ("lic", [], ["region_sampling=factor-crop"]),
+    "mse-logits": ("lic", [], ["loss=mse-logits"]),
+}
+
+
+def run_one(name: str, args: argparse.Namespace) -> dict:
+    method, options, eval_options = CONFIGURATIONS[name]
+    out = Path(args.runs) / f"ipc{args.ipc}" / name
+    command = ["ddbench", "run", "--method", method, "--dataset", args.dataset, "--image-size", str(args.image_size),
+               "--ipc", str(args.ipc), "--validation", str(args.validation), "--cache-dir", args.cache_dir,
+               "--out", str(out), "--data-workers", "0"]
+    if args.data_root:
+        command += ["--data-root", args.data_root]
+    command += [part for option in options for part in ("--option", f"{method}.{option}")]
+    command += [part for option in eval_options for part in ("--eval-option", option)]
+    results_file = out / "results.json"
+    if not results_file.exists():
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out / "search.log", "w") as log:
+            subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=True,
+                           env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
+    results = json.loads(results_file.read_text())
+    entry = results["methods"][method]
+    return {
+        "dataset": results["dataset"]["name"], "image_size": results["dataset"].get("image_size", args.image_size),
+        "ipc": args.ipc, "name": name, "method": method, "options": " ".join(options), "eval_options": " ".join(eval_options),
+        "validation_accuracy_mean": entry["accuracy"]["mean"], "validation_accuracy_std": entry["accuracy"]["std"],
+        "per_seed": " ".join(f"{a:.2f}" for a in entry["accuracy"]["per_seed"]),
+        "distill_seconds": entry.get("distill_seconds"),
+        "observer_validation_accuracy": results["observer"].get("test_accuracy"),
+        "command": shlex.join(command),
+    }
+
+
+def record(rows: list[dict]) -> None:
+    existing = []
+    if RESULTS.exists():
+        with open(RESULTS, newline="") as handle:
+            existing = list(csv.DictReader(handle))
+    keys = {(r["dataset"], str(r["image_size"]), str(r["ipc"]), r["name"]) for r in rows}
+    kept = [r for r in existing if (r["dataset"], r["image_size"], r["ipc"], r["name"]) not in keys]
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    with open(RESULTS, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(kept + rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("names", nargs="+", help=f"configurations: {', '.join(CONFIGURATIONS)}")
+    parser.add_argument("--dataset", default="imagefolder")
+    parser.add_argument("--data-root", default=str(ROOT.parent / "shared" / "data" / "tiny-imagenet-10"))
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--ipc", type=int, default=10)
+    parser.add_argument("--validation", type=int, default=50)
+    parser.add_argument("--cache-dir", default=os.environ.get("DDBENCH_CACHE", str(Path.home() / ".cache" / "ddbench")))
+    parser.add_argument("--runs", default="runs/lic-search")
+    parser.add_argument("--jobs", type=int, default=1, help="configurations run side by side (one thread each)")
+    args = parser.parse_args(argv)
+    unknown = [n for n in args.names if n not in CONFIGURATIONS]
+    if unknown:
+        parser.error(f"unknown configuration(s) {', '.join(unknown)}; known: {', '.join(CONFIGURATIONS)}")
+    rows, lock = [], threading.Lock()
+
+    def finish(name: str) -> None:
+        row = run_one(name, args)
+        with lock:  # each row is recorded as soon as it is known
+            rows.append(row)
+            record([row])
+
+    first, rest = args.names[0], args.names[1:]
+    finish(first)  # alone: it trains the shared observer the others then load from the cache
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        for future in [pool.submit(finish, name) for name in rest]:
+            future.result()
+    for row in sorted(rows, key=lambda r: -r["validation_accuracy_mean"]):
+        print(f"{row['name']:>16}: {row['validation_accuracy_mean']:.2f} ± {row['validation_accuracy_std']:.2f} "
+              f"({row['per_seed']})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

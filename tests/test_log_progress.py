@@ -1,0 +1,54 @@
+"""Progress in a log file: when stderr is not a terminal a run prints plain lines (a start and
+an end line per stage, and a heartbeat line every N seconds), never silence until exit."""
+
+from __future__ import annotations
+
+import io
+import re
+import time
+
+from ddbench.report import ConsoleUI, LogProgress
+
+
+def test_stage_lines_and_heartbeat_while_a_step_is_long():
+    stream = io.StringIO()
+    with ConsoleUI(every=0.05, log_stream=stream) as ui:
+        advance = ui.progress("observer convnet3-bn", total=4)
+        advance(1)
+        time.sleep(0.3)  # one long step: the heartbeat still reports it
+        ui.info("a message")
+        advance(3)
+    lines = stream.getvalue().splitlines()
+    assert all(re.match(r"\[\d\d:\d\d:\d\d\] ", line) for line in lines)
+    assert "observer convnet3-bn: started (4 steps)" in lines[0]
+    heartbeats = [line for line in lines if "observer convnet3-bn: 1/4 (25%)" in line]
+    assert len(heartbeats) >= 2 and all("ETA" in line and "elapsed" in line for line in heartbeats)
+    assert any(line.endswith("a message") for line in lines)
+    assert re.search(r"observer convnet3-bn: done in \d+:\d\d$", lines[-1])
+
+
+def test_no_heartbeat_after_a_stage_ends_and_none_when_quiet():
+    stream = io.StringIO()
+    with LogProgress(stream, every=0.02) as progress:
+        progress.add_task("distill lic", 2)(2)
+        time.sleep(0.1)
+    assert len(stream.getvalue().splitlines()) == 2  # started, done: nothing repeats a finished stage
+    quiet = io.StringIO()
+    with ConsoleUI(quiet=True, every=0.01, log_stream=quiet) as ui:
+        ui.progress("x", 3)(1)
+        time.sleep(0.05)
+    assert quiet.getvalue() == ""
+
+
+def test_a_redirected_run_talks(tmp_path):
+    import subprocess
+    import sys
+
+    log = tmp_path / "log"
+    with open(log, "w") as handle:
+        code = subprocess.run([sys.executable, "-m", "ddbench", "observer", "train", "--dataset", "digits",
+                               "--observer-epochs", "1", "--cache-dir", str(tmp_path / "cache"), "--progress-every", "1"],
+                              stdout=handle, stderr=subprocess.STDOUT).returncode
+    text = log.read_text()
+    assert code == 0, text
+    assert re.search(r"\] observer .*: started \(\d+ steps\)", text) and re.search(r"\] observer .*: done in", text)
