@@ -100,34 +100,78 @@ def git_revision(where: Path) -> str | None:
 
 
 class RunStore:
-    """The run folder: ``manifest.json`` with the finished units, rewritten atomically after each."""
+    """The run folder: ``manifest.json`` with the finished units.
+
+    Every change is a read-modify-write under an exclusive lock (``fcntl.flock`` on
+    ``.manifest.lock`` in the folder) and an atomic replace: the file on disk is re-read, this
+    process's record merged in and written back, so two commands sharing one ``--out`` (or
+    torchrun ranks) never drop each other's records."""
 
     def __init__(self, folder: Path, writer: bool = True):
         """``writer=False`` (ranks other than 0 under torchrun): records are kept in memory only."""
         self.folder = Path(folder)
         self.writer = writer
         self.path = self.folder / "manifest.json"
-        self.manifest: dict[str, Any] = {"format": MANIFEST_FORMAT, "runs": [], "units": {}}
-        if self.path.exists():
-            try:
-                loaded = json.loads(self.path.read_text())
-            except (OSError, json.JSONDecodeError) as exc:
-                raise ArtifactError(f"{self.path}: unreadable manifest ({exc}); move the folder away or pick another --out") from exc
-            if loaded.get("format") != MANIFEST_FORMAT:
-                raise ArtifactError(f"{self.path}: not a ddbench manifest (format {loaded.get('format')!r})")
-            self.manifest = loaded
+        self.lock_path = self.folder / ".manifest.lock"
+        self.manifest: dict[str, Any] = self._read() or {"format": MANIFEST_FORMAT, "runs": [], "units": {}}
 
-    def start(self, record: dict[str, Any]) -> None:
-        self.manifest["runs"].append(to_jsonable(record, "run record"))
-        self._write()
+    def _read(self) -> dict[str, Any] | None:
+        if not self.path.exists():
+            return None
+        try:
+            loaded = json.loads(self.path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ArtifactError(f"{self.path}: unreadable manifest ({exc}); move the folder away or pick another --out") from exc
+        if not isinstance(loaded, dict) or loaded.get("format") != MANIFEST_FORMAT:
+            found = loaded.get("format") if isinstance(loaded, dict) else type(loaded).__name__
+            raise ArtifactError(f"{self.path}: not a ddbench manifest (format {found!r}); move the folder away or pick "
+                                f"another --out")
+        return loaded
+
+    def _update(self, change) -> None:
+        """Apply ``change(manifest)`` to the file's current content under the lock, and keep the result."""
+        if not self.writer:
+            change(self.manifest)
+            return
+        import fcntl
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.lock_path, "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                current = self._read() or {"format": MANIFEST_FORMAT, "runs": [], "units": {}}
+                change(current)
+                atomic_write_json(self.path, current)
+                self.manifest = current
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def start(self, record: dict[str, Any]) -> str:
+        """Add a run record; returns its id (for :meth:`update_run`)."""
+        import uuid
+
+        run_id = uuid.uuid4().hex[:12]
+        entry = {**to_jsonable(record, "run record"), "run_id": run_id}
+        self._update(lambda manifest: manifest["runs"].append(entry))
+        return run_id
+
+    def update_run(self, run_id: str, record: dict[str, Any]) -> None:
+        """Replace the run record ``run_id`` (added by :meth:`start`)."""
+        entry = {**to_jsonable(record, "run record"), "run_id": run_id}
+
+        def change(manifest: dict[str, Any]) -> None:
+            runs = manifest["runs"]
+            for i, run in enumerate(runs):
+                if run.get("run_id") == run_id:
+                    runs[i] = entry
+                    return
+            runs.append(entry)
+
+        self._update(change)
 
     def finished(self, key: str) -> dict[str, Any] | None:
         return self.manifest["units"].get(key)
 
     def finish(self, key: str, record: dict[str, Any]) -> None:
-        self.manifest["units"][key] = to_jsonable(record, "unit record")
-        self._write()
-
-    def _write(self) -> None:
-        if self.writer:
-            atomic_write_json(self.path, self.manifest)
+        entry = to_jsonable(record, "unit record")
+        self._update(lambda manifest: manifest["units"].__setitem__(key, entry))

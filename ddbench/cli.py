@@ -14,13 +14,39 @@ def _seeds(text: str) -> list[int]:
     """``3`` means seeds 0, 1, 2; ``0,5,7`` names them."""
     try:
         if "," in text:
-            return [int(part) for part in text.split(",") if part.strip()]
+            seeds = [int(part) for part in text.split(",") if part.strip()]
+            repeated = sorted({seed for seed in seeds if seeds.count(seed) > 1})
+            if repeated:
+                raise argparse.ArgumentTypeError(
+                    f"--seeds lists seed {', '.join(map(str, repeated))} more than once: a repeated seed repeats the same "
+                    f"run and shrinks the std; give distinct seeds (0,1,2) or a count (3)")
+            if not seeds:
+                raise argparse.ArgumentTypeError("--seeds needs at least one seed")
+            return seeds
         count = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"--seeds takes a count (3) or a list (0,5,7), got {text!r}") from None
     if count < 1:
         raise argparse.ArgumentTypeError(f"--seeds needs at least one seed, got {count}")
     return list(range(count))
+
+
+MIN_IMAGE_SIZE = 8  # the smallest side the built-in observers take (three 2x poolings)
+
+
+def _at_least(flag: str, low: int, fix: str = ""):
+    """An integer ``>= low`` for ``flag``; anything else is refused by name, with the fix."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} takes an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{flag} must be at least {low}, got {value}" + (f"; {fix}" if fix else ""))
+        return value
+
+    return parse
 
 
 def _ints(flag: str):
@@ -47,11 +73,11 @@ def _add_data_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", default="digits", help="dataset name (default: digits, embedded; see 'ddbench plugins')")
     parser.add_argument("--data-root", help="folder holding the dataset (torchvision layout, or class folders for imagefolder)")
     parser.add_argument("--download", action="store_true", help="download the dataset into --data-root where a network exists")
-    parser.add_argument("--image-size", type=int, help="resize images to this many pixels a side (default: the dataset's)")
+    parser.add_argument("--image-size", type=_at_least("--image-size", MIN_IMAGE_SIZE, "leave it out for the dataset's own size"), help="resize images to this many pixels a side (default: the dataset's)")
     parser.add_argument("--data-memory-gib", type=float, default=2.0, metavar="GIB",
                         help="image folders that fit in this many GiB at the working size are decoded once, kept as "
                              "8-bit pixels and saved under --cache-dir for later runs; larger ones stream (default: 2)")
-    parser.add_argument("--data-workers", type=int, metavar="N",
+    parser.add_argument("--data-workers", type=_at_least("--data-workers", 0), metavar="N",
                         help="processes that decode image files (default: one less than the CPUs, at most 8; 0: none)")
 
 
@@ -60,7 +86,7 @@ def _add_observer_args(parser: argparse.ArgumentParser, single: bool = True, arc
     if single:
         parser.add_argument("--arch", default="convnet3-bn", help=arch_help or "observer architecture (default: convnet3-bn: BatchNorm, so every method, SRe2L included, can share it)")
     parser.add_argument("--observer-seed", type=int, default=0, help="seed of the observer's training (default: 0)")
-    parser.add_argument("--observer-epochs", type=int, help="override the observer recipe's epochs")
+    parser.add_argument("--observer-epochs", type=_at_least("--observer-epochs", 1, "an untrained observer scores and labels nothing"), help="override the observer recipe's epochs")
     if single:
         parser.add_argument("--observer", dest="observer_checkpoint", metavar="PATH", help="use this observer checkpoint instead of the cache: a ddbench safetensors file, or a .pt/.pth state_dict of --arch (loaded with weights_only=True)")
     parser.add_argument("--cache-dir", help="where observers are cached (default: $DDBENCH_CACHE or ~/.cache/ddbench)")
@@ -71,13 +97,13 @@ def _add_evaluation_args(parser: argparse.ArgumentParser, evaluator_help: str | 
     """How distilled sets are evaluated, seeds, budget and method options (shared by run and the grids)."""
     parser.add_argument("--evaluator", default="relabel", help=evaluator_help or "evaluator: relabel (soft labels from the observer, default), train (hard labels), or a plugin's")
     parser.add_argument("--teacher", dest="teacher_checkpoint", metavar="PATH", help="soft-label teacher checkpoint (default: the observer)")
-    parser.add_argument("--validation", type=int, default=0, metavar="N",
+    parser.add_argument("--validation", type=_at_least("--validation", 0, "0 evaluates on the test split"), default=0, metavar="N",
                         help="hold out N training images per class (seeded) and report accuracy on them instead of the test set: for tuning")
     parser.add_argument("--validation-seed", type=int, default=0, help="seed of the validation split (default: 0)")
     parser.add_argument("--seeds", type=_seeds, default=[0, 1, 2], help="evaluation seeds: a count (3 = 0,1,2) or a list (default: 3)")
     if methods:
         parser.add_argument("--distill-seed", type=int, default=0, help="seed of every method's distillation (default: 0)")
-        parser.add_argument("--distill-seeds", type=int, default=1, metavar="K",
+        parser.add_argument("--distill-seeds", type=_at_least("--distill-seeds", 1), default=1, metavar="K",
                             help="distil each method K times (seeds --distill-seed, +1, ...); accuracy is then mean ± std "
                                  "over all (distill seed, evaluation seed) pairs, with the spread split by source (default: 1)")
         parser.add_argument("--compare-random", action="store_true",
@@ -150,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     cross.add_argument("--observers", type=_names, required=True, help="comma list of observer architectures (convnet3-bn,resnet18)")
     cross.add_argument("--verifiers", type=_names, help="comma list of verifier architectures (default: the observers)")
     _add_data_args(cross)
-    cross.add_argument("--ipc", type=int, default=10, help="images per class (default: 10)")
+    cross.add_argument("--ipc", type=_at_least("--ipc", 1), default=10, help="images per class (default: 10)")
     _add_observer_args(cross, single=False)
     _add_evaluation_args(cross)
     cross.add_argument("--out", help="output folder (default: runs/<dataset>-cross-arch-ipc<K>)")
@@ -162,9 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--methods", type=_names, required=True, help="comma list of methods (lic,sre2l)")
     _add_data_args(bench)
     _add_observer_args(bench, arch_help="observer architecture(s), a comma list (default: convnet3-bn)")
-    bench.add_argument("--bench-iterations", type=int, default=5, metavar="K",
+    bench.add_argument("--bench-iterations", type=_at_least("--bench-iterations", 1), default=5, metavar="K",
                        help="timed runs of K and 2K iterations after a 1-iteration warm-up; the full run is projected (default: 5)")
-    bench.add_argument("--batch-size", type=int, default=100, help="the methods' batch_size option (default: 100, as in the paper)")
+    bench.add_argument("--batch-size", type=_at_least("--batch-size", 1), default=100, help="the methods' batch_size option (default: 100, as in the paper)")
     bench.add_argument("--distill-seed", type=int, default=0, help="seed of every distillation (default: 0)")
     bench.add_argument("--option", action="append", default=[], metavar="METHOD.KEY=VALUE",
                        help="set one method option (repeatable); METHOD.iterations=N sets the full run the time is projected to")
@@ -180,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--n-values", type=_ints("--n-values"), default=[1, 4, 9, 16],
                         help="N (lic.n) values; those whose tiles do not divide the image size are skipped (default: 1,4,9,16)")
     _add_data_args(ablate)
-    ablate.add_argument("--ipc", type=int, default=10, help="images per class (default: 10)")
+    ablate.add_argument("--ipc", type=_at_least("--ipc", 1), default=10, help="images per class (default: 10)")
     _add_observer_args(ablate)
     ablate.add_argument("--verifier", help="architecture trained on the distilled set (default: the observer's)")
     _add_evaluation_args(ablate, evaluator_help="evaluator of the sweeps (default: relabel); Table 7's rows set their own")
@@ -452,8 +478,10 @@ def cmd_observer_train(args: argparse.Namespace) -> int:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors that are the user's to fix: shown as one line, no traceback."""
+    import pickle
+
     from ddbench.budget import BudgetError
-    from ddbench.data.errors import DataRootError
+    from ddbench.data.errors import DataFileError, DataRootError
     from ddbench.io import ArtifactError
     from ddbench.observer import ObserverMismatchError
     from ddbench.options import OptionError
@@ -463,8 +491,23 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from ddbench.distributed import DistributedError
     from ddbench.measure import DeviceError
 
-    return (BudgetError, DataRootError, ArtifactError, ObserverMismatchError, OptionError, UnknownNameError, RunError,
-            DeviceError, DistributedError)
+    return (BudgetError, DataRootError, DataFileError, ArtifactError, ObserverMismatchError, OptionError, UnknownNameError,
+            RunError, DeviceError, DistributedError, pickle.UnpicklingError, OSError)
+
+
+def user_error_line(exc: BaseException) -> str:
+    """One line for a user's error: the message (from a DataLoader worker, the original error's
+    last line), or for an OS error the reason, the path and the fix."""
+    from ddbench.data.errors import DataRootError
+
+    if isinstance(exc, OSError) and not isinstance(exc, DataRootError) and exc.strerror:
+        where = f" ({exc.filename})" if exc.filename else ""
+        return f"{exc.strerror}{where}; check that the path exists, is the kind expected (file or folder) and is writable"
+    message = str(exc).strip() or type(exc).__name__
+    if "Original Traceback" in message:  # re-raised from a DataLoader worker: keep the original error's message
+        last = [line for line in message.splitlines() if line.strip()][-1]
+        message = last.split(": ", 1)[-1] if ": " in last else last
+    return message
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -488,7 +531,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handler(args)
     except _user_errors() as exc:
-        print(f"ddbench: error: {exc}", file=sys.stderr)
+        print(f"ddbench: error: {user_error_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
     finally:
         if "torch.distributed" in sys.modules:  # leave torchrun's process group, if this process joined it

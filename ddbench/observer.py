@@ -51,6 +51,11 @@ class ObserverRecipe:
     channels_last: bool = False  # the channels-last memory format (CUDA)
     compile: str = "off"  # opt-in torch.compile backend (see ddbench.budget.COMPILE_BACKENDS)
 
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"an observer recipe needs epochs >= 1 and batch_size >= 1, got {self.epochs} and "
+                             f"{self.batch_size}: an untrained observer scores and labels nothing")
+
     def key(self) -> str:
         fields = dataclasses.asdict(self)
         for name, default in (("precision", "fp32"), ("channels_last", False), ("compile", "off")):  # keys from before these fields hold
@@ -88,9 +93,11 @@ class Observer:
     seed: int
     trained_now: bool
     data: dict | None = None  # the data identity it was trained on (None: unknown, e.g. a .pt from elsewhere)
+    recorded_accuracy: float | None = None  # what a loaded checkpoint's header claims (test_accuracy is re-measured)
 
     def describe(self) -> dict[str, object]:
-        return {
+        recorded = {} if self.recorded_accuracy is None else {"recorded_accuracy": round(self.recorded_accuracy, 2)}
+        return {**recorded,
             "architecture": self.arch.name,
             "checkpoint": str(self.checkpoint),
             "test_accuracy": round(self.test_accuracy, 2),
@@ -280,14 +287,15 @@ def get_observer(
     """
     if checkpoint is not None:
         model, meta = load_observer_checkpoint(Path(checkpoint), dataset, arch, device)
-        return Observer(model, arch, Path(checkpoint), meta["test_accuracy"], meta.get("recipe", {}), meta.get("seed", -1),
-                        False, meta.get("data"))
+        return Observer(model, arch, Path(checkpoint), accuracy(model, dataset.test, device), meta.get("recipe", {}),
+                        meta.get("seed", -1), False, meta.get("data"), _recorded(meta))
     recipe = recipe or default_recipe(dataset.name)
     path = checkpoint_path(cache or cache_dir(), dataset, arch, seed, recipe)
     if path.exists():
         check_cached(read_metadata(path), dataset, path)
         model, meta = load_observer_checkpoint(path, dataset, arch, device)
-        return Observer(model, arch, path, meta["test_accuracy"], meta["recipe"], seed, False, meta.get("data"))
+        return Observer(model, arch, path, accuracy(model, dataset.test, device), meta["recipe"], seed, False,
+                        meta.get("data"), _recorded(meta))
     steps = recipe.epochs * -(-len(dataset.train) // recipe.batch_size)
     progress = progress_factory(f"observer {arch.name}", steps) if progress_factory else (lambda n: None)
     model = train_observer(dataset, arch, recipe, seed, device, progress)
@@ -307,5 +315,11 @@ def load_teacher(path: Path, dataset: Dataset, device: torch.device) -> Observer
                             f"(ddbench observer train, or --observer for a .pt observer of --arch)")
     arch = get_architecture(str(read_metadata(path).get("architecture")))
     model, meta = load_observer_checkpoint(path, dataset, arch, device)
-    return Observer(model, arch, Path(path), meta["test_accuracy"], meta.get("recipe", {}), meta.get("seed", -1), False,
-                    meta.get("data"))
+    return Observer(model, arch, Path(path), accuracy(model, dataset.test, device), meta.get("recipe", {}),
+                    meta.get("seed", -1), False, meta.get("data"), _recorded(meta))
+
+
+def _recorded(meta: dict) -> float | None:
+    """The accuracy a checkpoint's header claims (a number), kept beside the re-measured one."""
+    value = meta.get("test_accuracy")
+    return float(value) if isinstance(value, (int, float)) else None

@@ -12,13 +12,14 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
 
-from ddbench.io import load_tensors, save_tensors
+from ddbench.io import ArtifactError, load_tensors, save_tensors
 
 
 def unit_seed(seed: int, *parts: Any) -> int:
@@ -69,6 +70,9 @@ def class_major_batches(num_classes: int, ipc: int, batch_size: int) -> list[Ima
     return batches
 
 
+UNIT_SECONDS = "unit_seconds"  # a saved unit's metadata: the seconds it took to compute
+
+
 class PartialStore:
     """The finished units of one distillation, one safetensors file each (atomic writes).
 
@@ -77,6 +81,12 @@ class PartialStore:
 
     def __init__(self, folder: Path | None):
         self.folder = Path(folder) if folder is not None else None
+        self.resumed_units = 0  # units finished by an earlier, stopped run and loaded by this one
+        self.resumed_seconds = 0.0  # the time those units took when they were computed
+
+    def count_resumed(self, metadata: dict[str, Any]) -> None:
+        self.resumed_units += 1
+        self.resumed_seconds += float(metadata.get(UNIT_SECONDS, 0.0))
 
     def _path(self, name: str) -> Path:
         assert self.folder is not None
@@ -87,7 +97,11 @@ class PartialStore:
         but cannot be read raises ``ArtifactError`` naming it (atomic writes never leave one)."""
         if self.folder is None or not self._path(name).exists():
             return None
-        return load_tensors(self._path(name))
+        try:
+            return load_tensors(self._path(name))
+        except ArtifactError as exc:
+            raise ArtifactError(f"{exc}; delete {self._path(name)} to redo that unit (the other finished units are "
+                                f"kept)") from None
 
     def save(self, name: str, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
         if self.folder is not None:
@@ -125,12 +139,16 @@ def run_units(task: Any, names: Sequence[str], compute: Callable[[int], tuple[di
         for index, name in enumerate(names):
             saved = None if cheap and not shared else task.load_part(name)
             if saved is not None:
-                results[index] = saved
+                results[index] = _without_time(saved)
+                if task.partials is not None:
+                    task.partials.count_resumed(saved[1])
                 task.progress(work(index))
             elif task.owns(index):
+                started = time.perf_counter()
                 results[index] = compute(index)
-                if shared or not cheap:
-                    task.save_part(name, *results[index])
+                if shared or not cheap:  # the time is kept on disk only: the method sees its own metadata
+                    tensors, metadata = results[index]
+                    task.save_part(name, tensors, {**metadata, UNIT_SECONDS: round(time.perf_counter() - started, 4)})
     except BaseException:
         task.sync_parts(failed=True)  # the other ranks stop too instead of waiting for this one
         raise
@@ -143,5 +161,10 @@ def run_units(task: Any, names: Sequence[str], compute: Callable[[int], tuple[di
             if saved is None:
                 raise RuntimeError(f"unit {name} was not saved by the rank that owns it; run the same command "
                                    f"again (finished units are kept and only the missing ones are redone)")
-            results[index] = saved
+            results[index] = _without_time(saved)
     return [results[index] for index in range(len(names))]
+
+
+def _without_time(saved: tuple[dict[str, torch.Tensor], dict[str, Any]]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors, metadata = saved
+    return tensors, {k: v for k, v in metadata.items() if k != UNIT_SECONDS}

@@ -210,7 +210,9 @@ def results_table(results: dict[str, Any]) -> Table:
             name,
             format_accuracy(entry["accuracy"]),
             *per_seed,
-            f"{entry['distill_seconds']:.2f} s" if entry.get("distill_seconds") is not None else "not recorded",
+            (f"{entry['distill_seconds']:.2f} s" + (f" (resumed: {entry['distill_resumed']['units']} unit(s) from an earlier run)"
+                                                  if entry.get("distill_resumed") else ""))
+            if entry.get("distill_seconds") is not None else "not recorded",
             f"{format_bytes(entry['peak_memory_bytes'])} ({entry['peak_memory_kind']})" if entry.get("peak_memory_bytes") else "not recorded",
             str(labels.get("labels", entry["soft_labels"])),
             format_bytes(labels.get("label_storage_bytes", 0)),

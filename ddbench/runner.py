@@ -26,7 +26,7 @@ from ddbench.distributed import (SINGLE, Cluster, check_same_file, check_shared_
                                  init_from_environment, main_first)
 from ddbench.artifacts import DISTILLED_FORMAT, RunStore, file_digest, git_revision, load_distilled, save_distilled, unit_key
 from ddbench.exports import write_image_grid, write_step_outputs, write_tables
-from ddbench.io import atomic_write_json, read_metadata
+from ddbench.io import ArtifactError, atomic_write_json, read_metadata
 from ddbench.measure import measure_stage, resolve_device
 from ddbench.observer import Observer, default_recipe, get_observer, load_teacher
 from ddbench.options import apply_overrides
@@ -143,6 +143,19 @@ def plan_run(config: RunConfig) -> Plan:
         raise RunError(f"--ipc must be at least 1, got {config.ipc}")
     if not config.seeds:
         raise RunError("--seeds must name at least one seed")
+    repeated = sorted({seed for seed in config.seeds if list(config.seeds).count(seed) > 1})
+    if repeated:
+        raise RunError(f"--seeds names seed {', '.join(map(str, repeated))} more than once: a repeated seed repeats "
+                       f"the same run and shrinks the std; give distinct seeds")
+    if config.validation_per_class < 0:
+        raise RunError(f"--validation must be 0 (the test split) or a number of images per class, got "
+                       f"{config.validation_per_class}")
+    if config.observer_epochs is not None and config.observer_epochs < 1:
+        raise RunError(f"--observer-epochs must be at least 1, got {config.observer_epochs}: an untrained observer "
+                       f"scores and labels nothing")
+    if config.image_size is not None and config.image_size < 1:
+        raise RunError(f"--image-size must be a positive number of pixels, got {config.image_size}; leave it out for "
+                       f"the dataset's own size")
     if config.dist_eval not in DIST_EVAL_MODES:
         raise RunError(f"--dist-eval {config.dist_eval!r}: use one of {', '.join(DIST_EVAL_MODES)}")
     hard_evaluator = None
@@ -175,6 +188,41 @@ def check_setup_all(plan: Plan, config: RunConfig, dataset: Dataset) -> None:
         call_method_check(name, distiller, "check_setup", plan.method_options[name], dataset.image_shape, config.ipc)
 
 
+def check_architecture_fits(arch: Any, dataset: Dataset) -> None:
+    """One forward pass of an untrained ``arch`` on one blank image of the dataset's shape, so
+    an image size the network cannot take is refused before any training, naming both."""
+    try:
+        model = arch.build(dataset.channels, dataset.num_classes, dataset.image_size).eval()
+        with torch.no_grad():
+            model(torch.zeros(1, *dataset.image_shape))
+    except (RuntimeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RunError(f"architecture {arch.name!r} cannot take {dataset.image_size} px images of {dataset.name} "
+                       f"({first}); use a larger --image-size or a shallower --arch") from None
+
+
+def check_writable(folder: Path, what: str, flag: str) -> None:
+    """``folder`` is, or can be made, a folder that takes new files: checked before any work, so
+    a read-only output is not found after an hour of training. Nothing is left behind: the
+    probe file is made (and removed) in the folder or, if it does not exist yet, in its nearest
+    existing parent."""
+    import tempfile
+
+    existing = folder
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        blocker = "is a file" if existing == folder else f"is under {existing}, which is a file"
+        raise RunError(f"{what} {folder} {blocker}; pass {flag} with a folder")
+    try:
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".ddbench-write-check-"):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise RunError(f"{what} {folder} cannot be written ({existing}: {reason}); pass {flag} with a writable "
+                       f"folder") from None
+
+
 def data_options(config: Any) -> DataOptions:
     """What the dataset loader gets from a run's config (any config with the data fields)."""
     from ddbench.observer import cache_dir
@@ -197,6 +245,8 @@ def load_dataset(config: RunConfig, spec: Any, plan: Plan | None = None) -> Data
     dataset = spec.load(data_options(config))
     if plan is not None:
         check_setup_all(plan, config, dataset)
+        for arch in {plan.observer_arch.name: plan.observer_arch, plan.verifier_arch.name: plan.verifier_arch}.values():
+            check_architecture_fits(arch, dataset)
     if config.validation_per_class:
         try:
             dataset = dataset.with_validation_split(config.validation_per_class, config.validation_seed)
@@ -279,10 +329,16 @@ def run(config: RunConfig, ui) -> dict[str, Any]:
     check_devices(plan, device)
     if not cluster.is_main:
         ui = SilentUI()  # rank 0 reports for everyone
+    out = config.output_dir()
+    if cluster.is_main:
+        check_writable(out, "the output folder", "--out")
+        from ddbench.observer import cache_dir
+
+        check_writable(cache_dir(config.cache_dir), "the cache folder", "--cache-dir (or $DDBENCH_CACHE)")
     dataset = load_dataset(config, plan.dataset_spec, plan)
     check_saved_sets_unseen(config.saved_sets, dataset)
+    check_saved_sets_fit(config, dataset)
     decode_ahead(dataset, ui)
-    out = config.output_dir()
     if cluster.active:
         check_shared_folder(cluster, out)
     store = RunStore(out, writer=cluster.is_main)
@@ -352,12 +408,18 @@ def run(config: RunConfig, ui) -> dict[str, Any]:
         "methods": methods,
         "versions": versions(),
     }
+    results_path = out / config.results_name
+    failed = [name for name, entry in methods.items() if "error" in entry]
+    if failed and results_path.exists():  # keep the last good results; this run's go beside them
+        results_path = results_path.with_name(f"{Path(config.results_name).stem}.failed.json")
+        ui.info(f"{', '.join(failed)} failed: {out / config.results_name} (the last complete results) is kept; "
+                f"this run's results are in {results_path}")
     if cluster.is_main:
-        atomic_write_json(out / config.results_name, results)
-        write_tables(out, results, stem=Path(config.results_name).stem)
-        write_step_outputs(out, results, stem=Path(config.results_name).stem)
+        atomic_write_json(results_path, results)
+        write_tables(out, results, stem=results_path.stem)
+        write_step_outputs(out, results, stem=results_path.stem)
     ui.results_table(results)
-    ui.info(f"results written to {out / config.results_name}")
+    ui.info(f"results written to {results_path}")
     return results
 
 
@@ -477,7 +539,10 @@ def distill_one(ctx: RunContext, name: str, distiller: Any, seed: int | None = N
     path = ctx.store.folder / "distilled" / f"{name}-{key.rsplit('-', 1)[-1]}.safetensors"
     done = ctx.store.finished(key)
     if done is not None and path.exists():
-        distilled, _ = load_distilled(path)
+        try:
+            distilled, _ = load_distilled(path)
+        except ArtifactError as exc:
+            raise ArtifactError(f"{exc}; delete {path} to distil {name} again") from None
         ctx.ui.info(f"{name}: distilled set from {path} (finished before)")
         return distilled, done, key
     ctx.cluster.barrier()  # the previous method's parts are cleared before any rank looks
@@ -503,7 +568,12 @@ def distill_one(ctx: RunContext, name: str, distiller: Any, seed: int | None = N
         check_distilled(distilled, name, dataset, config.ipc)
         # the options as given, with any values the method resolved itself (e.g. per-dataset defaults)
         distilled.options = {**options_to_dict(options), **(distilled.options or {})}
-        distilled.timings.setdefault("distill_seconds", measure.seconds)
+        # a resumed run: the units an earlier run finished count with the time they took then
+        resumed = {"resumed_units": partials.resumed_units, "resumed_seconds": round(partials.resumed_seconds, 3)}
+        seconds = measure.seconds + partials.resumed_seconds
+        distilled.timings.setdefault("distill_seconds", seconds)
+        if partials.resumed_units:
+            distilled.timings.update(resumed, seconds_this_run=round(measure.seconds, 3))
         distilled.peak_memory_bytes = measure.peak_memory_bytes
         save_distilled(path, distilled, {
             "peak_memory_kind": measure.memory_kind, "dataset": dataset.name, "class_names": list(dataset.class_names),
@@ -512,8 +582,9 @@ def distill_one(ctx: RunContext, name: str, distiller: Any, seed: int | None = N
             **({"ranks": cluster.world_size} if shardable else {}),
         })
         record = {"unit": "distill", "method": name, "file": str(path.relative_to(ctx.store.folder)),
-                  "distill_seconds": round(measure.seconds, 3), "peak_memory_bytes": measure.peak_memory_bytes,
-                  "peak_memory_kind": measure.memory_kind, **({"ranks": cluster.world_size} if shardable else {})}
+                  "distill_seconds": round(seconds, 3), "peak_memory_bytes": measure.peak_memory_bytes,
+                  "peak_memory_kind": measure.memory_kind, **({"ranks": cluster.world_size} if shardable else {}),
+                  **(resumed if partials.resumed_units else {})}
         ctx.store.finish(key, record)
         return distilled, record
 
@@ -589,6 +660,8 @@ def evaluate_one(ctx: RunContext, distilled: DistilledSet, record: dict, distill
     return {
         "accuracy": summarize(per_seed),
         "distill_seconds": record["distill_seconds"],
+        **({"distill_resumed": {"units": record["resumed_units"], "seconds_before": record["resumed_seconds"]}}
+           if record.get("resumed_units") else {}),
         "peak_memory_bytes": record["peak_memory_bytes"],
         "peak_memory_kind": record["peak_memory_kind"],
         "eval_seconds": round(eval_seconds, 3),
@@ -600,6 +673,30 @@ def evaluate_one(ctx: RunContext, distilled: DistilledSet, record: dict, distill
         "options": distilled.options,
         **extra,
     }
+
+
+def check_labels_fit(distilled: DistilledSet, dataset: Dataset, path: Path) -> None:
+    labels = distilled.labels
+    if isinstance(labels, torch.Tensor) and labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= dataset.num_classes):
+        raise RunError(f"{path}: labels run from {int(labels.min())} to {int(labels.max())}, {dataset.name} has classes "
+                       f"0..{dataset.num_classes - 1}; pass the --dataset the set was distilled from, or re-export it")
+
+
+def check_saved_sets_fit(config: RunConfig, dataset: Dataset) -> None:
+    """Before any work: every saved set exists, can be read, fits the dataset's classes and shape."""
+    for name in config.saved_sets:
+        path = Path(name)
+        if not path.exists():
+            raise RunError(f"{path}: no such file or folder; check the path")
+        try:
+            if is_ddbench_set(path):
+                distilled, meta = load_distilled(path)
+                check_saved_fits(meta, dataset, path)
+            else:
+                distilled, _ = load_foreign_set(path, dataset, config.saved_pixels)
+        except (ValueError, OSError) as exc:
+            raise RunError(f"{path}: {exc}" if str(path) not in str(exc) else str(exc)) from None
+        check_labels_fit(distilled, dataset, path)
 
 
 def saved_set_name(path: Path, taken: dict[str, Any]) -> str:
@@ -672,6 +769,7 @@ def evaluate_saved(ctx: RunContext, path: Path) -> dict:
     else:
         distilled, read = load_foreign_set(path, ctx.dataset, ctx.config.saved_pixels)
         record = {"distill_seconds": None, "peak_memory_bytes": 0, "peak_memory_kind": "not recorded"}
+    check_labels_fit(distilled, ctx.dataset, path)
     per_class = distilled.images_per_class(ctx.dataset.num_classes)
     check_distilled(distilled, f"saved set {path}", ctx.dataset, per_class[0])
     key = unit_key("saved", {"sha256": path_digest(path), "read": read})

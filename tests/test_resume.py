@@ -73,6 +73,13 @@ def test_sigkill_mid_distillation_then_rerun_gives_the_uninterrupted_numbers(tmp
     assert clean_set.timings["batches_computed"] == 10  # 10 classes, one per batch
     assert 1 <= resumed_set.timings["batches_computed"] < 10  # the rerun redid only the unfinished ones
     assert resumed_set.extras["source_indices"] == clean_set.extras["source_indices"]
+    # the reported time covers every unit: this run's plus those the killed run finished
+    timings = resumed_set.timings
+    resumed = resumed_results["methods"]["lic"]
+    assert timings["resumed_units"] == 10 - timings["batches_computed"] and timings["resumed_seconds"] > 0
+    assert resumed["distill_resumed"]["units"] == timings["resumed_units"]
+    assert resumed["distill_seconds"] == pytest.approx(timings["seconds_this_run"] + timings["resumed_seconds"], abs=0.01)
+    assert "distill_resumed" not in clean_results["methods"]["lic"]
 
 
 @pytest.fixture(scope="module")

@@ -162,6 +162,9 @@ class Dataset:
         real test split is not reachable from the copy, so nothing can be tuned on it."""
         from ddbench.data.identity import split_indices
 
+        if per_class < 1:
+            raise ValueError(f"a validation split needs at least 1 image per class, got {per_class}; "
+                             f"leave --validation out (0) to evaluate on the test split")
         by_class = self.train_indices_by_class()
         try:
             keep_index, held_index = split_indices(by_class, per_class, seed)

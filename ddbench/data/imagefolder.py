@@ -202,22 +202,33 @@ def load_imagefolder(options: DataOptions) -> Dataset:
     train_paths, train_labels, classes = _scan_class_split(train_dir, None)
     if not train_paths:
         raise DataRootError(train_dir, "image files (.jpg, .jpeg, .png, .gif, .webp) in its class sub-folders", _FIX)
+    empty = [name for index, name in enumerate(classes) if index not in set(train_labels)]
+    if empty:
+        raise DataFileError(f"train class folder(s) {', '.join(repr(n) for n in empty)} in {train_dir} hold no image "
+                            f"files; add images to them or remove the folder(s)")
     class_to_idx = {c: i for i, c in enumerate(classes)}
 
     if os.path.isfile(os.path.join(root, TINY_ANNOTATIONS)):
         test_paths, test_labels = _scan_tiny_val(root, class_to_idx)
+        test_dir = os.path.join(root, TINY_ANNOTATIONS)
     else:
         test_paths, test_labels = [], []
         for split in ("val", "test"):
             split_dir = os.path.join(root, split)
             if os.path.isdir(split_dir):
                 test_paths, test_labels, _ = _scan_class_split(split_dir, class_to_idx)
+                test_dir = split_dir
                 if test_paths:
                     break
     if not test_paths:
         raise DataRootError(
             root, f"a labelled test split: val/<class>/ or test/<class>/ images, or {TINY_ANNOTATIONS}", _FIX
         )
+    untested = [name for index, name in enumerate(classes) if index not in set(test_labels)]
+    if untested:
+        raise DataFileError(f"class(es) {', '.join(repr(n) for n in untested)} of {train_dir} have no test images in "
+                            f"{test_dir}: accuracy would silently leave them "
+                            f"out; add their test images (val/<class>/ or test/<class>/) or remove the train folder(s)")
 
     norm = IMAGENET_NORMALIZATION
     memory = {"memory_budget_bytes": int(options.memory_budget_gib * 2**30),

@@ -81,17 +81,12 @@ class HarnessManifest:
             "host": platform.node(), "seeds": list(seeds or []), "status": "started",
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        self.store.start(self.record)
-        self.index = len(self.store.manifest["runs"]) - 1
+        self.run_id = self.store.start(self.record)
 
     def finish(self, timings: dict[str, Any], **extra: Any) -> None:
-        from ddbench.artifacts import to_jsonable
-        from ddbench.io import atomic_write_json
-
         self.record.update(status="finished", timings={"total_seconds": round(time.perf_counter() - self.started, 3), **timings},
                            **extra)
-        self.store.manifest["runs"][self.index] = to_jsonable(self.record, "harness record")
-        atomic_write_json(self.store.path, self.store.manifest)
+        self.store.update_run(self.run_id, self.record)
 
 
 def config_record(config: Any) -> dict[str, Any]:
