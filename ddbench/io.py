@@ -9,11 +9,29 @@ from pathlib import Path
 from typing import Any
 
 
+def current_umask() -> int:
+    """The process's umask (read by setting and restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """What ``open()`` would give a new file: 0666 without the umask (mkstemp gives 0600)."""
+    return 0o666 & ~current_umask()
+
+
+def folder_mode() -> int:
+    """What ``mkdir`` would give a new folder: 0777 without the umask (mkdtemp gives 0700)."""
+    return 0o777 & ~current_umask()
+
+
 def _atomic_write(path: Path, write) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, file_mode())  # shared caches and run folders stay readable as the umask allows
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()

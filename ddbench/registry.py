@@ -58,9 +58,13 @@ def get(kind: str, name: str) -> Any:
     items = registered(kind)
     if name not in items:
         noun = KINDS[kind][1]
+        import difflib
+
         installed = ", ".join(sorted(items)) or "(none)"
+        close = difflib.get_close_matches(str(name), sorted(items), n=1, cutoff=0.6)
+        guess = f" Did you mean {close[0]!r}?" if close else ""
         raise UnknownNameError(
-            f"unknown {noun} {name!r}. Installed {kind}: {installed}. "
+            f"unknown {noun} {name!r}.{guess} Installed {kind}: {installed}. "
             f"Run 'ddbench plugins' to see where each comes from."
         )
     return items[name].item

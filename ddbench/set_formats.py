@@ -35,7 +35,7 @@ from torch import nn
 
 from ddbench.contracts import DistilledSet, Normalization
 from ddbench.data.base import Dataset
-from ddbench.io import TORCH_SUFFIXES, ArtifactError, load_tensors, load_torch_file
+from ddbench.io import TORCH_SUFFIXES, ArtifactError, folder_mode, load_tensors, load_torch_file
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 PIXEL_RANGES = ("normalized", "unit")
@@ -145,6 +145,7 @@ def write_folder(target: Path, write) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
+        os.chmod(tmp, folder_mode())  # mkdtemp's 0700 would hide an exported set from collaborators
         write(tmp)
         os.replace(tmp, target)
     except BaseException:

@@ -67,6 +67,8 @@ REFUSED_BEFORE_WORK = {
     "plugin option name": (["--baseline", "lic", "--option", "lic.rate=1"], r"rate"),
     "unknown method": (["--baseline", "nosuch"], r"unknown method 'nosuch'.*lic.*random"),
     "unknown dataset": (["--dataset", "nosuch"], r"unknown dataset 'nosuch'"),
+    "mistyped method": (["--baseline", "sre2"], r"unknown method 'sre2'. Did you mean 'sre2l'\?"),
+    "mistyped dataset": (["--dataset", "fashion-mnst"], r"Did you mean 'fashion-mnist'\?"),
     "unknown evaluator": (["--evaluator", "nosuch"], r"unknown evaluator 'nosuch'"),
     "unknown architecture": (["--arch", "nosuch"], r"unknown architecture 'nosuch'"),
     "ipc 0": (["--ipc", "0"], r"--ipc must be at least 1"),
