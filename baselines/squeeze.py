@@ -7,14 +7,12 @@ with :func:`ddbench.tiles.squeeze` (Definition 1); the evaluator expands the til
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
-from ddbench.contracts import DistilledSet, DistillTask
-from ddbench.hookspecs import hookimpl
-from ddbench.partials import run_units
-from ddbench.tiles import check_tiles_fit, squeeze
+from ddbench.api import check_tiles_fit, DistilledSet, DistillTask, hookimpl, run_units, squeeze
 
 
 @dataclass
@@ -22,6 +20,11 @@ class SqueezeOptions:
     """``n``: real images squeezed into each distilled image (a perfect square: 1, 4, 9...)."""
 
     n: int = 4
+
+    def __post_init__(self) -> None:
+        side = math.isqrt(self.n) if self.n >= 1 else 0
+        if self.n < 1 or side * side != self.n:
+            raise ValueError(f"squeeze option n={self.n}: N must be a perfect square (1, 4, 9, 16, ...)")
 
 
 class SqueezeDistiller:

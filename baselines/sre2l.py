@@ -30,10 +30,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from baselines.sre2l_config import SRE2L_DEFAULTS, resolve_config
-from ddbench.contracts import ArchitectureSpec, DistilledSet, DistillTask
-from ddbench.evaluators.training import NonFiniteLossError
-from ddbench.hookspecs import hookimpl
-from ddbench.partials import run_units, unit_generator
+from ddbench.api import (
+    ArchitectureSpec, DistilledSet, DistillTask, hookimpl, NonFiniteLossError, registered_names, run_units, unit_generator,
+)
 
 FALLBACK_BN_ARCH = "resnet18"
 CURVE_POINTS = 10  # BN loss recorded every 10% of the iterations
@@ -51,6 +50,21 @@ class SRe2LOptions:
     random_resized_crop: bool | None = None  # ImageNet only in the official settings
     batch_size: int = 100  # images optimised together (each chunk mixes classes)
     first_bn_multiplier: float = 10.0
+
+    def __post_init__(self) -> None:
+        import math
+
+        for key in ("lr", "r_bn", "first_bn_multiplier"):
+            value = getattr(self, key)
+            if value is not None and not (math.isfinite(value) and value >= 0 and (key != "lr" or value > 0)):
+                raise ValueError(f"sre2l option {key}={value}: must be a {'positive' if key == 'lr' else 'non-negative'} "
+                                 f"finite number")
+        if self.iterations is not None and self.iterations < 1:
+            raise ValueError(f"sre2l option iterations={self.iterations}: must be at least 1")
+        if self.jitter is not None and self.jitter < 0:
+            raise ValueError(f"sre2l option jitter={self.jitter}: a number of pixels, 0 or more")
+        if self.batch_size < 1:
+            raise ValueError(f"sre2l option batch_size={self.batch_size}: must be at least 1")
 
 
 class BNStatisticsLoss:
@@ -74,10 +88,8 @@ class BNStatisticsLoss:
 
 def bn_architecture_for(arch: ArchitectureSpec) -> str:
     """A BatchNorm architecture to suggest instead of ``arch``: its ``-bn`` twin if registered."""
-    from ddbench import registry
-
     twin = f"{arch.name}-bn"
-    return twin if twin in registry.registered("architectures") else FALLBACK_BN_ARCH
+    return twin if twin in registered_names("architectures") else FALLBACK_BN_ARCH
 
 
 def _resized_crop_box(height: int, width: int, generator: torch.Generator,
@@ -136,7 +148,7 @@ class SRe2LDistiller:
 
     def plan_stages(self, options: SRe2LOptions, spec: dict) -> list[dict]:
         """``ddbench run --plan``: recover passes and memory for a dataset given by its shape."""
-        from ddbench.planner import layer_output_bytes, parameter_bytes, stage
+        from ddbench.api import layer_output_bytes, parameter_bytes, stage
 
         shape = spec["shape"]
         config = resolve_config(options, spec["dataset"], shape.size)

@@ -22,10 +22,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from ddbench.augment.dsa import DSA
-from ddbench.contracts import ArchitectureSpec
-from ddbench.models.features import layer_output_sizes, read_features
-from ddbench.tiles import expand
+from ddbench.api import ArchitectureSpec, DSA, expand, layer_output_sizes, read_features
 
 SGD_MOMENTUM = 0.0  # Algorithm 1 writes a plain gradient step
 

@@ -23,11 +23,10 @@ import time
 
 import torch
 
-from ddbench.augment.dsa import DSA
-from ddbench.contracts import DistilledSet, DistillTask
-from ddbench.evaluators.training import NonFiniteLossError
-from ddbench.partials import ImageBatch, class_major_batches, run_units, unit_generator
-from ddbench.tiles import check_tiles_fit, squeeze
+from ddbench.api import (
+    check_tiles_fit, class_major_batches, DistilledSet, DistillTask, DSA, ImageBatch, NonFiniteLossError,
+    run_units, squeeze, unit_generator,
+)
 from lic_plugin.compensation import SGD_MOMENTUM, automatic_chunk, compensate, resolve_feature_layer, scoring_batch
 from lic_plugin.options import LICOptions
 from lic_plugin.selection import draw_subset, eval_mode, group_ranks, rank_kept, score_images
@@ -51,7 +50,7 @@ class LICDistiller:
     def plan_stages(self, options: LICOptions, spec: dict) -> list[dict]:
         """``ddbench run --plan``: selection and compensation passes and memory for a dataset given
         by its shape (the automatic chunk as this machine's memory would set it)."""
-        from ddbench.planner import inference_memory, stage
+        from ddbench.api import inference_memory, stage
         from lic_plugin.compensation import activation_bytes_per_image, automatic_chunk
 
         shape, observer = spec["shape"], spec["observer"]

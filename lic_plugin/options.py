@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ddbench.augment.dsa import DEFAULT_STRATEGY, parse_strategy
+from ddbench.api import DEFAULT_STRATEGY, parse_strategy
 
 GROUPINGS = ("spread", "consecutive")
 OPTIMIZERS = ("adam", "adamw", "sgd")

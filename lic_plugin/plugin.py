@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ddbench.hookspecs import hookimpl
+from ddbench.api import hookimpl
 
 
 @hookimpl

@@ -45,3 +45,15 @@ def test_example_plugin_runs_through_ddbench_run(installed, tmp_path):
     assert list(results["methods"]) == ["class-mean", "random"]
     assert results["methods"]["class-mean"]["options"] == {"group": 4}
     assert results["methods"]["class-mean"]["num_images"] == 20
+
+
+def test_example_plugin_keeps_the_contract():
+    """What the guide (docs/plugins.md) tells an author to write: the contract checker."""
+    sys.path.insert(0, str(EXAMPLE))
+    try:
+        from ddbench_class_mean import ClassMeanDistiller
+    finally:
+        sys.path.remove(str(EXAMPLE))
+    from ddbench.testing import check_distiller
+
+    check_distiller(ClassMeanDistiller(), options={"group": 4}, bad_options={"group": 0}, installed=False)

@@ -11,16 +11,19 @@ from dataclasses import dataclass
 
 import torch
 
-from ddbench import hookimpl
-from ddbench.contracts import DistilledSet, DistillTask
+from ddbench.api import DistilledSet, Distiller, DistillTask, hookimpl
 
 
 @dataclass
 class ClassMeanOptions:
     group: int = 8  # real images averaged into one distilled image
 
+    def __post_init__(self) -> None:
+        if self.group < 1:
+            raise ValueError(f"class-mean option group={self.group}: must be at least 1")
 
-class ClassMeanDistiller:
+
+class ClassMeanDistiller(Distiller):
     """Each distilled image is the mean of a random group of real images of its class."""
 
     name = "class-mean"
