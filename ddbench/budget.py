@@ -131,5 +131,6 @@ def resolve_budget(name: str, overrides: list[str] | None = None) -> EvalBudget:
             budget = apply_overrides(budget, overrides, what=f"budget {name!r}", frozen_fields=("preset", "version", "notes"))
         except ValueError as exc:
             raise BudgetError(str(exc)) from None
-        budget = dataclasses.replace(budget, preset=f"{name}*")
+        if budget != PRESETS[name]:  # values equal to the preset's keep its name (a config file lists them all)
+            budget = dataclasses.replace(budget, preset=f"{name}*")
     return budget

@@ -110,10 +110,13 @@ def _add_evaluation_args(parser: argparse.ArgumentParser, evaluator_help: str | 
                             help="add random real images at the same IPC under the same evaluator, and DD-Ranking's "
                                  "Hard Label Recovery, Improvement Over Random and score for every method")
     parser.add_argument("--budget", default="quick", help="evaluation budget preset: quick, paper, paper-imagenet (default: quick)")
-    parser.add_argument("--budget-set", action="append", default=[], metavar="KEY=VALUE", help="override one budget field (repeatable)")
-    if methods:
-        parser.add_argument("--option", action="append", default=[], metavar="METHOD.KEY=VALUE", help="set one method option (repeatable)")
-    parser.add_argument("--eval-option", action="append", default=[], metavar="KEY=VALUE", help="set one evaluator option (repeatable)")
+    parser.add_argument("--budget-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one budget field (repeatable; the same as --option budget.KEY=VALUE)")
+    parser.add_argument("--option", action="append", default=[], metavar="SCOPE.KEY=VALUE",
+                        help="set one value (repeatable): a method option (lic.lr=0.01), a budget field (budget.epochs=300) "
+                             "or an evaluator option (eval.temperature=4)")
+    parser.add_argument("--eval-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="set one evaluator option (repeatable; the same as --option eval.KEY=VALUE)")
     parser.add_argument("--dist-eval", default="auto", choices=("auto", "seeds", "ddp"),
                         help="under torchrun: spread the seeds over the ranks, or train each seed on all ranks with "
                              "DistributedDataParallel (auto: seeds when there are at least as many seeds as ranks)")
@@ -125,7 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = commands.add_parser("run", help="distill with each method on one shared observer, evaluate, print one table")
-    run.add_argument("--method", required=True, help="the main method (see 'ddbench plugins')")
+    run.add_argument("--config", metavar="TOML", help="read the run from a config file (any flag by its long name, "
+                     "[budget], [eval], [options.METHOD]); flags given here win. A run folder's config.toml repeats that run")
+    run.add_argument("--method", help="the main method (see 'ddbench plugins'); required unless --config names it")
     run.add_argument("--baseline", action="append", default=[], help="a method to compare against (repeatable)")
     _add_data_args(run)
     run.add_argument("--ipc", type=_ints("--ipc"), default=[10], help="images per class (default: 10); a comma list (1,10,50) runs an IPC sweep and plots accuracy against IPC")
@@ -142,7 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "classes=N,train=N,test=N,size=N,channels=N")
 
     evaluate = commands.add_parser("eval", help="evaluate saved distilled sets as they are (no distillation), one table")
-    evaluate.add_argument("paths", nargs="+", metavar="PATH",
+    evaluate.add_argument("--config", metavar="TOML", help="read flags from a config file (as for ddbench run)")
+    evaluate.add_argument("paths", nargs="*", metavar="PATH",
                           help="distilled sets: ddbench .safetensors files, image folders (<dir>/<class>/*.png), DD-Ranking "
                                "folders (images.pt, labels.pt), or tensor files (.safetensors/.pt with images, labels, "
                                "optional soft_labels or soft_logits)")
@@ -248,8 +254,11 @@ def _command_line() -> str:
 def _run_config(args: argparse.Namespace, methods: list[str], **fields):
     """A RunConfig from the arguments every comparison command shares; ``fields`` add the rest."""
     from ddbench.budget import resolve_budget
+    from ddbench.config_file import route_dotted
     from ddbench.runner import RunConfig
 
+    method_assignments, budget_set, eval_options = route_dotted(getattr(args, "option", []))
+    args.option, args.budget_set, args.eval_option = method_assignments, args.budget_set + budget_set, args.eval_option + eval_options
     return RunConfig(
         methods=methods, dataset=args.dataset, data_root=args.data_root, download=args.download,
         image_size=args.image_size, data_memory_gib=args.data_memory_gib, data_workers=args.data_workers,
@@ -274,7 +283,10 @@ def _exit_code(failed: list[str], where: str) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from ddbench.report import ConsoleUI
-    from ddbench.runner import run
+    from ddbench.runner import RunError, run
+
+    if not args.method:
+        raise RunError("name the main method: --method M (see 'ddbench plugins'), or method = \"M\" in a --config file")
 
     config = _run_config(args, [args.method, *args.baseline], ipc=args.ipc[0], arch=args.arch, verifier=args.verifier,
                          observer_checkpoint=args.observer_checkpoint)
@@ -332,6 +344,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from ddbench.report import ConsoleUI
     from ddbench.runner import RunError, is_ddbench_set, run
 
+    if not args.paths:
+        raise RunError("name at least one distilled set to evaluate: ddbench eval PATH ...")
     missing = [path for path in args.paths if not Path(path).exists()]
     if missing:
         raise RunError(f"no such file or folder: {', '.join(missing)}")
@@ -476,6 +490,27 @@ def cmd_observer_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _with_config_file(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] | None) -> argparse.Namespace:
+    """The arguments again, with the config file's values as defaults: flags given win."""
+    from ddbench.config_file import ConfigError, config_defaults, read_config
+
+    command = parser._subparsers._group_actions[0].choices[args.command]  # the subcommand's parser
+    try:
+        defaults = config_defaults(read_config(args.config), vars(args), args.config)
+    except ConfigError as exc:
+        print(f"ddbench: error: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
+    for key in ("option", "budget_set", "eval_option"):  # repeatable flags: the file's, then the command line's
+        defaults[key] = defaults.get(key, []) + getattr(args, key, [])
+    if "seeds" in defaults:
+        defaults["seeds"] = [int(s) for s in defaults["seeds"]]
+    command.set_defaults(**defaults)
+    again = parser.parse_args(argv)
+    for key in ("option", "budget_set", "eval_option"):
+        setattr(again, key, defaults[key])
+    return again
+
+
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors that are the user's to fix: shown as one line, no traceback."""
     import pickle
@@ -491,7 +526,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from ddbench.distributed import DistributedError
     from ddbench.measure import DeviceError
 
-    return (BudgetError, DataRootError, DataFileError, ArtifactError, ObserverMismatchError, OptionError, UnknownNameError,
+    from ddbench.config_file import ConfigError
+
+    return (ConfigError, BudgetError, DataRootError, DataFileError, ArtifactError, ObserverMismatchError, OptionError, UnknownNameError,
             RunError, DeviceError, DistributedError, pickle.UnpicklingError, OSError)
 
 
@@ -518,6 +555,8 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"ddbench {__version__}")
         return 0
+    if getattr(args, "config", None):
+        args = _with_config_file(parser, args, argv)
     handlers = {"run": cmd_run, "eval": cmd_eval, "export": cmd_export, "plugins": cmd_plugins, "cross-arch": cmd_cross_arch, "bench": cmd_bench, "ablate": cmd_ablate}
     if args.command == "observer":
         if args.observer_command != "train":

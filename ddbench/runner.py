@@ -26,7 +26,7 @@ from ddbench.distributed import (SINGLE, Cluster, check_same_file, check_shared_
                                  init_from_environment, main_first)
 from ddbench.artifacts import DISTILLED_FORMAT, RunStore, file_digest, git_revision, load_distilled, save_distilled, unit_key
 from ddbench.exports import write_image_grid, write_step_outputs, write_tables
-from ddbench.io import ArtifactError, atomic_write_json, read_metadata
+from ddbench.io import ArtifactError, atomic_write_json, atomic_write_text, read_metadata
 from ddbench.measure import measure_stage, resolve_device
 from ddbench.observer import Observer, default_recipe, get_observer, load_teacher
 from ddbench.options import apply_overrides
@@ -325,6 +325,7 @@ def run(config: RunConfig, ui) -> dict[str, Any]:
     cluster = init_from_environment(use_cuda=device.type == "cuda")
     if cluster.active and device.type == "cuda":
         device = torch.device("cuda", cluster.local_rank)
+    as_given = config.budget  # "auto" fields as the user gave them (for config.toml)
     config.budget = budget = config.budget.resolve_for(device)  # auto precision / channels-last, as used and keyed
     check_devices(plan, device)
     if not cluster.is_main:
@@ -342,6 +343,10 @@ def run(config: RunConfig, ui) -> dict[str, Any]:
     if cluster.active:
         check_shared_folder(cluster, out)
     store = RunStore(out, writer=cluster.is_main)
+    if cluster.is_main:
+        from ddbench.config_file import resolved_config
+
+        atomic_write_text(out / "config.toml", resolved_config(config, as_given, plan))
     ui.info(f"dataset {dataset.name}: {len(dataset.train)} train / {len(dataset.test)} test images, "
             f"shape {dataset.image_shape}, {dataset.num_classes} classes; device {device}"
             + (f"; {cluster.world_size} ranks ({cluster.backend})" if cluster.active else ""))
