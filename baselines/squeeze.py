@@ -17,7 +17,10 @@ from ddbench.api import check_tiles_fit, DistilledSet, DistillTask, hookimpl, ru
 
 @dataclass
 class SqueezeOptions:
-    """``n``: real images squeezed into each distilled image (a perfect square: 1, 4, 9...)."""
+    """Options of ``squeeze``.
+
+    - ``n``: real images squeezed into each distilled image (a perfect square: 1, 4, 9...).
+    """
 
     n: int = 4
 

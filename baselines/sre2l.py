@@ -41,7 +41,16 @@ CURVE_POINTS = 10  # BN loss recorded every 10% of the iterations
 @dataclass
 class SRe2LOptions:
     """SRe2L recover options. ``None`` takes the dataset family's official default
-    (:data:`baselines.sre2l_config.SRE2L_DEFAULTS`)."""
+    (:data:`baselines.sre2l_config.SRE2L_DEFAULTS`).
+
+    - ``lr``: Adam learning rate of the recovered images (None: the official one for the dataset).
+    - ``iterations``: recover iterations per chunk (None: the official count for the dataset).
+    - ``r_bn``: weight of the BatchNorm-statistics loss (None: official).
+    - ``jitter``: pixels of random roll each way per iteration (None: official).
+    - ``random_resized_crop``: a random resized crop per iteration (None: ImageNet only, as official).
+    - ``batch_size``: images optimised together (each chunk mixes classes).
+    - ``first_bn_multiplier``: extra weight of the first BatchNorm layer's loss (official: 10).
+    """
 
     lr: float | None = None
     iterations: int | None = None

@@ -3,4 +3,14 @@
 from ddbench.hookspecs import hookimpl
 
 __version__ = "0.1.0"
-__all__ = ["hookimpl", "__version__"]
+__all__ = ["hookimpl", "__version__", "run", "evaluate"]
+
+
+def __getattr__(name: str):
+    """``ddbench.run`` and ``ddbench.evaluate`` (the Python API), imported on first use so that
+    ``import ddbench`` stays light."""
+    if name in ("run", "evaluate"):
+        from ddbench import python_api
+
+        return getattr(python_api, name)
+    raise AttributeError(f"module 'ddbench' has no attribute {name!r}")

@@ -221,7 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--progress-every", type=float, default=30.0, metavar="SECONDS",
                         help="when stderr is not a terminal (a log file): one progress line per stage and every SECONDS (default: 30)")
 
-    commands.add_parser("plugins", help="list every method, evaluator, dataset and architecture with its plugin and version")
+    plugins = commands.add_parser("plugins", help="list every method, evaluator, dataset and architecture with its plugin and version")
+    plugins.add_argument("--json", action="store_true", help="print the list as JSON (with every option, default and doc)")
+    plugins.add_argument("--options", action="store_true", help="also list every option of every method and evaluator")
 
     observer = commands.add_parser("observer", help="observer commands")
     observer_commands = observer.add_subparsers(dest="observer_command", metavar="SUBCOMMAND")
@@ -445,22 +447,65 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     return _exit_code(failed, "ablate.json")
 
 
+def plugin_records() -> list[dict]:
+    """Every registered plugin item: kind, name, plugin, version, description, and its options
+    (name, type, default, doc) for methods and evaluators."""
+    import dataclasses
+
+    from ddbench import registry
+    from ddbench.options import option_docs
+
+    records = []
+    for kind, (_, noun) in registry.KINDS.items():
+        for name, entry in registry.registered(kind).items():
+            item = entry.item
+            record = {"kind": noun, "name": name, "plugin": entry.plugin.name, "version": entry.plugin.version,
+                      "description": getattr(item, "description", None) or (type(item).__doc__ or "").strip().split("\n")[0]}
+            options_class = getattr(item, "options_class", None)
+            if options_class is not None and dataclasses.is_dataclass(options_class):
+                docs = option_docs(options_class)
+                defaults = options_class()
+                record["options"] = [{"name": f.name, "type": str(f.type), "default": _jsonable(getattr(defaults, f.name)),
+                                      "doc": docs.get(f.name, "")} for f in dataclasses.fields(options_class)
+                                     if not f.name.startswith("_")]
+            records.append(record)
+    return records
+
+
+def _jsonable(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
 def cmd_plugins(args: argparse.Namespace) -> int:
+    import json
+
     from rich.console import Console
     from rich.table import Table
 
-    from ddbench import registry
     from ddbench.plugins import load_errors
 
+    records = plugin_records()
+    if args.json:
+        errors = [{"plugin": e.name, "error": str(e.error)} for e in load_errors()]
+        print(json.dumps({"plugins": records, "load_errors": errors}, indent=2, default=str))
+        return 0
+    console = Console() if sys.stdout.isatty() else Console(width=200)
     table = Table(title="ddbench plugins")
     for column in ("kind", "name", "plugin", "version", "description"):
-        table.add_column(column)
-    for kind, (_, noun) in registry.KINDS.items():
-        for name, entry in registry.registered(kind).items():
-            description = getattr(entry.item, "description", None) or (type(entry.item).__doc__ or "").strip().split("\n")[0]
-            table.add_row(noun, name, entry.plugin.name, entry.plugin.version, description)
-    console = Console()
+        table.add_column(column, overflow="fold")
+    for record in records:
+        table.add_row(record["kind"], record["name"], record["plugin"], record["version"], record["description"])
     console.print(table)
+    if args.options:
+        for record in records:
+            if record.get("options"):
+                options = Table(title=f"{record['kind']} {record['name']}: options (set with --option {record['name']}.KEY=VALUE)"
+                                      if record["kind"] == "method" else f"{record['kind']} {record['name']}: options")
+                for column in ("option", "default", "doc"):
+                    options.add_column(column, overflow="fold")
+                for option in record["options"]:
+                    options.add_row(option["name"], repr(option["default"]), option["doc"])
+                console.print(options)
     for error in load_errors():
         console.print(f"[red]plugin {error.name!r} failed to load:[/red] {error.error}", highlight=False)
     return 0

@@ -71,3 +71,24 @@ def options_from_dict(options_class: type, values: dict[str, Any], what: str) ->
     hints = typing.get_type_hints(options_class)
     fixed = {k: tuple(v) if typing.get_origin(hints[k]) is tuple and isinstance(v, list) else v for k, v in values.items()}
     return options_class(**fixed)
+
+
+def option_docs(options_class: type) -> dict[str, str]:
+    """Each option's line of documentation, read from the class docstring's bullets
+    (``- ``name``: text``, also ``- ``a`` / ``b``: text`` for a pair), continuation lines joined."""
+    import re
+
+    docs: dict[str, str] = {}
+    current: list[str] = []
+    for line in (options_class.__doc__ or "").splitlines():
+        match = re.match(r"\s*- ((?:``\w+``(?:\s*/\s*)?)+):\s*(.*)", line)
+        if match:
+            current = re.findall(r"``(\w+)``", match.group(1))
+            for name in current:
+                docs[name] = match.group(2).strip()
+        elif current and line.strip() and not line.strip().startswith("-"):
+            for name in current:
+                docs[name] += " " + line.strip()
+        else:
+            current = []
+    return docs

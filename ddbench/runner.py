@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from ddbench import registry
-from ddbench.budget import EvalBudget
+from ddbench.budget import EvalBudget, resolve_budget
 from ddbench.contracts import DataOptions, DistilledSet, DistillTask, EvalContext, options_to_dict
 from ddbench.data.base import Dataset
 from ddbench.data.identity import check_unseen
@@ -59,7 +59,7 @@ class RunConfig:
     distill_seed: int = 0
     distill_seeds: int = 1  # each method distils this many times (seeds distill_seed, distill_seed + 1, ...)
     compare_random: bool = False  # add random real images and DD-Ranking's HLR, IOR and score
-    budget: EvalBudget | None = None
+    budget: EvalBudget = field(default_factory=lambda: resolve_budget("quick"))
     method_options: dict[str, list[str]] = field(default_factory=dict)
     evaluator_options: list[str] = field(default_factory=list)
     observer_seed: int = 0
