@@ -221,6 +221,10 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--progress-every", type=float, default=30.0, metavar="SECONDS",
                         help="when stderr is not a terminal (a log file): one progress line per stage and every SECONDS (default: 30)")
 
+    compare = commands.add_parser("compare", help="one sortable table of many runs' results.json, grouped by dataset and IPC")
+    compare.add_argument("runs", nargs="+", metavar="RUN", help="run folders (or results.json files)")
+    compare.add_argument("--html", metavar="FILE", help="also write the table as one self-contained HTML page")
+
     plugins = commands.add_parser("plugins", help="list every method, evaluator, dataset and architecture with its plugin and version")
     plugins.add_argument("--json", action="store_true", help="print the list as JSON (with every option, default and doc)")
     plugins.add_argument("--options", action="store_true", help="also list every option of every method and evaluator")
@@ -476,6 +480,38 @@ def _jsonable(value):
     return list(value) if isinstance(value, tuple) else value
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from ddbench.html_report import compare_rows, write_compare
+    from ddbench.runner import RunError
+
+    try:
+        rows = compare_rows([Path(r) for r in args.runs])
+    except ValueError as exc:
+        raise RunError(str(exc)) from None
+    console = Console() if sys.stdout.isatty() else Console(width=200)
+    groups: dict = {}
+    for row in rows:
+        groups.setdefault((row["dataset"], row["ipc"]), []).append(row)
+    for (dataset, ipc), group in sorted(groups.items(), key=lambda item: (item[0][0], int(item[0][1]))):
+        table = Table(title=f"{dataset}, IPC {ipc}")
+        for column in ("method", "accuracy %", "distill time", "evaluator", "verifier", "budget", "run"):
+            table.add_column(column, overflow="fold")
+        for row in sorted(group, key=lambda r: -(r.get("accuracy_mean") or 0)):
+            mean = row.get("accuracy_mean")
+            table.add_row(row["method"], "failed" if mean in (None, "") else f"{mean:.2f} ± {row['accuracy_std']:.2f}",
+                          "" if row.get("distill_seconds") in (None, "") else f"{row['distill_seconds']:.2f} s",
+                          row["evaluator"], row["verifier"], row["budget_preset"], row["run"])
+        console.print(table)
+    if args.html:
+        print(f"written {write_compare([Path(r) for r in args.runs], Path(args.html))}")
+    return 0
+
+
 def cmd_plugins(args: argparse.Namespace) -> int:
     import json
 
@@ -602,7 +638,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if getattr(args, "config", None):
         args = _with_config_file(parser, args, argv)
-    handlers = {"run": cmd_run, "eval": cmd_eval, "export": cmd_export, "plugins": cmd_plugins, "cross-arch": cmd_cross_arch, "bench": cmd_bench, "ablate": cmd_ablate}
+    handlers = {"run": cmd_run, "eval": cmd_eval, "compare": cmd_compare, "export": cmd_export, "plugins": cmd_plugins, "cross-arch": cmd_cross_arch, "bench": cmd_bench, "ablate": cmd_ablate}
     if args.command == "observer":
         if args.observer_command != "train":
             parser.parse_args(["observer", "--help"])

@@ -423,6 +423,9 @@ def run(config: RunConfig, ui) -> dict[str, Any]:
         atomic_write_json(results_path, results)
         write_tables(out, results, stem=results_path.stem)
         write_step_outputs(out, results, stem=results_path.stem)
+        from ddbench.html_report import write_report
+
+        write_report(out, results, name="report.html" if results_path.stem == "results" else f"{results_path.stem}.html")
     ui.results_table(results)
     ui.info(f"results written to {results_path}")
     return results
