@@ -122,6 +122,39 @@ def _add_evaluation_args(parser: argparse.ArgumentParser, evaluator_help: str | 
                              "DistributedDataParallel (auto: seeds when there are at least as many seeds as ranks)")
 
 
+HELP_GROUPS = {
+    "data": (["dataset", "data_root", "download", "image_size", "data_memory_gib", "data_workers", "paths"],
+             "e.g. --dataset fashion-mnist --data-root ../shared/data; "
+             "--dataset imagefolder --data-root ../shared/data/tiny-imagenet-10 --image-size 32"),
+    "methods": (["method", "baseline", "ipc", "option", "distill_seed", "distill_seeds", "arch", "observer_seed",
+                 "observer_epochs", "observer_checkpoint", "cache_dir", "plan"],
+                "e.g. --method lic --baseline sre2l --ipc 10; --method lic --option lic.n=9 --arch convnet4-bn"),
+    "evaluation": (["evaluator", "teacher_checkpoint", "validation", "validation_seed", "seeds", "budget", "budget_set",
+                    "eval_option", "compare_random", "verifier", "pixels"],
+                   "e.g. --evaluator train --seeds 5; --budget paper --option eval.temperature=4 --validation 50"),
+    "output": (["config", "out", "quiet", "progress_every"],
+               "e.g. --out runs/my-run (then --config runs/my-run/config.toml repeats it); --progress-every 60 > log 2>&1"),
+    "distributed": (["device", "dist_eval"],
+                    "e.g. --device cuda:1; torchrun --nproc-per-node 4 -m ddbench run ... --dist-eval ddp"),
+}
+
+
+def _grouped_help(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Move the command's flags into the help groups (data, methods, evaluation, output,
+    distributed), each with two examples."""
+    for title, (dests, examples) in HELP_GROUPS.items():
+        members = [a for g in parser._action_groups for a in g._group_actions if a.dest in dests]
+        if not members:
+            continue
+        group = parser.add_argument_group(title, examples)
+        for action in members:
+            for other in parser._action_groups:
+                if action in other._group_actions and other is not group:
+                    other._group_actions.remove(action)
+            group._group_actions.append(action)
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ddbench", description="Benchmark toolkit for dataset distillation (LIC, SRe2L and plugins).")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
@@ -164,6 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--progress-every", type=float, default=30.0, metavar="SECONDS",
                         help="when stderr is not a terminal (a log file): one progress line per stage and every SECONDS (default: 30)")
     evaluate.set_defaults(dataset=None, arch=None, option=[], distill_seed=0)
+    for action in evaluate._actions:
+        if action.dest == "dataset":
+            action.help = "dataset the sets were distilled from (default: the one the first set records)"
+    _grouped_help(run)
+    _grouped_help(evaluate)
 
     export = commands.add_parser("export", help="write a saved distilled set as an image folder or in DD-Ranking's layout")
     export.add_argument("path", metavar="PATH", help="a distilled set saved by ddbench (distilled/<method>-<key>.safetensors)")

@@ -127,3 +127,16 @@ def test_a_missing_gpu_is_a_clear_error(tmp_path):
         pytest.skip("this machine has a GPU")
     result = run_cli("run", "--method", "random", "--device", "cuda", "--cache-dir", str(tmp_path))
     assert result.returncode == 2 and "torch sees no GPU" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_help_is_grouped_with_examples_and_eval_dataset_default_is_true():
+    from ddbench.cli import build_parser
+
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    text = commands["run"].format_help()
+    positions = [text.index(f"\n{title}:\n") for title in ("data", "methods", "evaluation", "output", "distributed")]
+    assert positions == sorted(positions)
+    assert text.count("e.g. ") == 5 and "--method lic --baseline sre2l" in text
+    eval_help = commands["eval"].format_help()
+    assert "default: the one the first set records" in eval_help and "default: digits" not in eval_help
