@@ -138,5 +138,5 @@ def test_help_is_grouped_with_examples_and_eval_dataset_default_is_true():
     positions = [text.index(f"\n{title}:\n") for title in ("data", "methods", "evaluation", "output", "distributed")]
     assert positions == sorted(positions)
     assert text.count("e.g. ") == 5 and "--method lic --baseline sre2l" in text
-    eval_help = commands["eval"].format_help()
+    eval_help = " ".join(commands["eval"].format_help().split())
     assert "default: the one the first set records" in eval_help and "default: digits" not in eval_help
