@@ -26,6 +26,9 @@ def format_accuracy(accuracy: dict[str, Any]) -> str:
     return f"{accuracy['mean']:.2f} ± {accuracy['std']:.2f}"
 
 
+LOG_WIDTH = 250  # columns of tables printed to a file or pipe
+
+
 class LogProgress:
     """Progress for a log file (SLURM, nohup, ``> log 2>&1``): plain lines, no redrawing. A line
     when a stage starts and when it ends, and every ``every`` seconds one line per unfinished
@@ -106,7 +109,8 @@ class ConsoleUI:
 
     def __init__(self, console: Console | None = None, quiet: bool = False, every: float = 30.0,
                  log_stream: TextIO | None = None):
-        self.console = console or Console()
+        # not a terminal (a log, a pipe): tables wide enough never to wrap a header or cut a path
+        self.console = console or (Console() if sys.stdout.isatty() else Console(width=LOG_WIDTH))
         self.quiet = quiet
         self.every = every
         self._progress: Progress | None = None
