@@ -155,6 +155,19 @@ class SRe2LDistiller:
         config = self._config(task)
         return -(-task.ipc * task.num_classes // config["batch_size"]) * config["iterations"]
 
+    def bench_reference(self, arch: str):
+        """LIC's paper's Table 3 row for SRe2L (the figures LIC is compared against there)."""
+        from ddbench.api import ReferenceFigure
+
+        table = {"Conv-4": (51.68, 1.36), "ResNet-18": (191.14, 3.62), "MobileNet-V2": (114.05, 1.27)}
+        paper_arch = {"convnet4": "Conv-4", "convnet4-bn": "Conv-4", "resnet18": "ResNet-18",
+                      "mobilenetv2": "MobileNet-V2"}.get(arch)
+        if paper_arch not in table:
+            return None
+        seconds, gigabytes = table[paper_arch]
+        return ReferenceFigure("paper (RTX 4090)", seconds, gigabytes, note="LIC's paper, Table 3 (Tiny-ImageNet, GPU memory)",
+                               extra={"architecture": paper_arch})
+
     def plan_stages(self, options: SRe2LOptions, spec: dict) -> list[dict]:
         """``ddbench run --plan``: recover passes and memory for a dataset given by its shape."""
         from ddbench.api import layer_output_bytes, parameter_bytes, stage

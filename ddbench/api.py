@@ -27,7 +27,8 @@ Test a plugin with :func:`ddbench.testing.check_distiller`; the guide is ``docs/
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
 
 from ddbench.augment.dsa import DEFAULT_STRATEGY, DSA, parse_strategy
 from ddbench.contracts import ArchitectureSpec, DistilledSet, DistillTask, Normalization, options_to_dict
@@ -43,7 +44,53 @@ __all__ = [
     "NonFiniteLossError", "squeeze", "expand", "check_tiles_fit", "DSA", "DEFAULT_STRATEGY", "parse_strategy",
     "read_features", "layer_output_sizes", "run_units", "unit_generator", "ImageBatch", "class_major_batches",
     "registered_names", "stage", "inference_memory", "layer_output_bytes", "parameter_bytes",
+    "Ablation", "AblationPoint", "AblationSetting", "ReferenceFigure",
 ]
+
+
+@dataclass
+class AblationPoint:
+    """One run of an ablation: the method's option overrides (``KEY=VALUE`` values as text) and
+    the evaluator (``None``: the command's)."""
+
+    label: str
+    value: Any
+    options: dict[str, str]
+    evaluator: str | None = None
+
+
+@dataclass
+class AblationSetting:
+    """What the host knows when it asks an ablation for its points."""
+
+    arch: ArchitectureSpec  # the observer's architecture
+    image_shape: tuple[int, int, int]
+    ipc: int
+    smallest_class: int  # training images of the smallest class
+    values: list[int] | None = None  # the command's --values for this ablation, or None for its defaults
+
+
+@dataclass
+class Ablation:
+    """A named ablation a method declares (``ddbench ablate METHOD --sweeps NAME``).
+    ``points(setting)`` returns the runs and the skipped values (``{"label", "reason"}``);
+    ``plot``: ``bars`` (one bar per point), ``line`` (numeric x) or ``categorical``."""
+
+    title: str
+    points: Callable[[AblationSetting], tuple[list[AblationPoint], list[dict[str, str]]]]
+    plot: str = "line"
+    xlabel: str = ""
+
+
+@dataclass
+class ReferenceFigure:
+    """A figure from the method's paper printed beside the measured one (for reference only)."""
+
+    source: str  # e.g. "paper (RTX 4090)"
+    seconds: float | None = None
+    peak_memory_gb: float | None = None
+    note: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Distiller:
@@ -76,6 +123,15 @@ class Distiller:
 
     def check_device(self, options: Any, device: Any) -> None:
         """Raise ``ValueError`` when ``options`` cannot run on ``device`` (e.g. CUDA-only settings)."""
+
+    def ablations(self) -> dict[str, Ablation]:
+        """Named ablations for ``ddbench ablate``, in their default order (none by default)."""
+        return {}
+
+    def bench_reference(self, arch: str) -> ReferenceFigure | None:
+        """The paper's distillation cost for 100 images with observer ``arch`` (``ddbench bench``
+        prints it beside the measured cost), or ``None``."""
+        return None
 
     def plan_stages(self, options: Any, spec: dict) -> list[dict] | None:
         """For ``ddbench run --plan``: the stages this method will run for an input of the given

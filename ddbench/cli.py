@@ -243,17 +243,17 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--progress-every", type=float, default=30.0, metavar="SECONDS",
                         help="when stderr is not a terminal (a log file): one progress line per stage and every SECONDS (default: 30)")
 
-    ablate = commands.add_parser("ablate", help="LIC's Table 7 rows and Figure 1 sweeps (M, N, feature layer): one table, a plot each")
-    ablate.add_argument("method", help="the method whose components are ablated (lic)")
-    ablate.add_argument("--sweeps", type=_names, default=["table7", "m", "n", "layer"], help="comma list of table7, m, n, layer (default: all)")
-    ablate.add_argument("--m-values", type=_ints("--m-values"), default=[0, 50, 100, 200], help="M (lic.iterations) values (default: 0,50,100,200)")
-    ablate.add_argument("--n-values", type=_ints("--n-values"), default=[1, 4, 9, 16],
-                        help="N (lic.n) values; those whose tiles do not divide the image size are skipped (default: 1,4,9,16)")
+    ablate = commands.add_parser("ablate", help="the ablations a method declares (lic: Table 7, M, N, feature layer): one table, a plot each")
+    ablate.add_argument("method", help="the method whose ablations run (e.g. lic)")
+    ablate.add_argument("--sweeps", type=_names, help="comma list of the method's ablations (default: all it declares; "
+                                                       "lic: table7, m, n, layer)")
+    ablate.add_argument("--values", action="append", default=[], metavar="NAME=1,2,3",
+                        help="values of one ablation (repeatable), e.g. m=0,50,100,200 or n=1,4,9 for lic")
     _add_data_args(ablate)
     ablate.add_argument("--ipc", type=_at_least("--ipc", 1), default=10, help="images per class (default: 10)")
     _add_observer_args(ablate)
     ablate.add_argument("--verifier", help="architecture trained on the distilled set (default: the observer's)")
-    _add_evaluation_args(ablate, evaluator_help="evaluator of the sweeps (default: relabel); Table 7's rows set their own")
+    _add_evaluation_args(ablate, evaluator_help="evaluator of the ablations' points (default: relabel); points may set their own")
     ablate.add_argument("--out", help="output folder (default: runs/<dataset>-<arch>-ablate-ipc<K>)")
     ablate.add_argument("--quiet", action="store_true", help="no progress bars")
     ablate.add_argument("--progress-every", type=float, default=30.0, metavar="SECONDS",
@@ -477,6 +477,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return _exit_code(failed, "bench.json")
 
 
+def _sweep_values(assignments: list[str]) -> dict[str, list[int]]:
+    from ddbench.options import OptionError
+
+    values = {}
+    for assignment in assignments:
+        name, _, text = assignment.partition("=")
+        try:
+            values[name.strip()] = [int(part) for part in text.split(",") if part.strip()]
+        except ValueError:
+            raise OptionError(f"--values takes NAME=1,2,3 (integers), got {assignment!r}") from None
+        if not _ or not values[name.strip()]:
+            raise OptionError(f"--values takes NAME=1,2,3, got {assignment!r}")
+    return values
+
+
 def cmd_ablate(args: argparse.Namespace) -> int:
     from ddbench.harness.ablate import ablate
     from ddbench.report import ConsoleUI
@@ -484,7 +499,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     config = _run_config(args, [args.method], ipc=args.ipc, arch=args.arch, verifier=args.verifier,
                          observer_checkpoint=args.observer_checkpoint)
     with ConsoleUI(quiet=args.quiet, every=args.progress_every) as ui:
-        summary = ablate(config, args.sweeps, args.m_values, args.n_values, ui)
+        summary = ablate(config, args.sweeps, _sweep_values(args.values), ui)
     failed = sorted({f"{r['sweep']} {r['label']}" for r in summary["rows"] if "error" in r})
     return _exit_code(failed, "ablate.json")
 

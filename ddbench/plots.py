@@ -1,4 +1,4 @@
-"""PNG plots where a plot says more than a table: accuracy against IPC, LIC's ablation sweeps.
+"""PNG plots where a plot says more than a table: accuracy against IPC, a method's ablations.
 
 matplotlib is imported inside the functions and drives an Agg canvas directly (no pyplot,
 no global backend state), so importing this module is free and plotting works headless.

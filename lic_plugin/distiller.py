@@ -47,6 +47,16 @@ class LICDistiller:
     revision = 2  # 2: one generator per class (selection) and per batch (DSA draws); 1: one for the run
     options_class = LICOptions
 
+    def ablations(self):
+        from lic_plugin.ablations import ABLATIONS
+
+        return ABLATIONS
+
+    def bench_reference(self, arch: str):
+        from lic_plugin.ablations import TABLE3, bench_reference
+
+        return bench_reference(TABLE3, arch)
+
     def plan_stages(self, options: LICOptions, spec: dict) -> list[dict]:
         """``ddbench run --plan``: selection and compensation passes and memory for a dataset given
         by its shape (the automatic chunk as this machine's memory would set it)."""

@@ -195,8 +195,9 @@ def test_bench_full_iterations_follow_the_plugins_own_config():
     assert full_iterations(SRe2LDistiller(), SRe2LOptions(iterations=7), None, True) == (7, "--option sre2l.iterations")
     assert full_iterations(LICDistiller(), LICOptions(), None, False) == (200, "LICOptions.iterations default")
     assert images_per_class(10) == 10 and images_per_class(200) == 1
-    assert paper_reference("lic", "convnet4-bn")["seconds"] == 13.02
+    assert paper_reference("lic", "convnet4-bn")["seconds"] == 13.02  # declared by the method, not the host
     assert paper_reference("sre2l", "resnet18")["peak_memory_gb"] == 3.62 and paper_reference("lic", "convnet3") is None
+    assert paper_reference("random", "convnet4-bn") is None
 
 
 # --- IPC sweep --------------------------------------------------------------------------------
@@ -253,7 +254,7 @@ def test_ablate_sweeps_skip_n_values_that_do_not_tile(cache):
 
     base = RunConfig(methods=["lic"], image_size=8, ipc=1, seeds=[0], budget=resolve_budget("quick"),
                      cache_dir=str(cache), out="unused")
-    points, skipped = plan_points(base, ["m", "n", "layer"], [0, 200], [1, 4, 9, 16])
+    points, skipped, _ = plan_points(base, ["m", "n", "layer"], {"m": [0, 200], "n": [1, 4, 9, 16]})
     assert [p.label for p in points if p.sweep == "m"] == ["M=0", "M=200"]
     assert [p.label for p in points if p.sweep == "n"] == ["N=1", "N=4", "N=16"]
     assert [s["label"] for s in skipped] == ["N=9"]  # 3 x 3 tiles do not divide 8 px

@@ -4,7 +4,7 @@
   every verifier (the paper's Table 2).
 - :mod:`ddbench.harness.bench`: time to distill 100 images at batch size 100 and peak memory,
   each (method, observer) in its own process (Table 3).
-- :mod:`ddbench.harness.ablate`: LIC's Table 7 rows and the Figure 1 sweeps (M, N, layer).
+- :mod:`ddbench.harness.ablate`: the ablations a method declares (LIC: Table 7, M, N, layer).
 - :mod:`ddbench.harness.sweep`: accuracy against IPC (``ddbench run --ipc 1,10,50``).
 
 Every grid is a set of :func:`ddbench.runner.run` calls with :class:`ddbench.runner.RunConfig`

@@ -1,21 +1,14 @@
-"""``ddbench ablate lic``: the paper's Table 7 rows and Figure 1 sweeps, as one table and a plot each.
+"""``ddbench ablate METHOD``: the ablations a method declares (``Distiller.ablations()``), as one
+table and a plot each. The host knows no method's components: LIC declares the paper's Table 7
+rows and Figure 1 sweeps (``lic_plugin/ablations.py``).
 
-- ``table7``: four runs, each adding one technique: ``original`` (random picks, plain squeeze,
-  hard labels: ``lic`` with selection=false, compensation=false and the ``train`` evaluator),
-  ``+selection`` (compensation=false, ``train``), ``+compensation`` (``train``) and
-  ``+relabel`` (the ``relabel`` evaluator: full LIC).
-- ``m``: M, the compensation iterations (``lic.iterations``), e.g. 0, 50, 100, 200.
-- ``n``: N, images squeezed into one distilled image (``lic.n``), e.g. 1, 4, 9, 16; values whose
-  tiles do not divide the image size, or that need more images than a class has, are skipped
-  (and listed).
-- ``layer``: every feature layer the observer architecture names (``arch.feature_layers``).
-
-Sweeps use the command's evaluator (default ``relabel``). Every point is an ordinary run in
-``<out>/runs/<options>/``, the folder named after the options that differ from LIC's defaults:
-points with equal options share a folder, so their distillation is reused (``+compensation``
-and ``+relabel`` distil once; M = 200 of the sweep is the same set again). Outputs in
-``<out>``: ``ablate.json``, ``ablate.csv/.md/.tex`` and ``ablate-<sweep>.png``, plus
-``manifest.json``.
+Each ablation returns its points (a label, a value, the method's option overrides and, where it
+sets one, the evaluator; the others use the command's, default ``relabel``) and the values it
+skipped with the reason. ``--values NAME=1,2,3`` gives an ablation its values. Every point is an
+ordinary run in ``<out>/runs/<options>/``, the folder named after the options that differ from
+the method's defaults: points with equal options share a folder, so their distillation is
+reused. Outputs in ``<out>``: ``ablate.json``, ``ablate.csv/.md/.tex`` and ``ablate-<name>.png``,
+plus ``manifest.json``.
 """
 
 from __future__ import annotations
@@ -31,18 +24,7 @@ from typing import Any
 from ddbench.harness import HarnessManifest, QuietTables, cell_text, config_record, count, show
 from ddbench.harness.tables import GridTable, best_in_groups
 
-SCHEMA = "ddbench-ablate/1"
-METHOD = "lic"
-SWEEPS = ("table7", "m", "n", "layer")
-DEFAULT_M = (0, 50, 100, 200)
-DEFAULT_N = (1, 4, 9, 16)
-SWEEP_NAMES = {"table7": "Table 7", "m": "M (iterations)", "n": "N (images per distilled image)", "layer": "feature layer"}
-TABLE7 = (
-    ("original", {"selection": "false", "compensation": "false"}, "train"),
-    ("+selection", {"selection": "true", "compensation": "false"}, "train"),
-    ("+compensation", {"selection": "true", "compensation": "true"}, "train"),
-    ("+relabel", {"selection": "true", "compensation": "true"}, "relabel"),
-)
+SCHEMA = "ddbench-ablate/2"
 
 
 @dataclass
@@ -60,16 +42,21 @@ def default_out(base) -> Path:
     return Path("runs") / f"{base.dataset}-{base.arch}-ablate-ipc{base.ipc}"
 
 
-def options_slug(options: Any, defaults: Any) -> str:
-    """A folder name from the options that differ from the defaults (``lic-default`` if none)."""
+def options_slug(method: str, options: Any, defaults: Any) -> str:
+    """A folder name from the options that differ from the defaults (``<method>-default`` if none)."""
     changed = [f"{f.name}={getattr(options, f.name)}" for f in dataclasses.fields(options)
                if getattr(options, f.name) != getattr(defaults, f.name)]
     if not changed:
-        return f"{METHOD}-default"
-    slug = f"{METHOD}-" + "_".join(re.sub(r"[^A-Za-z0-9.=+-]", "-", part) for part in changed)
+        return f"{method}-default"
+    slug = f"{method}-" + "_".join(re.sub(r"[^A-Za-z0-9.=+-]", "-", part) for part in changed)
     if len(slug) > 120:
-        slug = f"{METHOD}-" + hashlib.sha256(slug.encode()).hexdigest()[:16]
+        slug = f"{method}-" + hashlib.sha256(slug.encode()).hexdigest()[:16]
     return slug
+
+
+def declared_ablations(distiller: Any) -> dict[str, Any]:
+    ablations = getattr(distiller, "ablations", None)
+    return dict(ablations()) if ablations is not None else {}
 
 
 def evaluator_assignments(assignments: list[str], evaluators: list[str]) -> dict[str, list[str]]:
@@ -90,53 +77,43 @@ def evaluator_assignments(assignments: list[str], evaluators: list[str]) -> dict
     return split
 
 
-def plan_points(base, sweeps: list[str], m_values: list[int], n_values: list[int]) -> tuple[list[Point], list[dict]]:
-    """Every run of the ablation, resolved and checked before any work; and the skipped values."""
+def plan_points(base, sweeps: list[str] | None, values: dict[str, list[int]]) -> tuple[list[Point], list[dict], dict]:
+    """Every run of the ablation, resolved and checked before any work; the skipped values; and
+    the method's declared ablations."""
     from ddbench import registry
+    from ddbench.api import AblationSetting
     from ddbench.options import apply_overrides
     from ddbench.runner import RunError, load_dataset, plan_run
-    from ddbench.tiles import check_tiles_fit
 
-    unknown = [s for s in sweeps if s not in SWEEPS]
-    if unknown or not sweeps:
-        raise RunError(f"--sweeps takes a comma list of {', '.join(SWEEPS)}; got {','.join(sweeps) or '(none)'}")
-    if base.methods != [METHOD]:
-        raise RunError(f"ablate knows the components of {METHOD!r} only, got {', '.join(base.methods)}")
-    extra = sorted(set(base.method_options) - {METHOD})
+    if len(base.methods) != 1:
+        raise RunError(f"ablate takes one method, got {', '.join(base.methods)}")
+    method = base.methods[0]
+    distiller = registry.get_distiller(method)
+    ablations = declared_ablations(distiller)
+    if not ablations:
+        raise RunError(f"method {method!r} declares no ablations (Distiller.ablations()); nothing to run")
+    sweeps = list(sweeps or ablations)
+    unknown = [s for s in sweeps if s not in ablations] + [v for v in values if v not in ablations]
+    if unknown:
+        raise RunError(f"{method} has no ablation {', '.join(map(repr, unknown))}; it declares {', '.join(ablations)}")
+    extra = sorted(set(base.method_options) - {method})
     if extra:
-        raise RunError(f"--option given for {', '.join(extra)}; ablate {METHOD} takes {METHOD}.KEY=VALUE options only")
+        raise RunError(f"--option given for {', '.join(extra)}; ablate {method} takes {method}.KEY=VALUE options only")
     arch = registry.get_architecture(base.arch)
-    distiller = registry.get_distiller(METHOD)
-    base_options = list(base.method_options.get(METHOD, []))
+    base_options = list(base.method_options.get(method, []))
     dataset = load_dataset(base, registry.get_dataset(base.dataset))
-    _, height, width = dataset.image_shape
     smallest = min(len(pool) for pool in dataset.train_indices_by_class().values())
 
     points, skipped = [], []
     for sweep in sweeps:
-        if sweep == "table7":
-            points += [Point(sweep, label, label, dict(overrides), evaluator) for label, overrides, evaluator in TABLE7]
-        elif sweep == "m":
-            points += [Point(sweep, f"M={m}", m, {"iterations": str(m)}, base.evaluator) for m in m_values]
-        elif sweep == "n":
-            for n in n_values:
-                try:
-                    check_tiles_fit(n, height, width)
-                except ValueError as exc:
-                    skipped.append({"sweep": sweep, "label": f"N={n}", "reason": str(exc)})
-                    continue
-                if n * base.ipc > smallest:
-                    skipped.append({"sweep": sweep, "label": f"N={n}",
-                                    "reason": f"N x IPC = {n * base.ipc} is more than the {smallest} training images of the smallest class"})
-                    continue
-                points.append(Point(sweep, f"N={n}", n, {"n": str(n)}, base.evaluator))
-        elif sweep == "layer":
-            if not arch.feature_layers:
-                raise RunError(f"architecture {arch.name!r} names no feature layers to sweep")
-            for layer in arch.feature_layers:
-                # The default layer is passed as "" (LIC's default), so it shares the default run's folder.
-                chosen = "" if layer == arch.default_feature_layer else layer
-                points.append(Point(sweep, layer, layer, {"feature_layer": chosen}, base.evaluator))
+        setting = AblationSetting(arch=arch, image_shape=dataset.image_shape, ipc=base.ipc, smallest_class=smallest,
+                                  values=values.get(sweep))
+        try:
+            declared, passed = ablations[sweep].points(setting)
+        except ValueError as exc:
+            raise RunError(f"{method} ablation {sweep!r}: {exc}") from None
+        points += [Point(sweep, p.label, p.value, dict(p.options), p.evaluator or base.evaluator) for p in declared]
+        skipped += [{"sweep": sweep, **s} for s in passed]
 
     root = Path(base.out) if base.out else default_out(base)
     evaluators = sorted({p.evaluator for p in points})
@@ -144,34 +121,36 @@ def plan_points(base, sweeps: list[str], m_values: list[int], n_values: list[int
     defaults = distiller.options_class()
     for point in points:
         assignments = base_options + [f"{k}={v}" for k, v in point.overrides.items()]
-        options = apply_overrides(defaults, assignments, what=f"method {METHOD!r}")
-        folder = root / "runs" / options_slug(options, defaults)
+        options = apply_overrides(defaults, assignments, what=f"method {method!r}")
+        folder = root / "runs" / options_slug(method, options, defaults)
         point.config = dataclasses.replace(
-            base, methods=[METHOD], method_options={METHOD: assignments}, evaluator=point.evaluator,
+            base, methods=[method], method_options={method: assignments}, evaluator=point.evaluator,
             evaluator_options=eval_options[point.evaluator], out=str(folder), results_name=f"results-{point.evaluator}.json")
         plan_run(point.config)
-    return points, skipped
+    return points, skipped, ablations
 
 
-def ablate(base, sweeps: list[str], m_values: list[int], n_values: list[int], ui) -> dict[str, Any]:
+def ablate(base, sweeps: list[str] | None, values: dict[str, list[int]], ui) -> dict[str, Any]:
     from ddbench.io import atomic_write_json
     from ddbench.exports import budget_text
     from ddbench.report import budget_table
     from ddbench.runner import run
 
-    points, skipped = plan_points(base, sweeps, m_values, n_values)
+    points, skipped, ablations = plan_points(base, sweeps, values)
+    sweeps = list(dict.fromkeys(p.sweep for p in points)) or list(sweeps or ablations)
+    method = base.methods[0]
     root = Path(base.out) if base.out else default_out(base)
-    manifest = HarnessManifest(root, "ablate", base.command, {**config_record(base), "sweeps": sweeps, "m_values": m_values,
-                                                              "n_values": n_values}, base.seeds)
+    manifest = HarnessManifest(root, "ablate", base.command, {**config_record(base), "sweeps": sweeps, "values": values},
+                               base.seeds)
     quiet = QuietTables(ui)
     rows, timings, last = [], {}, None
     for point in points:
-        ui.info(f"ablate {METHOD}: {SWEEP_NAMES[point.sweep]} {point.label} ({point.evaluator})")
+        ui.info(f"ablate {method}: {ablations[point.sweep].title} {point.label} ({point.evaluator})")
         started = time.perf_counter()
         results = run(point.config, quiet)
         last = results
         timings[f"{point.sweep}/{point.label}"] = round(time.perf_counter() - started, 3)
-        entry = results["methods"][METHOD]
+        entry = results["methods"][method]
         row = {"sweep": point.sweep, "label": point.label, "value": point.value, "evaluator": point.evaluator,
                "options": point.overrides, "folder": point.config.out,
                "results": str(Path(point.config.out) / point.config.results_name)}
@@ -182,9 +161,10 @@ def ablate(base, sweeps: list[str], m_values: list[int], n_values: list[int], ui
                        distill_seconds=entry["distill_seconds"], feature_layer=entry["options"].get("feature_layer"))
         rows.append(row)
     summary = {
-        "schema": SCHEMA, "command": base.command, "method": METHOD, "dataset": last["dataset"], "ipc": base.ipc,
+        "schema": SCHEMA, "command": base.command, "method": method, "dataset": last["dataset"], "ipc": base.ipc,
         "observer": last["observer"], "verifier": last["verifier"], "budget": last["budget"], "seeds": list(base.seeds),
         "device": last["device"], "sweeps": sweeps, "rows": rows, "skipped": skipped,
+        "ablations": {name: {"title": a.title, "plot": a.plot, "xlabel": a.xlabel} for name, a in ablations.items()},
         "budget_text": budget_text(last, evaluator=False),
     }
     atomic_write_json(root / "ablate.json", summary)
@@ -208,9 +188,9 @@ def ablation_table(summary: dict[str, Any]) -> GridTable:
             accuracy, seconds = cell_text(row["mean"], row["std"]), f"{row['distill_seconds']:.2f} s"
             values[(r, 3)] = row["mean"]
         groups.setdefault(row["sweep"], []).append((r, 3))
-        rows.append([SWEEP_NAMES[row["sweep"]], row["label"], row["evaluator"], accuracy, seconds])
+        rows.append([summary["ablations"][row["sweep"]]["title"], row["label"], row["evaluator"], accuracy, seconds])
     notes = [f"skipped {s['label']}: {s['reason']}" for s in summary["skipped"]]
-    caption = (f"LIC ablation on {summary['dataset']['name']}, IPC {summary['ipc']}: observer "
+    caption = (f"{summary['method']} ablation on {summary['dataset']['name']}, IPC {summary['ipc']}: observer "
                f"{summary['observer']['architecture']}, verifier {summary['verifier']}, budget {summary['budget']['preset']} "
                f"({count(summary['budget']['epochs'], 'epoch')}), accuracy % mean ± std over seeds {', '.join(map(str, summary['seeds']))}; "
                f"{summary.get('budget_text', '')}")
@@ -230,12 +210,12 @@ def write_plots(root: Path, summary: dict[str, Any]) -> list[Path]:
         if not points:
             continue
         path = root / f"ablate-{sweep}.png"
-        if sweep == "table7":
-            paths.append(bar_plot(path, points, title=f"LIC, accumulated techniques (Table 7): {where}"))
+        declared = summary["ablations"][sweep]
+        method = summary["method"]
+        if declared["plot"] == "bars":
+            paths.append(bar_plot(path, points, title=f"{method}, {declared['title']}: {where}"))
         else:
             evaluator = next(r["evaluator"] for r in summary["rows"] if r["sweep"] == sweep)
-            xlabel = {"m": "M: compensation iterations", "n": "N: images squeezed into one distilled image",
-                      "layer": "feature alignment layer"}[sweep]
-            paths.append(line_plot(path, {f"lic ({evaluator})": points}, title=f"LIC, {SWEEP_NAMES[sweep]}: {where}",
-                                   xlabel=xlabel, categorical=sweep == "layer"))
+            paths.append(line_plot(path, {f"{method} ({evaluator})": points}, title=f"{method}, {declared['title']}: {where}",
+                                   xlabel=declared["xlabel"] or sweep, categorical=declared["plot"] == "categorical"))
     return paths

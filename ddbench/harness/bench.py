@@ -1,4 +1,5 @@
-"""``ddbench bench``: the paper's Table 3, time to distill 100 images at batch size 100 and peak memory.
+"""``ddbench bench``: time to distill 100 images at batch size 100 and peak memory (the LIC paper's
+Table 3 setting), beside the figures each method declares from its paper (``bench_reference``).
 
 Each (method, observer architecture) is measured in its own process
 (``python -m ddbench.harness.bench SPEC RESULT``), so the peak memory is that method's alone:
@@ -34,16 +35,6 @@ from ddbench.harness import HarnessManifest, config_record, show
 
 SCHEMA = "ddbench-bench/1"
 BENCH_IMAGES = 100
-PAPER_DEVICE = "paper (RTX 4090)"
-# The paper's Table 3 (Tiny-ImageNet, 100 images at batch size 100, one RTX 4090): seconds, GB.
-PAPER_TABLE3 = {
-    ("lic", "Conv-4"): (13.02, 0.65), ("sre2l", "Conv-4"): (51.68, 1.36),
-    ("lic", "ResNet-18"): (25.34, 1.56), ("sre2l", "ResNet-18"): (191.14, 3.62),
-    ("lic", "MobileNet-V2"): (18.81, 0.64), ("sre2l", "MobileNet-V2"): (114.05, 1.27),
-}
-PAPER_ARCH = {"convnet4": "Conv-4", "convnet4-bn": "Conv-4", "resnet18": "ResNet-18", "mobilenetv2": "MobileNet-V2"}
-
-
 @dataclass
 class BenchConfig:
     methods: list[str]
@@ -74,12 +65,18 @@ def images_per_class(num_classes: int) -> int:
 
 
 def paper_reference(method: str, arch: str) -> dict[str, Any] | None:
-    key = (method, PAPER_ARCH.get(arch, ""))
-    if key not in PAPER_TABLE3:
+    """The figure the method declares from its paper for this observer (``bench_reference``), or None."""
+    import dataclasses
+
+    from ddbench import registry
+
+    declare = getattr(registry.get_distiller(method), "bench_reference", None)
+    figure = declare(arch) if declare is not None else None
+    if figure is None:
         return None
-    seconds, gigabytes = PAPER_TABLE3[key]
-    return {"label": PAPER_DEVICE, "architecture": key[1], "seconds": seconds, "peak_memory_gb": gigabytes,
-            "note": "the paper's Table 3 on Tiny-ImageNet; for reference only, not comparable hardware or data"}
+    return {"label": figure.source, "seconds": figure.seconds, "peak_memory_gb": figure.peak_memory_gb,
+            "note": (figure.note + "; " if figure.note else "") + "for reference only, not comparable hardware or data",
+            **figure.extra}
 
 
 def _option_fields(options_class: type) -> set[str]:
@@ -353,7 +350,8 @@ def _gib(count: int) -> str:
 
 COLUMNS = ("method", "arch", "device", "images", "batch_size", "measured_iterations", "seconds_per_iteration",
            "fixed_seconds", "full_iterations", "full_iterations_source", "seconds_per_100_images", "time_label",
-           "peak_memory_bytes", "peak_memory_kind", "paper_rtx4090_seconds", "paper_rtx4090_peak_memory_gb", "error")
+           "peak_memory_bytes", "peak_memory_kind", "start_memory_bytes", "added_memory_bytes", "reference_source",
+           "reference_seconds", "reference_peak_memory_gb", "error")
 
 
 def bench_table(summary: dict[str, Any]):
@@ -364,7 +362,7 @@ def bench_table(summary: dict[str, Any]):
         paper = row.get("paper") or {}
         paper_cells = [f"{paper['seconds']:.2f} s" if paper else "", f"{paper['peak_memory_gb']:.2f} GB" if paper else ""]
         if "error" in row:
-            rows.append([row["method"], row["arch"], "", "", "", "", "failed: " + row["error"][:80], "", *paper_cells])
+            rows.append([row["method"], row["arch"], "", "", "", "", "failed: " + row["error"][:80], "", "", *paper_cells])
             continue
         per_iteration = "" if row["seconds_per_iteration"] is None else f"{row['seconds_per_iteration']:.4f} s"
         rows.append([
@@ -374,6 +372,7 @@ def bench_table(summary: dict[str, Any]):
             per_iteration,
             f"{row['seconds_per_100_images']:.2f} s ({row['time_label']})",
             f"{_gib(row['peak_memory_bytes'])} ({row['peak_memory_kind']})",
+            _gib(row["added_memory_bytes"]) if row.get("added_memory_bytes") is not None else "",
             *paper_cells,
         ])
     devices = sorted({row.get("device_name") or row.get("device", "") for row in summary["rows"] if "error" not in row})
@@ -384,11 +383,11 @@ def bench_table(summary: dict[str, Any]):
         "1-iteration warm-up; measured = the full distillation timed; each (method, observer) in its own process",
         "full iterations: " + "; ".join(f"{r['method']}: {r['full_iterations_source']}" for r in summary["rows"]
                                         if "error" not in r and r.get("full_iterations") is not None),
-        f"{PAPER_DEVICE}: the paper's Table 3 (Tiny-ImageNet, GPU memory), for reference only",
+        *sorted({f"{r['paper']['label']}: {r['paper']['note']}" for r in summary["rows"] if r.get("paper")}),
     ]
     return GridTable(caption=caption, header=["method", "observer", "images", "measured iterations", "full iterations",
                                               "s / iteration", f"time per {summary['images']} images", "peak memory",
-                                              f"{PAPER_DEVICE} time", f"{PAPER_DEVICE} memory"],
+                                              "added by the stage", "paper time", "paper memory"],
                      rows=rows, notes=notes)
 
 
@@ -404,8 +403,8 @@ def write_outputs(root: Path, summary: dict[str, Any]) -> None:
     for row in summary["rows"]:
         paper = row.get("paper") or {}
         flat.append({**row, "measured_iterations": " ".join(map(str, row.get("measured_iterations", []))),
-                     "paper_rtx4090_seconds": paper.get("seconds", ""),
-                     "paper_rtx4090_peak_memory_gb": paper.get("peak_memory_gb", "")})
+                     "reference_source": paper.get("label", ""), "reference_seconds": paper.get("seconds", ""),
+                     "reference_peak_memory_gb": paper.get("peak_memory_gb", "")})
     atomic_write_text(root / "bench.csv", to_csv(flat, COLUMNS))
 
 
