@@ -1,8 +1,8 @@
 """ddbench: a benchmark toolkit for dataset distillation, with LIC as its headline method."""
 
 from ddbench.hookspecs import hookimpl
+from ddbench.version import __version__
 
-__version__ = "0.1.0"
 __all__ = ["hookimpl", "__version__", "run", "evaluate"]
 
 

@@ -19,8 +19,8 @@ What is here:
   :func:`layer_output_sizes`), units of work that resume and shard (:func:`run_units`,
   :func:`unit_generator`, :class:`ImageBatch`, :func:`class_major_batches`), the estimates a
   method's ``plan_stages`` is written with (:func:`stage`, :func:`inference_memory`,
-  :func:`layer_output_bytes`, :func:`parameter_bytes`), and the names of registered plugins
-  (:func:`registered_names`).
+  :func:`layer_output_bytes`, :func:`parameter_bytes`), and registered plugins
+  (:func:`registered_names`, :func:`get_architecture`).
 
 Test a plugin with :func:`ddbench.testing.check_distiller`; the guide is ``docs/plugins.md``.
 """
@@ -43,7 +43,7 @@ __all__ = [
     "hookimpl", "Distiller", "DistillTask", "DistilledSet", "ArchitectureSpec", "Normalization", "options_to_dict",
     "NonFiniteLossError", "squeeze", "expand", "check_tiles_fit", "DSA", "DEFAULT_STRATEGY", "parse_strategy",
     "read_features", "layer_output_sizes", "run_units", "unit_generator", "ImageBatch", "class_major_batches",
-    "registered_names", "stage", "inference_memory", "layer_output_bytes", "parameter_bytes",
+    "registered_names", "get_architecture", "stage", "inference_memory", "layer_output_bytes", "parameter_bytes",
     "Ablation", "AblationPoint", "AblationSetting", "ReferenceFigure",
 ]
 
@@ -138,6 +138,13 @@ class Distiller:
         shape (``spec``: image shape, classes, IPC, observer), each with its forward and backward
         passes and peak memory; ``None`` when the method cannot say."""
         return None
+
+
+def get_architecture(name: str) -> ArchitectureSpec:
+    """A registered architecture by name (``.build(channels, classes, size)`` makes a fresh network)."""
+    from ddbench import registry
+
+    return registry.get_architecture(name)
 
 
 def registered_names(kind: str) -> list[str]:

@@ -685,7 +685,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.version:
-        from ddbench import __version__
+        from ddbench.version import __version__
 
         print(f"ddbench {__version__}")
         return 0

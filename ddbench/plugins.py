@@ -61,7 +61,7 @@ def load_plugins() -> pluggy.PluginManager:
     if _loaded:
         return pm
     _loaded = True
-    from ddbench import __version__
+    from ddbench.version import __version__
 
     for module_name in DEFAULT_PLUGINS:
         module = importlib.import_module(module_name)

@@ -293,7 +293,7 @@ def check_distilled(distilled: DistilledSet, method: str, dataset: Dataset, ipc:
 def versions() -> dict[str, str]:
     import importlib.metadata as md
 
-    from ddbench import __version__
+    from ddbench.version import __version__
 
     found = {"ddbench": __version__, "python": platform.python_version(), "torch": torch.__version__}
     for package in ("torchvision", "kornia", "pluggy"):

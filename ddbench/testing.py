@@ -13,8 +13,8 @@
 1. is registered under its name (when installed: its entry point in the ``ddbench`` group),
 2. has options that round-trip through the command line's ``KEY=VALUE`` form,
 3. distils a tiny dataset made in memory (3 classes, 16 px colour images, an untrained
-   BatchNorm observer) into a valid set: float32 images of the dataset's shape, in range,
-   int64 labels with exactly IPC images per class, a known soft-label kind,
+   BatchNorm observer) into a valid set: finite float32 images of the dataset's shape, int64
+   labels with exactly IPC images per class, a known soft-label kind,
 4. gives bit-identical images for the same seed,
 5. refuses each bad option value by raising ``ValueError`` naming the option.
 
@@ -106,10 +106,6 @@ def check_distiller(distiller: Any, *, options: dict[str, Any] | None = None,
         check_distilled(first, name, dataset, ipc)
     except RunError as exc:
         raise AssertionError(str(exc)) from None
-    low, high = (torch.tensor(b).view(1, -1, 1, 1) for b in dataset.normalization.pixel_bounds())
-    tolerance = 1e-4
-    assert bool(((first.images >= low - tolerance) & (first.images <= high + tolerance)).all()), \
-        f"{name}: images leave the valid pixel range (normalised [0, 1] pixels)"
     second = _distill(distiller, dataset, chosen, ipc, seed)
     assert torch.equal(first.images, second.images) and torch.equal(first.labels, second.labels), \
         f"{name}: two distillations with seed {seed} differ: derive every random draw from task.seed"

@@ -1,0 +1,180 @@
+"""``dm``: Distribution Matching (Zhao & Bilen, WACV 2023, "Dataset Condensation with Distribution
+Matching"), written from the paper through the public plugin API only.
+
+Synthetic images start as real images of their class (seeded) and are optimised so that, for
+a freshly initialised random network drawn every iteration, the mean embedding (the input of
+the network's last linear layer) of each class's synthetic images matches that of a batch of
+its real images, both under the same DSA transform:
+
+    L = sum_c || mean_i psi(g(x_real_c,i)) - mean_j psi(g(s_c,j)) ||^2
+
+with one SGD step (momentum 0.5) on the synthetic pixels per iteration. No observer is used
+for distillation (its relabelling is the evaluator's business): DM runs under the ``train``
+evaluator (hard labels, its own protocol) and under ``relabel``.
+
+Defaults are the paper's: 20,000 iterations, image lr 1.0, 256 real images per class per
+iteration, DSA ``color_crop_cutout_flip_scale_rotate``, and the ConvNet with instance norm as
+the embedding network (``network = ""``: the observer's architecture, or its instance-norm twin
+when the observer uses BatchNorm, e.g. ``convnet3-bn`` -> ``convnet3``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ddbench.api import (
+    DSA, DistilledSet, Distiller, DistillTask, NonFiniteLossError, get_architecture, hookimpl, parse_strategy,
+    registered_names, unit_generator,
+)
+
+DM_STRATEGY = "color_crop_cutout_flip_scale_rotate"
+MOMENTUM = 0.5
+
+
+@dataclass
+class DMOptions:
+    """Options of ``dm``.
+
+    - ``iterations``: optimisation steps of the synthetic images (paper: 20000).
+    - ``lr``: SGD learning rate of the synthetic pixels, momentum 0.5 (paper: 1.0).
+    - ``batch_real``: real images per class drawn each iteration (paper: 256).
+    - ``network``: embedding architecture drawn fresh every iteration ("": the observer's, or its instance-norm twin).
+    - ``dsa_strategy``: DSA families applied to real and synthetic images alike (paper: color_crop_cutout_flip_scale_rotate).
+    - ``init``: ``real`` (random real images of the class, the paper's) or ``noise``.
+    """
+
+    iterations: int = 20000
+    lr: float = 1.0
+    batch_real: int = 256
+    network: str = ""
+    dsa_strategy: str = DM_STRATEGY
+    init: str = "real"
+
+    def __post_init__(self) -> None:
+        if self.iterations < 0:
+            raise ValueError(f"dm option iterations={self.iterations}: must be 0 or more")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"dm option lr={self.lr}: must be a positive finite number")
+        if self.batch_real < 1:
+            raise ValueError(f"dm option batch_real={self.batch_real}: must be at least 1")
+        if self.init not in ("real", "noise"):
+            raise ValueError(f"dm option init={self.init!r}: use real or noise")
+        try:
+            parse_strategy(self.dsa_strategy)
+        except ValueError as exc:
+            raise ValueError(f"dm option dsa_strategy={self.dsa_strategy!r}: {exc}") from None
+
+
+def embedding_network(options: DMOptions, observer_arch) -> str:
+    """The embedding architecture's name (see ``network``)."""
+    if options.network:
+        return options.network
+    name = observer_arch.name
+    if name.endswith("-bn") and name[:-3] in registered_names("architectures"):
+        return name[:-3]
+    return name
+
+
+def embed(network: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """The input of the network's last linear layer (its embedding), flattened: ``[B, D]``."""
+    last = [m for m in network.modules() if isinstance(m, torch.nn.Linear)][-1]
+    captured = []
+    handle = last.register_forward_pre_hook(lambda module, inputs: captured.append(inputs[0]))
+    try:
+        network(images)
+    finally:
+        handle.remove()
+    return captured[0].flatten(1)
+
+
+def matching_loss(network: torch.nn.Module, real: list[torch.Tensor], synthetic: list[torch.Tensor]) -> torch.Tensor:
+    """Sum over classes of the squared distance between mean embeddings of real and synthetic."""
+    total = torch.zeros((), device=synthetic[0].device)
+    for real_c, syn_c in zip(real, synthetic):
+        with torch.no_grad():
+            target = embed(network, real_c).mean(0)
+        total = total + (embed(network, syn_c).mean(0) - target).pow(2).sum()
+    return total
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: torch.device):
+    """Global RNG seeded for a network's initialisation, restored afterwards."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+class DMDistiller(Distiller):
+    """DM: synthetic images whose mean embeddings under random networks match the real class's."""
+
+    name = "dm"
+    options_class = DMOptions
+    revision = 1
+
+    def total_work(self, task: DistillTask) -> int:
+        options: DMOptions = task.options if task.options is not None else DMOptions()
+        return max(1, options.iterations)
+
+    def distill(self, task: DistillTask) -> DistilledSet:
+        options: DMOptions = task.options if task.options is not None else DMOptions()
+        device = task.device
+        arch = get_architecture(embedding_network(options, task.observer_arch))
+        channels, height, width = task.image_shape
+        pools = task.train_indices_by_class()
+        generator = unit_generator(task.seed, "dm-init")
+        if options.init == "real":
+            picks = []
+            for label, pool in pools.items():
+                if len(pool) < task.ipc:
+                    raise ValueError(f"dm needs {task.ipc} training images of class {label} to start from, it has "
+                                     f"{len(pool)}; lower --ipc")
+                picks.append(pool[torch.randperm(len(pool), generator=generator)[:task.ipc]])
+            start = task.load_train(torch.cat(picks)).float()
+        else:
+            start = torch.randn(task.num_classes * task.ipc, channels, height, width, generator=generator).to(device)
+        synthetic = start.detach().clone().requires_grad_(True)
+        optimizer = torch.optim.SGD([synthetic], lr=options.lr, momentum=MOMENTUM)
+        dsa = DSA(options.dsa_strategy)
+        draws = unit_generator(task.seed, "dm-steps")
+        trace = torch.zeros(options.iterations, device=device)
+        for it in range(options.iterations):
+            with seeded(int(torch.randint(0, 2**31 - 1, (1,), generator=draws)), device):
+                network = arch.build(channels, task.num_classes, height).to(device)
+            network.train()
+            for parameter in network.parameters():
+                parameter.requires_grad_(False)
+            real, syn = [], []
+            for label, pool in pools.items():
+                batch = pool[torch.randperm(len(pool), generator=draws)[:options.batch_real]]
+                params = dsa.draw((1, channels, height, width), draws, siamese=True, device=device)
+                real.append(dsa.apply(task.load_train(batch), params))
+                syn.append(dsa.apply(synthetic[label * task.ipc:(label + 1) * task.ipc], params))
+            loss = matching_loss(network, real, syn)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            trace[it] = loss.detach()
+            task.progress(1)
+        finite = bool(torch.isfinite(trace).all()) if options.iterations else True  # one read at the end
+        if not finite:
+            raise NonFiniteLossError(f"dm: the matching loss became NaN or infinite; lower dm.lr (now {options.lr})")
+        points = sorted({0, options.iterations - 1, *range(0, options.iterations, max(1, options.iterations // 10))}) \
+            if options.iterations else []
+        return DistilledSet(
+            images=synthetic.detach().cpu().float(),
+            labels=torch.arange(task.num_classes, dtype=torch.int64).repeat_interleave(task.ipc),
+            method=self.name, soft_labels="observer",
+            options={"network": arch.name},
+            extras={"loss_trace": {"iterations": points, "loss": trace[points].tolist() if points else []}},
+        )
+
+
+@hookimpl
+def register_distillers(register):
+    register(DMDistiller())
