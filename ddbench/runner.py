@@ -237,8 +237,9 @@ def decode_ahead(dataset: Dataset, ui: Any) -> None:
     that fit the memory budget), so no training loop waits on a decoder."""
     source = dataset.full_train if dataset.full_train is not None else dataset.train
     fill = getattr(source, "fill", None)
-    if fill is not None:
-        fill(ui.progress(f"decode {dataset.name} training images", len(source)))
+    pending = getattr(source, "pending", lambda: 0)()
+    if fill is not None and pending:  # nothing to decode (cached, or streamed): no stage to report
+        fill(ui.progress(f"decode {dataset.name} training images", pending))
 
 
 def load_dataset(config: RunConfig, spec: Any, plan: Plan | None = None) -> Dataset:

@@ -88,3 +88,22 @@ def test_a_streamed_split_is_decoded_in_worker_processes_and_read_in_order(tmp_p
         assert torch.equal(torch.cat([batch for batch, _ in seen]), order)
         assert all(torch.equal(images, expected[batch]) for batch, images in seen)
     assert calls == []  # the main process decoded nothing
+
+
+def test_decode_ahead_reports_a_stage_only_when_there_is_something_to_decode(tmp_path):
+    from ddbench.runner import decode_ahead
+
+    make_imagefolder(tmp_path / "data")
+    stages = []
+
+    class UI:
+        def progress(self, description, total):
+            stages.append((description, total))
+            return lambda n: None
+
+    first = load(tmp_path / "data", cache_dir=str(tmp_path / "cache"))
+    decode_ahead(first, UI())
+    assert stages == [("decode imagefolder training images", len(first.train))]
+    decode_ahead(load(tmp_path / "data", cache_dir=str(tmp_path / "cache")), UI())  # memory-mapped: nothing to do
+    decode_ahead(load(tmp_path / "data", memory_budget_gib=0.0), UI())  # streamed: decoded by the loops' workers
+    assert len(stages) == 1

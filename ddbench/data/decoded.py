@@ -107,6 +107,13 @@ class DecodedPixels:
             self._save_if_complete()
         return self.store[idx]
 
+    def pending(self) -> int:
+        """Images :meth:`fill` would decode now (0 for a streamed split or a complete cache)."""
+        if not self.held:
+            return 0
+        self._open()
+        return int((~self.have).sum())
+
     def fill(self, progress: Callable[[int], None] = lambda n: None) -> None:
         """Decode every image not decoded yet, in ``workers`` processes (held splits only)."""
         if not self.held:

@@ -128,6 +128,10 @@ class ImageFolderSource:
         """Threads a streamed load decodes on (a DataLoader worker uses one)."""
         self.pixels.workers = count
 
+    def pending(self) -> int:
+        """Images a :meth:`fill` would decode now."""
+        return self.pixels.pending()
+
     def fill(self, progress=lambda n: None) -> None:
         """Decode every image of the split now, in worker processes (when it fits the budget)."""
         self.pixels.fill(progress)
