@@ -1,0 +1,87 @@
+"""``ddbench cross-arch``, ``bench``, ``ablate`` and ``observer train``."""
+
+from __future__ import annotations
+
+import argparse
+
+from ddbench.cli.arguments import _names
+from ddbench.cli.common import _command_line, _exit_code, _method_options, _run_config
+
+
+def cmd_cross_arch(args: argparse.Namespace) -> int:
+    from ddbench.harness.crossarch import cross_arch
+    from ddbench.report import ConsoleUI
+
+    config = _run_config(args, args.methods, ipc=args.ipc, arch=args.observers[0])
+    with ConsoleUI(quiet=args.quiet, every=args.progress_every) as ui:
+        summary = cross_arch(config, args.observers, args.verifiers or args.observers, ui)
+    failed = sorted({c["method"] for c in summary["cells"] if "error" in c})
+    return _exit_code(failed, "cross-arch.json")
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from ddbench.harness.bench import BenchConfig, bench
+    from ddbench.report import ConsoleUI
+
+    config = BenchConfig(
+        methods=args.methods, archs=_names(args.arch), dataset=args.dataset, data_root=args.data_root,
+        download=args.download, image_size=args.image_size, method_options=_method_options(args.option),
+        bench_iterations=args.bench_iterations, batch_size=args.batch_size, distill_seed=args.distill_seed,
+        observer_seed=args.observer_seed, observer_epochs=args.observer_epochs, observer_checkpoint=args.observer_checkpoint,
+        cache_dir=args.cache_dir, device=args.device, out=args.out, command=_command_line(),
+    )
+    with ConsoleUI(quiet=args.quiet, every=args.progress_every) as ui:
+        summary = bench(config, ui)
+    failed = sorted({row["method"] for row in summary["rows"] if "error" in row})
+    return _exit_code(failed, "bench.json")
+
+
+def _sweep_values(assignments: list[str]) -> dict[str, list[int]]:
+    from ddbench.options import OptionError
+
+    values = {}
+    for assignment in assignments:
+        name, _, text = assignment.partition("=")
+        try:
+            values[name.strip()] = [int(part) for part in text.split(",") if part.strip()]
+        except ValueError:
+            raise OptionError(f"--values takes NAME=1,2,3 (integers), got {assignment!r}") from None
+        if not _ or not values[name.strip()]:
+            raise OptionError(f"--values takes NAME=1,2,3, got {assignment!r}")
+    return values
+
+
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from ddbench.harness.ablate import ablate
+    from ddbench.report import ConsoleUI
+
+    config = _run_config(args, [args.method], ipc=args.ipc, arch=args.arch, verifier=args.verifier,
+                         observer_checkpoint=args.observer_checkpoint)
+    with ConsoleUI(quiet=args.quiet, every=args.progress_every) as ui:
+        summary = ablate(config, args.sweeps, _sweep_values(args.values), ui)
+    failed = sorted({f"{r['sweep']} {r['label']}" for r in summary["rows"] if "error" in r})
+    return _exit_code(failed, "ablate.json")
+
+
+def cmd_observer_train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ddbench import registry
+    from ddbench.measure import resolve_device
+    from ddbench.observer import default_recipe, get_observer
+    from ddbench.report import ConsoleUI
+    from ddbench.runner import data_options
+
+    arch = registry.get_architecture(args.arch)
+    dataset = registry.get_dataset(args.dataset).load(data_options(args))
+    with ConsoleUI(quiet=args.quiet, every=args.progress_every) as ui:
+        observer = get_observer(
+            dataset, arch, resolve_device(args.device), seed=args.observer_seed,
+            recipe=default_recipe(dataset.name, epochs=args.observer_epochs),
+            cache=Path(args.cache_dir) if args.cache_dir else None,
+            checkpoint=Path(args.observer_checkpoint) if args.observer_checkpoint else None,
+            progress_factory=ui.progress,
+        )
+    state = "trained now" if observer.trained_now else "loaded"
+    print(f"observer {arch.name} on {dataset.name}: test accuracy {observer.test_accuracy:.2f}% ({state}) at {observer.checkpoint}")
+    return 0
