@@ -53,6 +53,12 @@ def main() -> int:
                               "benchmarks/test_lic_memory.py", "--benchmark-disable"],
         "observer_train": [python, "-m", "ddbench", "observer", "train", *data, "--image-size", "32", "--device", "cuda",
                           "--observer-seed", "1", "--quiet"],
+        # evaluation with and without the opt-in torch.compile (same seeds; compare the eval_seconds in results.json)
+        "eval_plain": [python, "-m", "ddbench", "run", "--method", "random", *data, "--image-size", "32", "--device", "cuda",
+                       "--observer-seed", "1", "--out", str(out / "eval-plain"), "--quiet"],
+        "eval_compiled": [python, "-m", "ddbench", "run", "--method", "random", *data, "--image-size", "32", "--device",
+                          "cuda", "--observer-seed", "1", "--option", "budget.compile=on", "--out",
+                          str(out / "eval-compiled"), "--quiet"],
     }
     summary = {name: run(command, out / f"{name}.log") for name, command in steps.items()}
     for name, entry in summary.items():
