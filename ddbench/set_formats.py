@@ -34,24 +34,16 @@ import torch
 from torch import nn
 
 from ddbench.contracts import DistilledSet, Normalization
-from ddbench.data.base import Dataset
+from ddbench.data.base import Dataset, denormalize, normalize
 from ddbench.io import TORCH_SUFFIXES, ArtifactError, folder_mode, load_tensors, load_torch_file
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 PIXEL_RANGES = ("normalized", "unit")
 
 
-def normalize(pixels: torch.Tensor, normalization: Normalization) -> torch.Tensor:
-    mean = torch.tensor(normalization.mean, dtype=torch.float32).view(1, -1, 1, 1)
-    std = torch.tensor(normalization.std, dtype=torch.float32).view(1, -1, 1, 1)
-    return (pixels - mean) / std
-
-
 def to_pixels(images: torch.Tensor, normalization: Normalization) -> torch.Tensor:
     """Normalised images back to 8-bit pixels (uint8), clamped to the valid range."""
-    mean = torch.tensor(normalization.mean, dtype=torch.float32).view(1, -1, 1, 1)
-    std = torch.tensor(normalization.std, dtype=torch.float32).view(1, -1, 1, 1)
-    return ((images.float() * std + mean).clamp(0, 1) * 255).round().to(torch.uint8)
+    return (denormalize(images.float(), normalization).clamp(0, 1) * 255).round().to(torch.uint8)
 
 
 def _fits(images: torch.Tensor, labels: torch.Tensor, dataset: Dataset, where: Path) -> None:
@@ -129,7 +121,7 @@ def load_foreign_set(path: Path, dataset: Dataset, pixels: str = "normalized") -
         raise ArtifactError(f"{path}: needs tensors 'images' [N, C, H, W] and 'labels' [N] (has {', '.join(sorted(tensors))})")
     images, labels = tensors["images"].float(), tensors["labels"].long()
     if pixels == "unit":
-        images = normalize(images, dataset.normalization)
+        images = normalize(images.float(), dataset.normalization)
     _fits(images, labels, dataset, path)
     soft_kind, probabilities, soft_what = _soft(tensors, dataset, path)
     distilled = DistilledSet(images=images.contiguous(), labels=labels, method=path.stem, soft_labels=soft_kind,
