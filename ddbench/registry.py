@@ -30,13 +30,23 @@ class Registered:
     plugin: PluginInfo
 
 
+_COLLECTED: dict[tuple, dict[str, Registered]] = {}
+
+
 def registered(kind: str) -> dict[str, Registered]:
-    """Everything of ``kind`` the loaded plugins register, by name, in registration order."""
+    """Everything of ``kind`` the loaded plugins register, by name, in registration order.
+
+    Collected once per plugin manager and set of hook implementations: a look-up does not run
+    the plugins' hooks again (registering another plugin collects afresh)."""
     hook_name, noun = KINDS[kind]
     pm = load_plugins()
+    impls = getattr(pm.hook, hook_name).get_hookimpls()
+    key = (id(pm), kind, tuple(id(impl.function) for impl in impls))
+    if key in _COLLECTED:
+        return dict(_COLLECTED[key])
     found: dict[str, Registered] = {}
     # hookimpls come last-registered first; reverse so built-ins list first.
-    for impl in reversed(getattr(pm.hook, hook_name).get_hookimpls()):
+    for impl in reversed(impls):
         info = plugin_info(impl.plugin)
 
         def register(item: Any, _info: PluginInfo = info) -> None:
@@ -50,7 +60,8 @@ def registered(kind: str) -> dict[str, Registered]:
             found[name] = Registered(item, _info)
 
         impl.function(register=register)
-    return found
+    _COLLECTED[key] = found
+    return dict(found)
 
 
 def get(kind: str, name: str) -> Any:

@@ -130,3 +130,11 @@ def test_load_filter_environment_variable(tmp_path):
     assert "good-method" not in none.stdout and "random" in none.stdout
     only = run_cli("plugins", env={**env, "DDBENCH_LOAD_PLUGINS": "good_plugin"})
     assert "good-method" in only.stdout
+
+
+def test_the_registry_collects_once_per_set_of_plugins():
+    from ddbench import registry
+
+    first = registry.get_distiller("lic")
+    assert registry.get_distiller("lic") is first  # not built again by a second look-up
+    assert set(registry.registered("distillers")) >= {"lic", "sre2l", "squeeze", "random", "rded", "dm"}
