@@ -183,7 +183,8 @@ def test_bench_full_iterations_follow_the_plugins_own_config():
     from types import SimpleNamespace
 
     from baselines.sre2l import SRe2LDistiller, SRe2LOptions
-    from ddbench.harness.bench import full_iterations, images_per_class, paper_reference
+    from ddbench.harness.bench import images_per_class, paper_reference
+    from ddbench.harness.bench_worker import full_iterations
     from lic_plugin.distiller import LICDistiller
     from lic_plugin.options import LICOptions
 

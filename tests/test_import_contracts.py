@@ -61,3 +61,9 @@ def test_a_plugin_importing_a_private_module_breaks_the_contract(tmp_path):
     result = lint(plugin_contract(tmp_path, "sneaky_plugin"), tmp_path)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "BROKEN" in result.stdout and "sneaky_plugin -> ddbench.tiles" in result.stdout
+
+
+def test_no_host_module_is_over_300_lines():
+    long = {str(path.relative_to(ROOT)): n for path in (ROOT / "ddbench").rglob("*.py")
+            if (n := len(path.read_text().splitlines())) > 300}
+    assert not long, f"split these modules: {long}"

@@ -2,7 +2,7 @@
 Table 3 setting), beside the figures each method declares from its paper (``bench_reference``).
 
 Each (method, observer architecture) is measured in its own process
-(``python -m ddbench.harness.bench SPEC RESULT``), so the peak memory is that method's alone:
+(``python -m ddbench.harness.bench_worker SPEC RESULT``), so the peak memory is that method's alone:
 ``torch.cuda.max_memory_allocated`` on a GPU, the process's peak resident set on the CPU
 (reset at the start of each timed run, see :mod:`ddbench.measure`). The observers are trained
 (or loaded from the cache) by the parent first; a worker only loads its observer.
@@ -29,7 +29,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ddbench.harness import HarnessManifest, config_record, show
 
@@ -66,7 +66,6 @@ def images_per_class(num_classes: int) -> int:
 
 def paper_reference(method: str, arch: str) -> dict[str, Any] | None:
     """The figure the method declares from its paper for this observer (``bench_reference``), or None."""
-    import dataclasses
 
     from ddbench import registry
 
@@ -184,7 +183,7 @@ def bench(config: BenchConfig, ui) -> dict[str, Any]:
 
 
 def run_worker(folder: Path, spec: dict[str, Any], ui) -> dict[str, Any]:
-    """One measurement in a fresh ``python -m ddbench.harness.bench`` process; its log lines are
+    """One measurement in a fresh ``python -m ddbench.harness.bench_worker`` process; its log lines are
     relayed to the UI. A failed worker gives a row with the error."""
     from ddbench.io import atomic_write_json
 
@@ -194,7 +193,7 @@ def run_worker(folder: Path, spec: dict[str, Any], ui) -> dict[str, Any]:
     result_path.unlink(missing_ok=True)
     ui.info(f"bench {spec['method']} on {spec['arch']}: own process")
     tail: list[str] = []
-    process = subprocess.Popen([sys.executable, "-m", "ddbench.harness.bench", str(spec_path), str(result_path)],
+    process = subprocess.Popen([sys.executable, "-m", "ddbench.harness.bench_worker", str(spec_path), str(result_path)],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert process.stdout is not None
     for line in process.stdout:
@@ -210,134 +209,6 @@ def run_worker(folder: Path, spec: dict[str, Any], ui) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------
 # The worker: runs in its own process.
-
-
-def full_iterations(distiller: Any, options: Any, task: Any, given: bool) -> tuple[int, str]:
-    """The method's own iteration count for a full run, and where it comes from: the options
-    (given, or the options class's default), else the method's config for this dataset
-    (SRe2L's per-dataset table), else inferred from its progress units."""
-    value = getattr(options, "iterations", None)
-    if value is not None:
-        return int(value), (f"--option {distiller.name}.iterations" if given else f"{type(options).__name__}.iterations default")
-    resolve = getattr(distiller, "_config", None)
-    if callable(resolve):
-        resolved = resolve(task)
-        if isinstance(resolved, dict) and isinstance(resolved.get("iterations"), int):
-            reason = resolved.get("family_reason") or "its config"
-            return resolved["iterations"], f"{distiller.name} default for this dataset ({reason})"
-    work = {it: distiller.total_work(dataclasses.replace(task, options=dataclasses.replace(options, iterations=it)))
-            for it in (1, 2)}
-    per = work[2] - work[1]
-    if per <= 0:
-        raise ValueError(f"cannot tell {distiller.name}'s full iteration count; give --option {distiller.name}.iterations=N")
-    return 1 + (distiller.total_work(task) - work[1]) // per, f"{distiller.name} progress units"
-
-
-def measure_method(spec: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any]:
-    import gc
-    import platform
-
-    import torch
-
-    from ddbench import registry
-    from types import SimpleNamespace
-
-    from ddbench.contracts import DistillTask
-    from ddbench.measure import measure_stage, resolve_device
-    from ddbench.runner import data_options
-    from ddbench.observer import default_recipe, get_observer
-    from ddbench.options import apply_overrides
-
-    dataset = registry.get_dataset(spec["dataset"]).load(data_options(SimpleNamespace(**spec)))
-    ipc = images_per_class(dataset.num_classes)
-    smallest = min(len(pool) for pool in dataset.train_indices_by_class().values())
-    if ipc > smallest:
-        raise ValueError(f"{ipc} images per class needed, the smallest class of {dataset.name} has {smallest}")
-    device = resolve_device(spec["device"])
-    arch = registry.get_architecture(spec["arch"])
-    observer = get_observer(
-        dataset, arch, device, seed=spec["observer_seed"], recipe=default_recipe(dataset.name, epochs=spec["observer_epochs"]),
-        cache=Path(spec["cache_dir"]) if spec["cache_dir"] else None,
-        checkpoint=Path(spec["observer_checkpoint"]) if spec["observer_checkpoint"] else None)
-    distiller = registry.get_distiller(spec["method"])
-    options = apply_overrides(distiller.options_class(), spec["options"], what=f"method {spec['method']!r}")
-    has_iterations = "iterations" in _option_fields(type(options))
-
-    def task_for(opts: Any) -> DistillTask:
-        return DistillTask(dataset=dataset, observer=observer.model, observer_arch=arch, ipc=ipc, device=device,
-                           seed=spec["seed"], options=opts)
-
-    def with_iterations(count: int | None) -> Any:
-        return dataclasses.replace(options, iterations=count) if has_iterations and count is not None else options
-
-    def timed(count: int | None) -> dict[str, Any]:
-        gc.collect()
-        with measure_stage(device) as measure:
-            distilled = distiller.distill(task_for(with_iterations(count)))
-        record = {"iterations": count, "seconds": round(measure.seconds, 4), "peak_memory_bytes": measure.peak_memory_bytes,
-                  "peak_memory_kind": measure.memory_kind, "start_memory_bytes": measure.start_memory_bytes,
-                  "added_memory_bytes": measure.added_memory_bytes, "images": len(distilled.images)}
-        log(f"{count if count is not None else 'full'} iteration(s): {measure.seconds:.2f} s, "
-            f"peak {measure.peak_memory_bytes / 2**20:.1f} MiB ({measure.memory_kind}), "
-            f"{measure.added_memory_bytes / 2**20:.1f} MiB above the {measure.start_memory_bytes / 2**20:.1f} MiB held at the start")
-        return record
-
-    full, source = (full_iterations(distiller, options, task_for(options), spec["iterations_given"])
-                    if has_iterations else (None, "no iterations option: the whole distillation is measured"))
-    k = spec["bench_iterations"]
-    warmup = timed(1 if has_iterations else None)
-    projected = bool(has_iterations and full > 2 * k)
-    if projected:
-        runs = [timed(k), timed(2 * k)]
-        per_iteration = (runs[1]["seconds"] - runs[0]["seconds"]) / k
-        if per_iteration > 0:
-            fixed, fit = max(0.0, runs[0]["seconds"] - per_iteration * k), "difference of the K and 2K runs"
-        else:  # timing noise larger than K iterations: fall back to the plain mean, no fixed part
-            per_iteration, fixed = runs[1]["seconds"] / (2 * k), 0.0
-            fit = "mean of the 2K run (the K/2K difference was not positive: timing noise)"
-        full_seconds = fixed + per_iteration * full
-    else:
-        runs = [timed(full if has_iterations else None)]
-        full_seconds = runs[0]["seconds"]
-        per_iteration = full_seconds / full if has_iterations and full else None
-        fixed, fit = None, "measured full run" + (" (per iteration includes the fixed cost)" if has_iterations else "")
-    images = runs[0]["images"]
-    peak = max(runs, key=lambda r: r["peak_memory_bytes"])
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
-    return {
-        "method": spec["method"], "arch": spec["arch"], "dataset": dataset.name, "image_size": dataset.image_size,
-        "num_classes": dataset.num_classes, "images": images, "ipc": ipc, "batch_size": getattr(options, "batch_size", None),
-        "options": dataclasses.asdict(options), "device": str(device), "device_name": device_name,
-        "torch_threads": torch.get_num_threads(), "warmup": warmup, "runs": runs,
-        "measured_iterations": [r["iterations"] for r in runs] if has_iterations else [],
-        "seconds_per_iteration": None if per_iteration is None else round(per_iteration, 5),
-        "fixed_seconds": None if fixed is None else round(fixed, 4), "fit": fit,
-        "full_iterations": full, "full_iterations_source": source,
-        "full_seconds": round(full_seconds, 3), "seconds_per_100_images": round(full_seconds * BENCH_IMAGES / images, 3),
-        "projected": projected, "time_label": "projected" if projected else "measured",
-        "peak_memory_bytes": peak["peak_memory_bytes"], "peak_memory_kind": peak["peak_memory_kind"],
-        "start_memory_bytes": peak["start_memory_bytes"], "added_memory_bytes": max(r["added_memory_bytes"] for r in runs),
-        "observer": observer.describe(),
-    }
-
-
-def worker_main(argv: list[str] | None = None) -> int:
-    from ddbench.io import atomic_write_json
-
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 2:
-        print("usage: python -m ddbench.harness.bench SPEC.json RESULT.json (started by 'ddbench bench')", file=sys.stderr)
-        return 2
-    spec = json.loads(Path(argv[0]).read_text())
-
-    def log(message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
-
-    started = time.perf_counter()
-    result = measure_method(spec, log)
-    result["worker_seconds"] = round(time.perf_counter() - started, 3)
-    atomic_write_json(Path(argv[1]), result)
-    return 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -407,6 +278,3 @@ def write_outputs(root: Path, summary: dict[str, Any]) -> None:
                      "reference_peak_memory_gb": paper.get("peak_memory_gb", "")})
     atomic_write_text(root / "bench.csv", to_csv(flat, COLUMNS))
 
-
-if __name__ == "__main__":
-    raise SystemExit(worker_main())

@@ -51,10 +51,6 @@ def run(config: RunConfig, ui) -> dict[str, Any]:
     if cluster.active:
         check_shared_folder(cluster, out)
     store = RunStore(out, writer=cluster.is_main)
-    if cluster.is_main:
-        from ddbench.config_file import resolved_config
-
-        atomic_write_text(out / "config.toml", resolved_config(config, as_given, plan))
     ui.info(f"dataset {dataset.name}: {len(dataset.train)} train / {len(dataset.test)} test images, "
             f"shape {dataset.image_shape}, {dataset.num_classes} classes; device {device}"
             + (f"; {cluster.world_size} ranks ({cluster.backend})" if cluster.active else ""))
@@ -75,6 +71,10 @@ def run(config: RunConfig, ui) -> dict[str, Any]:
     if config.teacher_checkpoint:
         teacher = load_teacher(Path(config.teacher_checkpoint), dataset, device)
         ui.info(f"teacher for soft labels: {teacher.arch.name}, test accuracy {teacher.test_accuracy:.2f}% ({teacher.checkpoint})")
+    if cluster.is_main:  # the run is under way: its folder gets the resolved config
+        from ddbench.config_file import resolved_config
+
+        atomic_write_text(out / "config.toml", resolved_config(config, as_given, plan))
     store.start({"command": config.command, "git_revision": git_revision(Path(__file__).parent), "versions": versions(),
                  "seeds": config.seeds, "observer": observer.describe(),
                  **({"ranks": cluster.world_size} if cluster.active else {})})
