@@ -23,7 +23,7 @@ OBSERVER_ARCH = "convnet3-bn"
 @pytest.fixture(scope="session")
 def digits():
     from ddbench.contracts import DataOptions
-    from ddbench.registry import get_dataset
+    from ddbench.host.registry import get_dataset
 
     return get_dataset("digits").load(DataOptions())
 
@@ -31,7 +31,7 @@ def digits():
 @pytest.fixture(scope="session")
 def observer(digits):
     """``(model, arch)``: a frozen convnet3-bn for the digits' shape, in eval mode, on the CPU."""
-    from ddbench.registry import get_architecture
+    from ddbench.host.registry import get_architecture
 
     arch = get_architecture(OBSERVER_ARCH)
     torch.manual_seed(0)

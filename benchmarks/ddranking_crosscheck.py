@@ -4,7 +4,7 @@ DD-Ranking (``pip install ddranking==0.2.0``) lives in its own virtual environme
 runs in ddbench's and calls that environment's Python for DD-Ranking's side:
 
 1. ``ddbench export SET --format ddranking`` writes the set in DD-Ranking's layout, normalised
-   with DD-Ranking's statistics (:mod:`ddbench.ddranking_format`), and the evaluation split is
+   with DD-Ranking's statistics (:mod:`ddbench.interop.ddranking_format`), and the evaluation split is
    written the same way (``test_images.pt``, ``test_labels.pt``);
 2. in DD-Ranking's environment, its ``ConvNet-3`` (``ddranking.utils.model.build_model``) is
    trained on the exported tensors with its own ``train_one_epoch`` and DSA
@@ -39,8 +39,8 @@ def write_evaluation_split(args: argparse.Namespace, folder: Path) -> None:
 
     from ddbench.contracts import DataOptions
     from ddbench.data.base import load_all
-    from ddbench.ddranking_format import ddranking_dataset, renormalize
-    from ddbench.registry import get_dataset
+    from ddbench.interop.ddranking_format import ddranking_dataset, renormalize
+    from ddbench.host.registry import get_dataset
 
     dataset = get_dataset(args.dataset).load(DataOptions(root=args.data_root, image_size=args.image_size))
     theirs = ddranking_dataset(dataset, args.ddranking_dataset)

@@ -13,7 +13,7 @@ import time
 import torch
 
 from ddbench.contracts import DataOptions
-from ddbench.registry import get_dataset
+from ddbench.host.registry import get_dataset
 
 
 def main() -> None:

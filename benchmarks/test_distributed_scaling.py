@@ -45,7 +45,7 @@ def _distill(processes: int, threads: int, iterations: int, cache, out) -> float
 
 @pytest.mark.parametrize("processes,threads", CONFIGS)
 def test_lic_distillation_wall_time(benchmark, cache, tmp_path, processes, threads):
-    from ddbench.artifacts import load_distilled
+    from ddbench.store.artifacts import load_distilled
 
     iterations = 5 if benchmark.disabled else 200
     out = tmp_path / "run"

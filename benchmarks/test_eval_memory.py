@@ -24,12 +24,12 @@ SIZE, CHANNELS, CLASSES, SIDE = 64, 3, 10, 2
 def worker(num_images: int) -> dict:
     import torch
 
-    from ddbench.budget import resolve_budget
+    from ddbench.settings.budget import resolve_budget
     from ddbench.contracts import DistilledSet, EvalContext, Normalization
     from ddbench.data.base import Dataset, TensorSource
     from ddbench.evaluators.relabel import RelabelEvaluator, RelabelOptions
-    from ddbench.measure import current_memory_bytes, measure_stage, resolve_device
-    from ddbench.registry import get_architecture
+    from ddbench.runtime.measure import current_memory_bytes, measure_stage, resolve_device
+    from ddbench.host.registry import get_architecture
 
     device = resolve_device("auto")
     norm = Normalization((0.5,) * CHANNELS, (0.25,) * CHANNELS)

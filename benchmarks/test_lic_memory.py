@@ -26,8 +26,8 @@ def worker(ipc: int, chunk: int) -> dict:
 
     from ddbench.contracts import DistillTask, Normalization
     from ddbench.data.base import Dataset, TensorSource
-    from ddbench.measure import current_memory_bytes, measure_stage, resolve_device
-    from ddbench.registry import get_architecture, get_distiller
+    from ddbench.runtime.measure import current_memory_bytes, measure_stage, resolve_device
+    from ddbench.host.registry import get_architecture, get_distiller
     from lic_plugin.options import LICOptions
 
     device = resolve_device("auto")

@@ -24,9 +24,9 @@ SETTINGS = {
 
 @pytest.mark.parametrize("method", list(SETTINGS))
 def test_distillation_throughput(benchmark, rounds, stopwatch, digits, observer, method):
-    from ddbench import registry
+    from ddbench.host import registry
     from ddbench.contracts import DistillTask
-    from ddbench.options import apply_overrides
+    from ddbench.settings.options import apply_overrides
 
     model, arch = observer
     distiller = registry.get_distiller(method)

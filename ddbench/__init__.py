@@ -1,6 +1,6 @@
 """ddbench: a benchmark toolkit for dataset distillation, with LIC as its headline method."""
 
-from ddbench.hookspecs import hookimpl
+from ddbench.host.hookspecs import hookimpl
 from ddbench.version import __version__
 
 __all__ = ["hookimpl", "__version__", "run", "evaluate"]

@@ -33,10 +33,10 @@ from typing import Any, Callable, ClassVar
 from ddbench.augment.dsa import DEFAULT_STRATEGY, DSA, parse_strategy
 from ddbench.contracts import ArchitectureSpec, DistilledSet, DistillTask, Normalization, options_to_dict
 from ddbench.evaluators.training import NonFiniteLossError
-from ddbench.hookspecs import hookimpl
+from ddbench.host.hookspecs import hookimpl
 from ddbench.models.features import layer_output_sizes, read_features
-from ddbench.partials import ImageBatch, class_major_batches, run_units, unit_generator
-from ddbench.planner import inference_memory, layer_output_bytes, parameter_bytes, stage
+from ddbench.store.partials import ImageBatch, class_major_batches, run_units, unit_generator
+from ddbench.runtime.planner import inference_memory, layer_output_bytes, parameter_bytes, stage
 from ddbench.tiles import check_tiles_fit, expand, squeeze
 
 __all__ = [
@@ -142,13 +142,13 @@ class Distiller:
 
 def get_architecture(name: str) -> ArchitectureSpec:
     """A registered architecture by name (``.build(channels, classes, size)`` makes a fresh network)."""
-    from ddbench import registry
+    from ddbench.host import registry
 
     return registry.get_architecture(name)
 
 
 def registered_names(kind: str) -> list[str]:
     """The names registered for ``kind`` (``distillers``, ``evaluators``, ``datasets``, ``architectures``)."""
-    from ddbench import registry
+    from ddbench.host import registry
 
     return sorted(registry.registered(kind))

@@ -1,6 +1,6 @@
 """The contracts between the host and its plugins.
 
-A plugin registers *specs* through the hooks in :mod:`ddbench.hookspecs`:
+A plugin registers *specs* through the hooks in :mod:`ddbench.host.hookspecs`:
 
 - :class:`DatasetSpec`: how to load a dataset (:class:`ddbench.data.Dataset`).
 - :class:`ArchitectureSpec`: how to build a network for an image shape.
@@ -93,9 +93,9 @@ class DistillTask:
     seed: int
     options: Any  # an instance of the distiller's ``options_class``
     progress: ProgressCallback = lambda n: None
-    # finished units of a distillation that was stopped (a ddbench.partials.PartialStore); None keeps nothing
+    # finished units of a distillation that was stopped (a ddbench.store.partials.PartialStore); None keeps nothing
     partials: Any = None
-    # this process's rank among torchrun's (a ddbench.distributed.Cluster); None: a single process
+    # this process's rank among torchrun's (a ddbench.runtime.distributed.Cluster); None: a single process
     cluster: Any = None
 
     @property
@@ -108,7 +108,7 @@ class DistillTask:
 
     def save_part(self, name: str, tensors: "dict[str, torch.Tensor]", metadata: dict[str, Any]) -> None:
         """Keep a finished unit (tensors plus JSON metadata) so a restarted run can skip it.
-        A unit's result must not depend on other units (see :mod:`ddbench.partials`)."""
+        A unit's result must not depend on other units (see :mod:`ddbench.store.partials`)."""
         if self.partials is not None:
             self.partials.save(name, tensors, metadata)
 
@@ -178,13 +178,13 @@ class EvalContext:
     dataset: "Dataset"
     verifier_arch: ArchitectureSpec
     teacher: "nn.Module | None"  # the observer, for soft labels
-    budget: Any  # ddbench.budget.EvalBudget
+    budget: Any  # ddbench.settings.budget.EvalBudget
     seed: int
     device: "torch.device"
     options: Any = None  # an instance of the evaluator's ``options_class``
     progress: ProgressCallback = lambda n: None
     # set when the ranks of a torchrun launch train this one verifier together (DistributedDataParallel):
-    # pass it to ddbench.evaluators.training.fit and ddbench.metrics.accuracy; None: a single process
+    # pass it to ddbench.evaluators.training.fit and ddbench.runtime.metrics.accuracy; None: a single process
     cluster: Any = None
 
 

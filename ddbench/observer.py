@@ -29,8 +29,8 @@ from ddbench.data.base import Dataset
 from ddbench.data.batches import BatchReader
 from ddbench.data.identity import describe_record
 from ddbench.evaluators.training import compiled, precision_context
-from ddbench.io import TORCH_SUFFIXES, ArtifactError, read_metadata
-from ddbench.metrics import accuracy
+from ddbench.store.io import TORCH_SUFFIXES, ArtifactError, read_metadata
+from ddbench.runtime.metrics import accuracy
 # checkpoint files: re-exported here, where callers have always found them
 from ddbench.observer_files import (EXPLICIT_FIX, FORMAT, ObserverMismatchError, _freeze, check_cached,  # noqa: F401
                                     check_compatible, load_observer_checkpoint, load_torch_observer, observer_metadata,
@@ -52,7 +52,7 @@ class ObserverRecipe:
     version: int = 1
     precision: str = "fp32"  # fp32, or bf16: bfloat16 autocast of the forward passes (CUDA)
     channels_last: bool = False  # the channels-last memory format (CUDA)
-    compile: str = "off"  # opt-in torch.compile backend (see ddbench.budget.COMPILE_BACKENDS)
+    compile: str = "off"  # opt-in torch.compile backend (see ddbench.settings.budget.COMPILE_BACKENDS)
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -194,7 +194,7 @@ def get_observer(
 def load_teacher(path: Path, dataset: Dataset, device: torch.device) -> Observer:
     """A soft-label teacher other than the observer: any ddbench checkpoint, its architecture
     read from the file's metadata."""
-    from ddbench.registry import get_architecture
+    from ddbench.host.registry import get_architecture
 
     if Path(path).suffix in TORCH_SUFFIXES:
         raise ArtifactError(f"{path}: a .pt teacher names no architecture; save it as a ddbench observer "

@@ -11,8 +11,8 @@ from torch import nn
 from ddbench.contracts import ArchitectureSpec
 from ddbench.data.base import Dataset
 from ddbench.data.identity import check_unseen, describe_record
-from ddbench.io import TORCH_SUFFIXES, ArtifactError, load_tensors, load_torch_file, save_tensors
-from ddbench.metrics import accuracy
+from ddbench.store.io import TORCH_SUFFIXES, ArtifactError, load_tensors, load_torch_file, save_tensors
+from ddbench.runtime.metrics import accuracy
 
 
 FORMAT = "ddbench-observer/1"

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 def _assignments(values: Any) -> list[str]:
     """``KEY=VALUE`` strings from an options dataclass or a dict (None values left out)."""
-    from ddbench.config_file import option_text
+    from ddbench.settings.config_file import option_text
 
     if values is None:
         return []
@@ -37,7 +37,7 @@ def _assignments(values: Any) -> list[str]:
 
 
 def _budget(budget: Any, fields: dict[str, Any] | None):
-    from ddbench.budget import EvalBudget, resolve_budget
+    from ddbench.settings.budget import EvalBudget, resolve_budget
 
     if isinstance(budget, EvalBudget):
         return budget if not fields else dataclasses.replace(budget, **fields)
@@ -71,7 +71,7 @@ def run(method: str, baselines: Sequence[str] = (), *, dataset: str = "digits", 
     """Distil with ``method`` and each baseline on one observer, evaluate, and return the results
     dict (also written to ``<out>/results.json``). ``fields``: any other ``RunConfig`` field
     (``image_size``, ``validation_per_class``, ``distill_seeds``, ``compare_random``, ...)."""
-    from ddbench.report import ConsoleUI
+    from ddbench.reporting.console import ConsoleUI
     from ddbench.runner import run as run_config
 
     config = _config([method, *baselines], dataset=dataset, data_root=data_root, ipc=ipc, arch=arch, verifier=verifier,
@@ -91,13 +91,13 @@ def evaluate(sets: Any, *, dataset: str = "digits", data_root: str | None = None
     dataset's normalised space with ``labels`` ``[K]``."""
     import torch
 
-    from ddbench.report import ConsoleUI
+    from ddbench.reporting.console import ConsoleUI
     from ddbench.runner import run as run_config
 
     if isinstance(sets, torch.Tensor):
         if labels is None:
             raise ValueError("evaluate(images, labels=...): a tensor of images needs its labels")
-        from ddbench.io import save_tensors
+        from ddbench.store.io import save_tensors
 
         folder = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="ddbench-evaluate-"))
         path = folder / "inputs" / "images.safetensors"

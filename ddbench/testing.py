@@ -55,7 +55,7 @@ def _options(distiller: Any, values: dict[str, Any]) -> Any:
 
 
 def _distill(distiller: Any, dataset: Dataset, options: Any, ipc: int, seed: int) -> DistilledSet:
-    from ddbench.registry import get_architecture
+    from ddbench.host.registry import get_architecture
 
     arch = get_architecture(OBSERVER)
     torch.manual_seed(0)
@@ -82,7 +82,7 @@ def check_distiller(distiller: Any, *, options: dict[str, Any] | None = None,
     ``bad_options``: ``{option: value}`` pairs the options class must refuse; ``installed``:
     whether the method's package is installed, so its entry point can be checked.
     """
-    from ddbench.options import apply_overrides
+    from ddbench.settings.options import apply_overrides
     from ddbench.runner import RunError, check_distilled
 
     name = getattr(distiller, "name", None)
@@ -90,7 +90,7 @@ def check_distiller(distiller: Any, *, options: dict[str, Any] | None = None,
     assert dataclasses.is_dataclass(getattr(distiller, "options_class", None)), \
         f"{name}: options_class must be a dataclass"
     if installed:
-        from ddbench import registry
+        from ddbench.host import registry
 
         found = registry.get_distiller(name)
         assert type(found) is type(distiller), f"{name}: registered as {type(found).__name__}, not {type(distiller).__name__}"

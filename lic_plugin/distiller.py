@@ -1,7 +1,7 @@
 """The ``lic`` distiller: Algorithm 1 of Sun et al. over a whole dataset.
 
 The distilled images (class-major) are cut into batches of at most ``batch_size`` images made
-of whole classes (:func:`ddbench.partials.class_major_batches`). Each batch is one unit of work:
+of whole classes (:func:`ddbench.store.partials.class_major_batches`). Each batch is one unit of work:
 Stage 1 (:mod:`lic_plugin.selection`) for its classes, then Stage 2, squeeze (Eq. 2,
 :func:`ddbench.tiles.squeeze`) and compensation (Eq. 8, :mod:`lic_plugin.compensation`) of all
 its images together. Stage 3 is the host's relabel evaluator, told by ``soft_labels="observer"``
@@ -12,7 +12,7 @@ Randomness: class c's subset (and, without selection, its random picks) come fro
 ``unit_generator(seed, "lic-dsa", b)``. So a batch's images depend on nothing but the seed and
 the batch layout: a stopped run resumes from its saved batches (``task.save_part``), and one seed
 gives bit-identical images on the CPU however the batches are run, including split over the
-ranks of a ``torchrun`` launch (:func:`ddbench.partials.run_units`).
+ranks of a ``torchrun`` launch (:func:`ddbench.store.partials.run_units`).
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeou
 @pytest.fixture(scope="session")
 def digits():
     from ddbench.contracts import DataOptions
-    from ddbench.registry import get_dataset
+    from ddbench.host.registry import get_dataset
 
     return get_dataset("digits").load(DataOptions())
 

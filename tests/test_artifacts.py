@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from ddbench import hookimpl
-from ddbench.artifacts import load_distilled, save_distilled
-from ddbench.budget import resolve_budget
+from ddbench.store.artifacts import load_distilled, save_distilled
+from ddbench.settings.budget import resolve_budget
 from ddbench.contracts import DistilledSet
-from ddbench.io import ArtifactError
-from ddbench.plugins import pm
+from ddbench.store.io import ArtifactError
+from ddbench.host.plugins import pm
 from ddbench.runner import RunConfig, run
 
 

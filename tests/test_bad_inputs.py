@@ -182,8 +182,8 @@ def test_a_corrupt_distilled_file_keeps_the_last_good_results(finished_run, tmp_
 
 
 def test_a_corrupt_partial_names_the_unit_and_the_fix(tmp_path):
-    from ddbench.io import ArtifactError
-    from ddbench.partials import PartialStore
+    from ddbench.store.io import ArtifactError
+    from ddbench.store.partials import PartialStore
 
     store = PartialStore(tmp_path / "parts")
     store.save("batch-00000", {"x": torch.zeros(2)}, {"trace": None})
@@ -219,7 +219,7 @@ def test_a_malicious_pickle_is_refused_and_never_run(tmp_path, capsys):
 
 
 def test_a_loaded_observer_accuracy_is_measured_not_read_from_its_header(finished_run, tmp_path):
-    from ddbench.io import load_tensors, save_tensors
+    from ddbench.store.io import load_tensors, save_tensors
 
     cached = next((finished_run / "cache" / "observers").glob("*.safetensors"))
     tensors, meta = load_tensors(cached)
@@ -235,7 +235,7 @@ def test_a_loaded_observer_accuracy_is_measured_not_read_from_its_header(finishe
 
 
 def _write_records(folder: str, tag: str, count: int) -> None:
-    from ddbench.artifacts import RunStore
+    from ddbench.store.artifacts import RunStore
 
     store = RunStore(Path(folder))  # read once at the start, as a run does
     run_id = store.start({"command": tag})

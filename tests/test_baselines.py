@@ -16,7 +16,7 @@ from torch import nn
 from baselines.squeeze import SqueezeDistiller, SqueezeOptions
 from baselines.sre2l import SRe2LDistiller, SRe2LOptions
 from baselines.sre2l_config import SRE2L_DEFAULTS, dataset_family
-from ddbench import registry
+from ddbench.host import registry
 from ddbench.contracts import DataOptions, DistillTask, Normalization
 from ddbench.data.base import Dataset, TensorSource
 from ddbench.tiles import cut_tiles

@@ -107,7 +107,7 @@ def test_a_ddranking_name_it_does_not_have_fails_before_any_work(tmp_path):
     saved = tmp_path / "set.safetensors"
     import torch
 
-    from ddbench.artifacts import save_distilled
+    from ddbench.store.artifacts import save_distilled
     from ddbench.contracts import DistilledSet
 
     save_distilled(saved, DistilledSet(images=torch.zeros(2, 3, 64, 64), labels=torch.arange(2), method="m"),

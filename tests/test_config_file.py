@@ -75,7 +75,7 @@ def test_bad_config_files_are_one_line(tmp_path, capsys):
 
 
 def test_the_dotted_option_equals_the_old_flags():
-    from ddbench.config_file import route_dotted
+    from ddbench.settings.config_file import route_dotted
 
     methods, budget, evaluator = route_dotted(["lic.lr=0.01", "budget.epochs=300", "eval.temperature=4", "lic.n=9"])
     assert methods == ["lic.lr=0.01", "lic.n=9"] and budget == ["epochs=300"] and evaluator == ["temperature=4"]

@@ -8,10 +8,10 @@ import json
 import pytest
 import torch
 
-from ddbench.budget import resolve_budget
+from ddbench.settings.budget import resolve_budget
 from ddbench.contracts import DistilledSet, EvalContext
 from ddbench.evaluators.continual import ContinualEvaluator, ContinualOptions, class_schedule
-from ddbench.registry import get_architecture
+from ddbench.host.registry import get_architecture
 from tests.conftest import run_cli
 
 

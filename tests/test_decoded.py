@@ -8,7 +8,7 @@ import torch
 from ddbench.contracts import DataOptions
 from ddbench.data.imagefolder import ImageFolderSource
 from ddbench.observer import ObserverRecipe, train_observer
-from ddbench.registry import get_architecture, get_dataset
+from ddbench.host.registry import get_architecture, get_dataset
 from tests.test_datasets import make_imagefolder
 
 

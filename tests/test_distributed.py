@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ddbench.artifacts import load_distilled
-from ddbench.distributed import Cluster, resolve_dist_eval
+from ddbench.store.artifacts import load_distilled
+from ddbench.runtime.distributed import Cluster, resolve_dist_eval
 
 RUN = ["run", "--method", "lic", "--baseline", "squeeze", "--ipc", "2", "--observer-epochs", "1",
        "--budget-set", "epochs=2", "--seeds", "2", "--quiet", "--option", "lic.batch_size=4",

@@ -7,7 +7,7 @@ import torch
 
 from baselines.dm import DMDistiller, DMOptions, embed, embedding_network, matching_loss
 from ddbench.api import DistillTask
-from ddbench.registry import get_architecture
+from ddbench.host.registry import get_architecture
 from ddbench.testing import check_distiller, tiny_dataset
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ddbench.io import atomic_write_json, save_tensors
-from ddbench.set_formats import write_folder
+from ddbench.store.io import atomic_write_json, save_tensors
+from ddbench.interop.set_formats import write_folder
 
 
 @pytest.fixture

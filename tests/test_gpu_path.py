@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ddbench.budget import BudgetError, resolve_budget
+from ddbench.settings.budget import BudgetError, resolve_budget
 
 
 def test_auto_resolves_per_device_and_is_recorded_concretely():
@@ -23,7 +23,7 @@ def test_auto_resolves_per_device_and_is_recorded_concretely():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_training_epoch_has_no_host_sync():
     from ddbench.evaluators.training import fit
-    from ddbench.registry import get_architecture
+    from ddbench.host.registry import get_architecture
 
     device = torch.device("cuda")
     budget = resolve_budget("quick", ["epochs=2", "batch_size=8", "augmentation=flip"]).resolve_for(device)
@@ -49,7 +49,7 @@ def test_compile_is_opt_in_and_trains_through_dynamo(monkeypatch):
     """``compile=eager`` traces the verifier with Dynamo (no C++ compiler needed) and trains the
     same weights as no compile; ``off`` never calls torch.compile; an unknown backend is refused."""
     from ddbench.evaluators.training import fit
-    from ddbench.registry import get_architecture
+    from ddbench.host.registry import get_architecture
 
     calls = []
     real_compile = torch.compile

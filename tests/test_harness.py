@@ -37,7 +37,7 @@ def cache(tmp_path_factory) -> Path:
     for the full training set (bench) and for the training set less the validation split (runs)."""
     from ddbench.contracts import DataOptions
     from ddbench.observer import checkpoint_path, default_recipe, observer_metadata, save_observer
-    from ddbench.registry import get_architecture, get_dataset
+    from ddbench.host.registry import get_architecture, get_dataset
 
     root = tmp_path_factory.mktemp("cache")
     full = get_dataset("digits").load(DataOptions(image_size=int(SIZE)))
@@ -249,7 +249,7 @@ def test_ablate_table7_rows_in_order(cache, tmp_path):
 
 
 def test_ablate_sweeps_skip_n_values_that_do_not_tile(cache):
-    from ddbench.budget import resolve_budget
+    from ddbench.settings.budget import resolve_budget
     from ddbench.harness.ablate import plan_points
     from ddbench.runner import RunConfig
 
@@ -284,7 +284,7 @@ def test_grid_table_formats_agree():
 def test_plots_show_their_series(tmp_path):
     from PIL import Image
 
-    from ddbench.plots import accuracy_vs_ipc, bar_plot, line_plot
+    from ddbench.reporting.plots import accuracy_vs_ipc, bar_plot, line_plot
 
     paths = [
         accuracy_vs_ipc(tmp_path / "ipc.png", {"lic": [(1, 50, 2), (10, 80, 1), (50, 90, 0.5)], "sre2l": [(1, 20, 3), (10, 40, 2)]}, "t"),

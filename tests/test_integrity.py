@@ -17,7 +17,7 @@ import torch
 
 from ddbench.data.identity import LeakError, check_unseen
 from ddbench.observer import ObserverRecipe, get_observer, load_teacher
-from ddbench.registry import get_architecture
+from ddbench.host.registry import get_architecture
 from tests.conftest import make_dataset, run_cli
 
 CPU = torch.device("cpu")
@@ -54,7 +54,7 @@ def two_folders_with_the_same_classes(root: Path):
 
 def test_two_image_folders_of_the_same_class_names_never_share_an_observer(tmp_path):
     from ddbench.contracts import DataOptions
-    from ddbench.registry import get_dataset
+    from ddbench.host.registry import get_dataset
 
     two_folders_with_the_same_classes(tmp_path)
     load = get_dataset("imagefolder").load

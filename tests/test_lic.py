@@ -8,11 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ddbench import registry
+from ddbench.host import registry
 from ddbench.augment.dsa import DSA
 from ddbench.contracts import DistillTask
 from ddbench.models.features import read_features
-from ddbench.options import OptionError, apply_overrides
+from ddbench.settings.options import OptionError, apply_overrides
 from ddbench.runner import check_distilled
 from ddbench.tiles import expand, squeeze
 from lic_plugin.compensation import alignment_loss, compensate, resolve_feature_layer

@@ -7,7 +7,7 @@ import io
 import re
 import time
 
-from ddbench.report import ConsoleUI, LogProgress
+from ddbench.reporting.console import ConsoleUI, LogProgress
 
 
 def test_stage_lines_and_heartbeat_while_a_step_is_long():

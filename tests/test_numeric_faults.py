@@ -8,9 +8,9 @@ import torch
 
 from baselines.sre2l import SRe2LDistiller, SRe2LOptions
 from ddbench.contracts import DistillTask, DistilledSet, EvalContext
-from ddbench.budget import resolve_budget
+from ddbench.settings.budget import resolve_budget
 from ddbench.evaluators.training import NonFiniteLossError
-from ddbench.registry import get_architecture, get_evaluator
+from ddbench.host.registry import get_architecture, get_evaluator
 from lic_plugin.distiller import LICDistiller
 from lic_plugin.options import LICOptions
 

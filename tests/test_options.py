@@ -2,8 +2,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from ddbench.budget import BudgetError, resolve_budget
-from ddbench.options import OptionError, apply_overrides, options_from_dict
+from ddbench.settings.budget import BudgetError, resolve_budget
+from ddbench.settings.options import OptionError, apply_overrides, options_from_dict
 
 
 @dataclass(frozen=True)

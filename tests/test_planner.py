@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ddbench.budget import resolve_budget
-from ddbench.planner import estimate_run, parse_shape
+from ddbench.settings.budget import resolve_budget
+from ddbench.runtime.planner import estimate_run, parse_shape
 from ddbench.runner import RunConfig, plan_run
 from tests.conftest import run_cli
 

@@ -8,8 +8,9 @@ import textwrap
 import pluggy
 import pytest
 
-from ddbench import hookimpl, registry
-from ddbench.plugins import pm
+from ddbench import hookimpl
+from ddbench.host import registry
+from ddbench.host.plugins import pm
 from tests.conftest import run_cli
 
 BUILTIN = {
@@ -133,7 +134,7 @@ def test_load_filter_environment_variable(tmp_path):
 
 
 def test_the_registry_collects_once_per_set_of_plugins():
-    from ddbench import registry
+    from ddbench.host import registry
 
     first = registry.get_distiller("lic")
     assert registry.get_distiller("lic") is first  # not built again by a second look-up

@@ -20,7 +20,7 @@ def test_run_with_typed_options_returns_the_results(tmp_path):
 
 def test_evaluate_tensors_as_they_are(tmp_path):
     from ddbench.contracts import DataOptions
-    from ddbench.registry import get_dataset
+    from ddbench.host.registry import get_dataset
 
     digits = get_dataset("digits").load(DataOptions())
     picks = torch.cat([torch.nonzero(digits.train.labels == c).flatten()[:1] for c in range(10)])

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from baselines.rded import RDEDDistiller, RDEDOptions, crop_losses, random_crops, resolve_factor, select_crops, stitch
-from ddbench.registry import get_architecture
+from ddbench.host.registry import get_architecture
 from ddbench.testing import check_distiller, tiny_dataset
 
 

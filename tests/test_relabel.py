@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ddbench import registry
-from ddbench.budget import resolve_budget
+from ddbench.host import registry
+from ddbench.settings.budget import resolve_budget
 from ddbench.contracts import DistilledSet, EvalContext
 from ddbench.evaluators.regions import RegionSampler, resolve_region_mode
 from ddbench.evaluators.relabel import RelabelEvaluator, RelabelOptions, distillation_loss, kd_loss

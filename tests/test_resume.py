@@ -16,10 +16,10 @@ import pytest
 import torch
 
 from baselines.sre2l import SRe2LDistiller, SRe2LOptions
-from ddbench.artifacts import load_distilled
+from ddbench.store.artifacts import load_distilled
 from ddbench.contracts import DistillTask
-from ddbench.partials import PartialStore, class_major_batches
-from ddbench.registry import get_architecture
+from ddbench.store.partials import PartialStore, class_major_batches
+from ddbench.host.registry import get_architecture
 from lic_plugin.distiller import LICDistiller
 from lic_plugin.options import LICOptions
 from tests.conftest import run_cli

@@ -8,9 +8,9 @@ import os
 import pytest
 import torch
 
-from ddbench.io import ArtifactError, load_torch_file
+from ddbench.store.io import ArtifactError, load_torch_file
 from ddbench.observer import load_observer_checkpoint
-from ddbench.registry import get_architecture
+from ddbench.host.registry import get_architecture
 from tests.conftest import run_cli
 
 

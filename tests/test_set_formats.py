@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from ddbench.artifacts import save_distilled
+from ddbench.store.artifacts import save_distilled
 from ddbench.contracts import DistilledSet
-from ddbench.io import ArtifactError
-from ddbench.set_formats import load_foreign_set, normalize
+from ddbench.store.io import ArtifactError
+from ddbench.interop.set_formats import load_foreign_set, normalize
 from tests.conftest import run_cli
 
 FAST = ["--observer-epochs", "1", "--budget-set", "epochs=3", "--seeds", "2", "--quiet"]
@@ -55,7 +55,7 @@ def cifar_set(tmp_path):
     """A CIFAR-10 root made in the test (official file layout), its dataset, an observer, and a
     ddbench set of 2 images per class."""
     from ddbench.contracts import DataOptions
-    from ddbench.registry import get_dataset
+    from ddbench.host.registry import get_dataset
     from tests.test_datasets import make_cifar_root
 
     make_cifar_root(tmp_path / "data", hundred=False, n=4)
@@ -73,7 +73,7 @@ def cifar_set(tmp_path):
 
 
 def test_ddranking_export_matches_its_documented_format(tmp_path, cifar_set):
-    from ddbench.ddranking_format import DDRANKING_DATASETS
+    from ddbench.interop.ddranking_format import DDRANKING_DATASETS
 
     path, dataset, pixels, labels = cifar_set
     exported = run_cli("export", str(path), "--format", "ddranking", "--out", str(tmp_path / "dd"), "--data-root",
@@ -113,7 +113,7 @@ def test_a_folder_written_by_ddranking_is_read_with_its_statistics(tmp_path, cif
 
 
 def test_what_ddranking_cannot_read_is_refused_before_any_file_is_written(tmp_path, eight_bit_set, cifar_set, digits):
-    from ddbench.ddranking_format import export_ddranking
+    from ddbench.interop.ddranking_format import export_ddranking
 
     path, _ = eight_bit_set
     refused = run_cli("export", str(path), "--format", "ddranking", "--out", str(tmp_path / "dd"))
@@ -130,8 +130,8 @@ def test_what_ddranking_cannot_read_is_refused_before_any_file_is_written(tmp_pa
 
 def test_image_folders_need_a_ddranking_name_that_fits(tmp_path):
     from ddbench.contracts import DataOptions
-    from ddbench.ddranking_format import ddranking_dataset
-    from ddbench.registry import get_dataset
+    from ddbench.interop.ddranking_format import ddranking_dataset
+    from ddbench.host.registry import get_dataset
     from tests.test_datasets import make_imagefolder
 
     make_imagefolder(tmp_path)

@@ -18,18 +18,18 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors that are the user's to fix: shown as one line, no traceback."""
     import pickle
 
-    from ddbench.budget import BudgetError
+    from ddbench.settings.budget import BudgetError
     from ddbench.data.errors import DataFileError, DataRootError
-    from ddbench.io import ArtifactError
+    from ddbench.store.io import ArtifactError
     from ddbench.observer import ObserverMismatchError
-    from ddbench.options import OptionError
-    from ddbench.registry import UnknownNameError
+    from ddbench.settings.options import OptionError
+    from ddbench.host.registry import UnknownNameError
     from ddbench.runner import RunError
 
-    from ddbench.distributed import DistributedError
-    from ddbench.measure import DeviceError
+    from ddbench.runtime.distributed import DistributedError
+    from ddbench.runtime.measure import DeviceError
 
-    from ddbench.config_file import ConfigError
+    from ddbench.settings.config_file import ConfigError
 
     return (ConfigError, BudgetError, DataRootError, DataFileError, ArtifactError, ObserverMismatchError, OptionError, UnknownNameError,
             RunError, DeviceError, DistributedError, pickle.UnpicklingError, OSError)
@@ -77,6 +77,6 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     finally:
         if "torch.distributed" in sys.modules:  # leave torchrun's process group, if this process joined it
-            from ddbench.distributed import shutdown
+            from ddbench.runtime.distributed import shutdown
 
             shutdown()

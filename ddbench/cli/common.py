@@ -10,7 +10,7 @@ from ddbench.cli.arguments import EXIT_USAGE
 
 
 def _method_options(assignments: list[str]) -> dict[str, list[str]]:
-    from ddbench.options import OptionError
+    from ddbench.settings.options import OptionError
 
     grouped: dict[str, list[str]] = {}
     for assignment in assignments:
@@ -28,8 +28,8 @@ def _command_line() -> str:
 
 def _run_config(args: argparse.Namespace, methods: list[str], **fields):
     """A RunConfig from the arguments every comparison command shares; ``fields`` add the rest."""
-    from ddbench.budget import resolve_budget
-    from ddbench.config_file import route_dotted
+    from ddbench.settings.budget import resolve_budget
+    from ddbench.settings.config_file import route_dotted
     from ddbench.runner import RunConfig
 
     method_assignments, budget_set, eval_options = route_dotted(getattr(args, "option", []))
@@ -58,7 +58,7 @@ def _exit_code(failed: list[str], where: str) -> int:
 
 def _with_config_file(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] | None) -> argparse.Namespace:
     """The arguments again, with the config file's values as defaults: flags given win."""
-    from ddbench.config_file import ConfigError, config_defaults, read_config
+    from ddbench.settings.config_file import ConfigError, config_defaults, read_config
 
     command = parser._subparsers._group_actions[0].choices[args.command]  # the subcommand's parser
     try:

@@ -10,7 +10,7 @@ from ddbench.cli.common import _command_line, _exit_code, _method_options, _run_
 
 def cmd_cross_arch(args: argparse.Namespace) -> int:
     from ddbench.harness.crossarch import cross_arch
-    from ddbench.report import ConsoleUI
+    from ddbench.reporting.console import ConsoleUI
 
     config = _run_config(args, args.methods, ipc=args.ipc, arch=args.observers[0])
     with ConsoleUI(quiet=args.quiet, every=args.progress_every) as ui:
@@ -21,7 +21,7 @@ def cmd_cross_arch(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from ddbench.harness.bench import BenchConfig, bench
-    from ddbench.report import ConsoleUI
+    from ddbench.reporting.console import ConsoleUI
 
     config = BenchConfig(
         methods=args.methods, archs=_names(args.arch), dataset=args.dataset, data_root=args.data_root,
@@ -37,7 +37,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _sweep_values(assignments: list[str]) -> dict[str, list[int]]:
-    from ddbench.options import OptionError
+    from ddbench.settings.options import OptionError
 
     values = {}
     for assignment in assignments:
@@ -53,7 +53,7 @@ def _sweep_values(assignments: list[str]) -> dict[str, list[int]]:
 
 def cmd_ablate(args: argparse.Namespace) -> int:
     from ddbench.harness.ablate import ablate
-    from ddbench.report import ConsoleUI
+    from ddbench.reporting.console import ConsoleUI
 
     config = _run_config(args, [args.method], ipc=args.ipc, arch=args.arch, verifier=args.verifier,
                          observer_checkpoint=args.observer_checkpoint)
@@ -66,10 +66,10 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 def cmd_observer_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ddbench import registry
-    from ddbench.measure import resolve_device
+    from ddbench.host import registry
+    from ddbench.runtime.measure import resolve_device
     from ddbench.observer import default_recipe, get_observer
-    from ddbench.report import ConsoleUI
+    from ddbench.reporting.console import ConsoleUI
     from ddbench.runner import data_options
 
     arch = registry.get_architecture(args.arch)

@@ -12,8 +12,8 @@ def plugin_records() -> list[dict]:
     (name, type, default, doc) for methods and evaluators."""
     import dataclasses
 
-    from ddbench import registry
-    from ddbench.options import option_docs
+    from ddbench.host import registry
+    from ddbench.settings.options import option_docs
 
     records = []
     for kind, (_, noun) in registry.KINDS.items():
@@ -42,7 +42,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from ddbench.html_report import compare_rows, write_compare
+    from ddbench.reporting.html import compare_rows, write_compare
     from ddbench.runner import RunError
 
     try:
@@ -74,7 +74,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from ddbench.plugins import load_errors
+    from ddbench.host.plugins import load_errors
 
     records = plugin_records()
     if args.json:

@@ -8,7 +8,7 @@ from ddbench.cli.common import _exit_code, _run_config
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ddbench.report import ConsoleUI
+    from ddbench.reporting.console import ConsoleUI
     from ddbench.runner import RunError, run
 
     if not args.method:
@@ -35,7 +35,7 @@ def print_plan(config, shape_text: str) -> int:
     """``ddbench run --plan SHAPE``: the cost of every stage from shapes alone; nothing runs."""
     from rich.console import Console
 
-    from ddbench.planner import estimate_run, parse_shape, plan_table
+    from ddbench.runtime.planner import estimate_run, parse_shape, plan_table
     from ddbench.runner import RunError, plan_run
 
     try:
@@ -66,8 +66,8 @@ def _observer_from_metadata(args: argparse.Namespace, meta: dict) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ddbench.io import read_metadata
-    from ddbench.report import ConsoleUI
+    from ddbench.store.io import read_metadata
+    from ddbench.reporting.console import ConsoleUI
     from ddbench.runner import RunError, is_ddbench_set, run
 
     if not args.paths:
@@ -96,13 +96,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ddbench import registry
-    from ddbench.artifacts import load_distilled
-    from ddbench.measure import resolve_device
+    from ddbench.host import registry
+    from ddbench.store.artifacts import load_distilled
+    from ddbench.runtime.measure import resolve_device
     from ddbench.observer import default_recipe, get_observer
     from ddbench.runner import check_saved_fits, data_options
-    from ddbench.ddranking_format import ddranking_dataset, export_ddranking
-    from ddbench.set_formats import export_imagefolder, teacher_logits
+    from ddbench.interop.ddranking_format import ddranking_dataset, export_ddranking
+    from ddbench.interop.set_formats import export_imagefolder, teacher_logits
 
     path = Path(args.path)
     distilled, meta = load_distilled(path)

@@ -22,7 +22,7 @@ from typing import Callable
 
 import torch
 
-from ddbench.io import atomic_write_bytes, atomic_write_text
+from ddbench.store.io import atomic_write_bytes, atomic_write_text
 
 DEFAULT_MEMORY_BUDGET_GIB = 2.0
 

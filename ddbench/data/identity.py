@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from ddbench.io import ArtifactError
+from ddbench.store.io import ArtifactError
 
 IDENTITY_VERSION = 1
 

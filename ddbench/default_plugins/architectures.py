@@ -15,7 +15,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Callable
 
 from ddbench.contracts import ArchitectureSpec
-from ddbench.hookspecs import hookimpl
+from ddbench.host.hookspecs import hookimpl
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn

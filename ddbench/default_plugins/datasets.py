@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ddbench.contracts import DataOptions, DatasetSpec
-from ddbench.hookspecs import hookimpl
+from ddbench.host.hookspecs import hookimpl
 
 if TYPE_CHECKING:  # pragma: no cover
     from ddbench.data.base import Dataset

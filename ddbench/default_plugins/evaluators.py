@@ -1,6 +1,6 @@
 """Registers the host's evaluators through the same hook as any plugin."""
 
-from ddbench.hookspecs import hookimpl
+from ddbench.host.hookspecs import hookimpl
 
 
 @hookimpl

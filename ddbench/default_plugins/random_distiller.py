@@ -1,6 +1,6 @@
 """Registers the built-in ``random`` distiller through the same hook as any plugin."""
 
-from ddbench.hookspecs import hookimpl
+from ddbench.host.hookspecs import hookimpl
 
 
 @hookimpl

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from ddbench.contracts import DistilledSet, DistillTask
-from ddbench.partials import run_units
+from ddbench.store.partials import run_units
 
 
 @dataclass

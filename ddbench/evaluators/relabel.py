@@ -33,7 +33,7 @@ from ddbench.contracts import DistilledSet, EvalContext, EvalResult
 from ddbench.evaluators.augment import build_augmentation
 from ddbench.evaluators.regions import RegionOptions, region_augmentation, region_count, resolve_region_mode
 from ddbench.evaluators.training import fit, total_steps
-from ddbench.metrics import accuracy
+from ddbench.runtime.metrics import accuracy
 
 MIXING = ("none", "cutmix", "mixup")
 LABEL_SOURCES = ("online", "stored", "set")

@@ -12,7 +12,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ddbench.budget import EvalBudget
+from ddbench.settings.budget import EvalBudget
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -104,7 +104,7 @@ def fit(
     (default ``device``; a set kept in host memory is indexed on the CPU, so gathering a batch
     never waits for the GPU).
 
-    ``cluster`` (a :class:`ddbench.distributed.Cluster` of several ranks): the ranks train one
+    ``cluster`` (a :class:`ddbench.runtime.distributed.Cluster` of several ranks): the ranks train one
     model with DistributedDataParallel; every rank draws the same batch order (a generator
     seeded from ``torch.initial_seed()``) and takes its share of each batch, so the global
     batch is ``budget.batch_size``.

@@ -66,11 +66,11 @@ class QuietTables:
 
 class HarnessManifest:
     """The grid's own record in ``<out>/manifest.json`` (the run-folder manifest format, so the
-    folder stays readable by :class:`ddbench.artifacts.RunStore`): command, config, versions,
+    folder stays readable by :class:`ddbench.store.artifacts.RunStore`): command, config, versions,
     git revision, seeds, and the timings once the grid finishes."""
 
     def __init__(self, folder: Path, kind: str, command: str, config: dict[str, Any], seeds: list[int] | None = None):
-        from ddbench.artifacts import RunStore, git_revision
+        from ddbench.store.artifacts import RunStore, git_revision
         from ddbench.runner import versions
 
         self.store = RunStore(Path(folder))

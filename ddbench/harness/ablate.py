@@ -62,8 +62,8 @@ def declared_ablations(distiller: Any) -> dict[str, Any]:
 def evaluator_assignments(assignments: list[str], evaluators: list[str]) -> dict[str, list[str]]:
     """``--eval-option`` split by evaluator: each assignment goes to the evaluators that have
     its key; one that no evaluator of the ablation has is an error."""
-    from ddbench import registry
-    from ddbench.options import OptionError, parse_assignment
+    from ddbench.host import registry
+    from ddbench.settings.options import OptionError, parse_assignment
 
     fields = {name: {f.name for f in dataclasses.fields(registry.get_evaluator(name).options_class)} for name in evaluators}
     split: dict[str, list[str]] = {name: [] for name in evaluators}
@@ -80,9 +80,9 @@ def evaluator_assignments(assignments: list[str], evaluators: list[str]) -> dict
 def plan_points(base, sweeps: list[str] | None, values: dict[str, list[int]]) -> tuple[list[Point], list[dict], dict]:
     """Every run of the ablation, resolved and checked before any work; the skipped values; and
     the method's declared ablations."""
-    from ddbench import registry
+    from ddbench.host import registry
     from ddbench.api import AblationSetting
-    from ddbench.options import apply_overrides
+    from ddbench.settings.options import apply_overrides
     from ddbench.runner import RunError, load_dataset, plan_run
 
     if len(base.methods) != 1:
@@ -131,9 +131,9 @@ def plan_points(base, sweeps: list[str] | None, values: dict[str, list[int]]) ->
 
 
 def ablate(base, sweeps: list[str] | None, values: dict[str, list[int]], ui) -> dict[str, Any]:
-    from ddbench.io import atomic_write_json
-    from ddbench.exports import budget_text
-    from ddbench.report import budget_table
+    from ddbench.store.io import atomic_write_json
+    from ddbench.reporting.exports import budget_text
+    from ddbench.reporting.console import budget_table
     from ddbench.runner import run
 
     points, skipped, ablations = plan_points(base, sweeps, values)
@@ -200,7 +200,7 @@ def ablation_table(summary: dict[str, Any]) -> GridTable:
 
 def write_plots(root: Path, summary: dict[str, Any]) -> list[Path]:
     """``ablate-table7.png`` (bars), ``ablate-m.png``, ``ablate-n.png`` (lines), ``ablate-layer.png``."""
-    from ddbench.plots import bar_plot, line_plot
+    from ddbench.reporting.plots import bar_plot, line_plot
 
     where = (f"{summary['dataset']['name']}, IPC {summary['ipc']}, observer {summary['observer']['architecture']}, "
              f"{count(summary['budget']['epochs'], 'epoch')}")

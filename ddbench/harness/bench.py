@@ -4,7 +4,7 @@ Table 3 setting), beside the figures each method declares from its paper (``benc
 Each (method, observer architecture) is measured in its own process
 (``python -m ddbench.harness.bench_worker SPEC RESULT``), so the peak memory is that method's alone:
 ``torch.cuda.max_memory_allocated`` on a GPU, the process's peak resident set on the CPU
-(reset at the start of each timed run, see :mod:`ddbench.measure`). The observers are trained
+(reset at the start of each timed run, see :mod:`ddbench.runtime.measure`). The observers are trained
 (or loaded from the cache) by the parent first; a worker only loads its observer.
 
 A worker distills exactly ``100 // classes`` images per class (100 images for 10 classes; at
@@ -67,7 +67,7 @@ def images_per_class(num_classes: int) -> int:
 def paper_reference(method: str, arch: str) -> dict[str, Any] | None:
     """The figure the method declares from its paper for this observer (``bench_reference``), or None."""
 
-    from ddbench import registry
+    from ddbench.host import registry
 
     declare = getattr(registry.get_distiller(method), "bench_reference", None)
     figure = declare(arch) if declare is not None else None
@@ -91,8 +91,8 @@ def method_assignments(config: BenchConfig, method: str, options_class: type) ->
 
 def plan_bench(config: BenchConfig) -> dict[str, list[str]]:
     """Check every name and option before any work; returns each method's option assignments."""
-    from ddbench import registry
-    from ddbench.options import apply_overrides
+    from ddbench.host import registry
+    from ddbench.settings.options import apply_overrides
     from ddbench.runner import RunError, check_method_observer
 
     if not config.methods:
@@ -125,10 +125,10 @@ def bench(config: BenchConfig, ui) -> dict[str, Any]:
     """Measure every (method, architecture) in its own process; write the table."""
     import torch
 
-    from ddbench import registry
-    from ddbench.io import atomic_write_json
+    from ddbench.host import registry
+    from ddbench.store.io import atomic_write_json
     from ddbench.runner import data_options
-    from ddbench.measure import resolve_device
+    from ddbench.runtime.measure import resolve_device
     from ddbench.observer import default_recipe, get_observer
 
     assignments = plan_bench(config)
@@ -185,7 +185,7 @@ def bench(config: BenchConfig, ui) -> dict[str, Any]:
 def run_worker(folder: Path, spec: dict[str, Any], ui) -> dict[str, Any]:
     """One measurement in a fresh ``python -m ddbench.harness.bench_worker`` process; its log lines are
     relayed to the UI. A failed worker gives a row with the error."""
-    from ddbench.io import atomic_write_json
+    from ddbench.store.io import atomic_write_json
 
     name = f"{spec['method']}-{spec['arch']}"
     spec_path, result_path = folder / f"{name}.spec.json", folder / f"{name}.result.json"
@@ -264,8 +264,8 @@ def bench_table(summary: dict[str, Any]):
 
 def write_outputs(root: Path, summary: dict[str, Any]) -> None:
     """``bench.md`` and ``bench.tex`` as displayed; ``bench.csv`` with the raw numbers."""
-    from ddbench.exports import to_csv
-    from ddbench.io import atomic_write_text
+    from ddbench.reporting.exports import to_csv
+    from ddbench.store.io import atomic_write_text
 
     table = bench_table(summary)
     atomic_write_text(root / "bench.md", table.to_markdown())

@@ -39,14 +39,14 @@ def measure_method(spec: dict[str, Any], log: Callable[[str], None]) -> dict[str
 
     import torch
 
-    from ddbench import registry
+    from ddbench.host import registry
     from types import SimpleNamespace
 
     from ddbench.contracts import DistillTask
-    from ddbench.measure import measure_stage, resolve_device
+    from ddbench.runtime.measure import measure_stage, resolve_device
     from ddbench.runner import data_options
     from ddbench.observer import default_recipe, get_observer
-    from ddbench.options import apply_overrides
+    from ddbench.settings.options import apply_overrides
 
     dataset = registry.get_dataset(spec["dataset"]).load(data_options(SimpleNamespace(**spec)))
     ipc = images_per_class(dataset.num_classes)
@@ -122,7 +122,7 @@ def measure_method(spec: dict[str, Any], log: Callable[[str], None]) -> dict[str
 
 
 def worker_main(argv: list[str] | None = None) -> int:
-    from ddbench.io import atomic_write_json
+    from ddbench.store.io import atomic_write_json
 
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 2:

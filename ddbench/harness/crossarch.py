@@ -56,9 +56,9 @@ def check_grid(base, observers: list[str], verifiers: list[str]) -> None:
 
 def cross_arch(base, observers: list[str], verifiers: list[str], ui) -> dict[str, Any]:
     """Run the grid and write its table; returns what ``cross-arch.json`` holds."""
-    from ddbench.io import atomic_write_json
-    from ddbench.exports import budget_text
-    from ddbench.report import budget_table
+    from ddbench.store.io import atomic_write_json
+    from ddbench.reporting.exports import budget_text
+    from ddbench.reporting.console import budget_table
     from ddbench.runner import run
 
     check_grid(base, observers, verifiers)

@@ -30,10 +30,10 @@ def sweep_configs(base, ipcs: list[int]) -> list[tuple[int, Any]]:
 
 def ipc_sweep(base, ipcs: list[int], ui) -> dict[str, Any]:
     """Run every IPC, then write the sweep's table and plot; returns ``ipc-sweep.json``'s content."""
-    from ddbench.io import atomic_write_json
-    from ddbench.plots import accuracy_vs_ipc
-    from ddbench.exports import budget_text
-    from ddbench.report import budget_table
+    from ddbench.store.io import atomic_write_json
+    from ddbench.reporting.plots import accuracy_vs_ipc
+    from ddbench.reporting.exports import budget_text
+    from ddbench.reporting.console import budget_table
     from ddbench.runner import RunError, plan_run, run
 
     if len(set(ipcs)) != len(ipcs):

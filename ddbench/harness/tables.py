@@ -15,8 +15,8 @@ import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ddbench.exports import latex_escape
-from ddbench.io import atomic_write_text
+from ddbench.reporting.exports import latex_escape
+from ddbench.store.io import atomic_write_text
 
 
 @dataclass

@@ -8,11 +8,11 @@ from typing import Any
 
 import torch
 
-from ddbench import registry
-from ddbench.budget import EvalBudget, resolve_budget
+from ddbench.host import registry
+from ddbench.settings.budget import EvalBudget, resolve_budget
 from ddbench.contracts import DataOptions
 from ddbench.data.base import Dataset
-from ddbench.options import apply_overrides
+from ddbench.settings.options import apply_overrides
 
 
 

@@ -11,8 +11,8 @@ from typing import Any
 import torch
 
 from ddbench.data.base import Dataset
-from ddbench.distributed import SINGLE, Cluster
-from ddbench.artifacts import RunStore, file_digest
+from ddbench.runtime.distributed import SINGLE, Cluster
+from ddbench.store.artifacts import RunStore, file_digest
 from ddbench.observer import Observer
 from ddbench.pipeline.config import Plan, RunConfig
 

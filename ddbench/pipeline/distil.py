@@ -6,16 +6,16 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from ddbench import registry
+from ddbench.host import registry
 from ddbench.contracts import DistilledSet, DistillTask, options_to_dict
-from ddbench.ddranking_metrics import ddranking_metrics
-from ddbench.distributed import main_first
-from ddbench.artifacts import RunStore, load_distilled, save_distilled, unit_key
-from ddbench.exports import write_image_grid
-from ddbench.io import ArtifactError
-from ddbench.measure import measure_stage
+from ddbench.interop.ddranking_metrics import ddranking_metrics
+from ddbench.runtime.distributed import main_first
+from ddbench.store.artifacts import RunStore, load_distilled, save_distilled, unit_key
+from ddbench.reporting.exports import write_image_grid
+from ddbench.store.io import ArtifactError
+from ddbench.runtime.measure import measure_stage
 from ddbench.observer import default_recipe, get_observer
-from ddbench.partials import PartialStore
+from ddbench.store.partials import PartialStore
 from ddbench.pipeline.context import RunContext, summarize, training_identity, versions
 from ddbench.pipeline.evaluate import evaluate_one
 from ddbench.pipeline.preflight import check_distilled
@@ -80,7 +80,7 @@ def full_data_accuracy(ctx: RunContext) -> tuple[float, str]:
 
 
 def add_ddranking_metrics(ctx: RunContext, methods: dict[str, Any]) -> None:
-    """DD-Ranking's HLR, IOR and score (:mod:`ddbench.ddranking_metrics`) for every method,
+    """DD-Ranking's HLR, IOR and score (:mod:`ddbench.interop.ddranking_metrics`) for every method,
     against the run's random real images."""
     reference = methods.get("random", {})
     if "error" in reference or "accuracy" not in reference:

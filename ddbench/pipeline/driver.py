@@ -8,13 +8,13 @@ from typing import Any
 import torch
 
 from ddbench.contracts import options_to_dict
-from ddbench.distributed import check_same_file, check_shared_folder, init_from_environment, main_first
-from ddbench.artifacts import RunStore, git_revision
-from ddbench.exports import write_step_outputs, write_tables
-from ddbench.io import atomic_write_json, atomic_write_text
-from ddbench.measure import resolve_device
+from ddbench.runtime.distributed import check_same_file, check_shared_folder, init_from_environment, main_first
+from ddbench.store.artifacts import RunStore, git_revision
+from ddbench.reporting.exports import write_step_outputs, write_tables
+from ddbench.store.io import atomic_write_json, atomic_write_text
+from ddbench.runtime.measure import resolve_device
 from ddbench.observer import default_recipe, get_observer, load_teacher
-from ddbench.report import SilentUI
+from ddbench.reporting.console import SilentUI
 from ddbench.pipeline.config import RESULTS_SCHEMA, RunConfig, check_devices, plan_run
 from ddbench.pipeline.context import RunContext, versions
 from ddbench.pipeline.distil import add_ddranking_metrics, distill_and_evaluate
@@ -72,7 +72,7 @@ def run(config: RunConfig, ui) -> dict[str, Any]:
         teacher = load_teacher(Path(config.teacher_checkpoint), dataset, device)
         ui.info(f"teacher for soft labels: {teacher.arch.name}, test accuracy {teacher.test_accuracy:.2f}% ({teacher.checkpoint})")
     if cluster.is_main:  # the run is under way: its folder gets the resolved config
-        from ddbench.config_file import resolved_config
+        from ddbench.settings.config_file import resolved_config
 
         atomic_write_text(out / "config.toml", resolved_config(config, as_given, plan))
     store.start({"command": config.command, "git_revision": git_revision(Path(__file__).parent), "versions": versions(),
@@ -131,7 +131,7 @@ def run(config: RunConfig, ui) -> dict[str, Any]:
         atomic_write_json(results_path, results)
         write_tables(out, results, stem=results_path.stem)
         write_step_outputs(out, results, stem=results_path.stem)
-        from ddbench.html_report import write_report
+        from ddbench.reporting.html import write_report
 
         write_report(out, results, name="report.html" if results_path.stem == "results" else f"{results_path.stem}.html")
     ui.results_table(results)

@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Any
 
 from ddbench.contracts import DistilledSet, EvalContext, options_to_dict
-from ddbench.distributed import Cluster, evaluate_distributed
-from ddbench.artifacts import load_distilled, unit_key
-from ddbench.measure import measure_stage
-from ddbench.set_formats import load_foreign_set
+from ddbench.runtime.distributed import Cluster, evaluate_distributed
+from ddbench.store.artifacts import load_distilled, unit_key
+from ddbench.runtime.measure import measure_stage
+from ddbench.interop.set_formats import load_foreign_set
 from ddbench.pipeline.config import RunError
 from ddbench.pipeline.context import RunContext, summarize
 from ddbench.pipeline.preflight import check_distilled, check_labels_fit, check_saved_fits, is_ddbench_set, path_digest
@@ -99,7 +99,7 @@ def saved_set_name(path: Path, taken: dict[str, Any]) -> str:
 
 def evaluate_saved(ctx: RunContext, path: Path) -> dict:
     """Evaluate a distilled set from disk as it is, with the run's evaluator, budget and seeds:
-    ddbench's own format, or another tool's (:mod:`ddbench.set_formats`). Its training split was
+    ddbench's own format, or another tool's (:mod:`ddbench.interop.set_formats`). Its training split was
     checked against a validation split before any work (:func:`check_saved_sets_unseen`)."""
     if not path.exists():
         raise RunError(f"{path}: no such file or folder")

@@ -11,9 +11,9 @@ import torch
 from ddbench.contracts import DistilledSet
 from ddbench.data.base import Dataset
 from ddbench.data.identity import check_unseen
-from ddbench.artifacts import DISTILLED_FORMAT, file_digest, load_distilled
-from ddbench.io import read_metadata
-from ddbench.set_formats import load_foreign_set
+from ddbench.store.artifacts import DISTILLED_FORMAT, file_digest, load_distilled
+from ddbench.store.io import read_metadata
+from ddbench.interop.set_formats import load_foreign_set
 from ddbench.pipeline.config import Plan, RunConfig, RunError, check_setup_all, data_options
 
 

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from ddbench.contracts import DistilledSet
-from ddbench.io import ArtifactError, atomic_write_json, load_tensors, save_tensors
+from ddbench.store.io import ArtifactError, atomic_write_json, load_tensors, save_tensors
 
 DISTILLED_FORMAT = "ddbench-distilled/1"
 MANIFEST_FORMAT = "ddbench-manifest/1"

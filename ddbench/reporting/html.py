@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ddbench.exports import budget_text, result_rows
+from ddbench.reporting.exports import budget_text, result_rows
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1400px; }
@@ -97,7 +97,7 @@ def results_section(results: dict[str, Any]) -> str:
 
 def write_report(folder: Path, results: dict[str, Any], name: str = "report.html") -> Path:
     """``<folder>/report.html`` for the run whose results (and grids, plots, config) are there."""
-    from ddbench.io import atomic_write_text
+    from ddbench.store.io import atomic_write_text
 
     folder = Path(folder)
     parts = [results_section(results)]
@@ -142,7 +142,7 @@ def compare_rows(paths: list[Path]) -> list[dict[str, Any]]:
 
 
 def write_compare(paths: list[Path], out: Path) -> Path:
-    from ddbench.io import atomic_write_text
+    from ddbench.store.io import atomic_write_text
 
     rows = compare_rows(paths)
     groups: dict[tuple[str, Any], list[dict[str, Any]]] = {}

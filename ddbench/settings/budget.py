@@ -12,7 +12,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
-from ddbench.options import apply_overrides
+from ddbench.settings.options import apply_overrides
 
 
 @dataclass(frozen=True)

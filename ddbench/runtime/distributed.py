@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ddbench.artifacts import file_digest
+from ddbench.store.artifacts import file_digest
 
 
 class DistributedError(ValueError):

@@ -131,7 +131,7 @@ def estimate_run(config: Any, plan: Any, shape: PlanShape) -> list[dict[str, Any
 def plan_table(stages: list[dict[str, Any]], title: str):
     from rich.table import Table
 
-    from ddbench.report import format_bytes
+    from ddbench.reporting.console import format_bytes
 
     table = Table(title=title)
     for column, justify in (("stage", "left"), ("forward passes", "right"), ("backward passes", "right"),

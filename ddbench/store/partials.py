@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from ddbench.io import ArtifactError, load_tensors, save_tensors
+from ddbench.store.io import ArtifactError, load_tensors, save_tensors
 
 
 def unit_seed(seed: int, *parts: Any) -> int:

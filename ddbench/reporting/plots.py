@@ -12,7 +12,7 @@ import textwrap
 from pathlib import Path
 from typing import Sequence
 
-from ddbench.io import atomic_write_bytes
+from ddbench.store.io import atomic_write_bytes
 
 Point = tuple[object, float, float]  # (x, mean, std)
 MARKERS = ("o", "s", "^", "D", "v", "P", "X")

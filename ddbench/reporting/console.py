@@ -227,7 +227,7 @@ def results_table(results: dict[str, Any]) -> Table:
 
 def step_table(results: dict[str, Any]) -> Table | None:
     """Accuracy after each class-incremental step, when the evaluator reports steps."""
-    from ddbench.exports import step_rows
+    from ddbench.reporting.exports import step_rows
 
     columns, rows = step_rows(results)
     if not rows:

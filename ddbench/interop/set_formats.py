@@ -6,7 +6,7 @@ Read (``load_foreign_set``):
   dataset's class names or by their indices (``0`` .. ``K-1``); pixels decoded to [0, 1] and
   normalised with the dataset's statistics;
 - a DD-Ranking folder: ``<dir>/images.pt`` (float [N, C, H, W], normalised with DD-Ranking's
-  statistics, converted to ours: :mod:`ddbench.ddranking_format`) and ``<dir>/labels.pt``
+  statistics, converted to ours: :mod:`ddbench.interop.ddranking_format`) and ``<dir>/labels.pt``
   (soft labels: teacher logits [N, K]), optionally ``hard_labels.pt``; without it the images
   are class-major with the same count per class, as DD-Ranking assumes;
 - a tensor file, ``.safetensors`` or ``.pt`` (``weights_only`` loading): ``images``
@@ -17,7 +17,7 @@ Tensor files' images are taken as normalised with the dataset's statistics (what
 ddbench save) unless ``pixels="unit"`` says they are in [0, 1].
 
 Write: ``export_imagefolder`` (8-bit PNGs per class) here, and DD-Ranking's layout in
-:mod:`ddbench.ddranking_format`; each export is written to a temporary folder renamed into
+:mod:`ddbench.interop.ddranking_format`; each export is written to a temporary folder renamed into
 place, so nothing half-written is left behind.
 """
 
@@ -35,7 +35,7 @@ from torch import nn
 
 from ddbench.contracts import DistilledSet, Normalization
 from ddbench.data.base import Dataset, denormalize, normalize
-from ddbench.io import TORCH_SUFFIXES, ArtifactError, folder_mode, load_tensors, load_torch_file
+from ddbench.store.io import TORCH_SUFFIXES, ArtifactError, folder_mode, load_tensors, load_torch_file
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 PIXEL_RANGES = ("normalized", "unit")
@@ -104,7 +104,7 @@ def load_foreign_set(path: Path, dataset: Dataset, pixels: str = "normalized") -
         raise ValueError(f"pixels={pixels!r}: use one of {', '.join(PIXEL_RANGES)}")
     path = Path(path)
     if path.is_dir() and (path / "images.pt").exists():
-        from ddbench.ddranking_format import read_ddranking
+        from ddbench.interop.ddranking_format import read_ddranking
 
         tensors, layout, pixels = read_ddranking(path, dataset), "ddranking", "normalized"
     elif path.is_dir():

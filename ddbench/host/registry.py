@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ddbench.plugins import PluginInfo, load_plugins, plugin_info
+from ddbench.host.plugins import PluginInfo, load_plugins, plugin_info
 
 KINDS = {
     # kind: (hook name, what a user calls one of them)

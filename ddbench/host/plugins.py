@@ -15,7 +15,7 @@ from importlib import metadata
 
 import pluggy
 
-from ddbench import hookspecs
+from ddbench.host import hookspecs
 
 ENTRY_POINT_GROUP = "ddbench"
 LOAD_PLUGINS_ENV = "DDBENCH_LOAD_PLUGINS"

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from ddbench.io import atomic_write_bytes, atomic_write_text
+from ddbench.store.io import atomic_write_bytes, atomic_write_text
 
 COLUMNS = ("method", "accuracy_mean", "accuracy_std", "per_seed", "distill_seconds", "peak_memory_bytes", "labels",
            "label_storage_bytes", "hlr", "ior", "ddranking_score", "budget")
@@ -164,7 +164,7 @@ def write_step_outputs(folder: Path, results: dict[str, Any], stem: str = "resul
     columns, rows = step_rows(results)
     if not rows:
         return []
-    from ddbench.plots import line_plot
+    from ddbench.reporting.plots import line_plot
 
     header = ["method", *columns]
     csv_text = to_csv(rows, tuple(header))

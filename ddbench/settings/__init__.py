@@ -1,0 +1,1 @@
+"""How a run is configured: evaluation budgets, KEY=VALUE options, config files."""
