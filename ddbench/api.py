@@ -36,7 +36,7 @@ from ddbench.evaluators.training import NonFiniteLossError
 from ddbench.host.hookspecs import hookimpl
 from ddbench.models.features import layer_output_sizes, read_features
 from ddbench.store.partials import ImageBatch, class_major_batches, run_units, unit_generator
-from ddbench.runtime.planner import inference_memory, layer_output_bytes, parameter_bytes, stage
+from ddbench.pipeline.planner import inference_memory, layer_output_bytes, parameter_bytes, stage
 from ddbench.tiles import check_tiles_fit, expand, squeeze
 
 __all__ = [

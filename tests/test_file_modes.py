@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from ddbench.store.io import atomic_write_json, save_tensors
-from ddbench.interop.set_formats import write_folder
+from ddbench.store.io import write_folder
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ddbench.settings.budget import resolve_budget
-from ddbench.runtime.planner import estimate_run, parse_shape
+from ddbench.pipeline.planner import estimate_run, parse_shape
 from ddbench.runner import RunConfig, plan_run
 from tests.conftest import run_cli
 

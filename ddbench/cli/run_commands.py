@@ -35,7 +35,7 @@ def print_plan(config, shape_text: str) -> int:
     """``ddbench run --plan SHAPE``: the cost of every stage from shapes alone; nothing runs."""
     from rich.console import Console
 
-    from ddbench.runtime.planner import estimate_run, parse_shape, plan_table
+    from ddbench.pipeline.planner import estimate_run, parse_shape, plan_table
     from ddbench.runner import RunError, plan_run
 
     try:

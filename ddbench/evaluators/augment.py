@@ -13,18 +13,9 @@ from typing import Callable
 
 import torch
 
+from ddbench.settings.budget import PARTS, parse_augmentation  # noqa: F401  (re-exported)
+
 Augmentation = Callable[[torch.Tensor], torch.Tensor]
-PARTS = ("none", "flip", "crop", "dsa")
-
-
-def parse_augmentation(spec: str) -> list[str]:
-    parts = [part.strip() for part in spec.split("+") if part.strip()]
-    unknown = [part for part in parts if part not in PARTS]
-    if unknown or not parts:
-        raise ValueError(f"unknown augmentation {spec!r}: use '+'-joined parts from {', '.join(PARTS)}")
-    return [part for part in parts if part != "none"]
-
-
 def _flip(x: torch.Tensor) -> torch.Tensor:
     flip = torch.rand(x.shape[0], device=x.device) < 0.5
     return torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)

@@ -149,7 +149,7 @@ class RegionSampler:
 
 def region_augmentation(spec: str, mode: str) -> str:
     """Tile crops must be cropped and resized back to full size: make sure ``crop`` is in the spec."""
-    from ddbench.evaluators.augment import parse_augmentation
+    from ddbench.settings.budget import parse_augmentation
 
     parts = parse_augmentation(spec)
     if mode == "tile-crops" and "crop" not in parts:

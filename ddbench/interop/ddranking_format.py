@@ -90,7 +90,7 @@ def export_ddranking(distilled: DistilledSet, logits: torch.Tensor, dataset: Any
     """Write ``images.pt`` (float32 [N, 3, H, W], normalised with DD-Ranking's statistics,
     class-major), ``labels.pt`` (float32 [N, K] teacher logits: mode ``S``), ``hard_labels.pt``
     (int64 [N]) and ``meta.json`` into the new folder ``target``."""
-    from ddbench.interop.set_formats import write_folder
+    from ddbench.store.io import write_folder
 
     theirs = ddranking_dataset(dataset, requested)
     order = torch.argsort(distilled.labels, stable=True)  # class-major, as DD-Ranking builds its hard labels

@@ -35,7 +35,7 @@ from torch import nn
 
 from ddbench.contracts import DistilledSet, Normalization
 from ddbench.data.base import Dataset, denormalize, normalize
-from ddbench.store.io import TORCH_SUFFIXES, ArtifactError, folder_mode, load_tensors, load_torch_file
+from ddbench.store.io import TORCH_SUFFIXES, ArtifactError, load_tensors, load_torch_file, write_folder
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 PIXEL_RANGES = ("normalized", "unit")
@@ -127,23 +127,6 @@ def load_foreign_set(path: Path, dataset: Dataset, pixels: str = "normalized") -
     distilled = DistilledSet(images=images.contiguous(), labels=labels, method=path.stem, soft_labels=soft_kind,
                              stored_soft_labels=probabilities)
     return distilled, {"layout": layout, "pixels": pixels, "soft_labels": soft_what}
-
-
-def write_folder(target: Path, write) -> Path:
-    """``write(tmp)`` fills a temporary folder next to ``target``, then it is renamed to ``target``."""
-    target = Path(target)
-    if target.exists():
-        raise ArtifactError(f"{target} exists; pick another --out or remove it")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        os.chmod(tmp, folder_mode())  # mkdtemp's 0700 would hide an exported set from collaborators
-        write(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return target
 
 
 def export_imagefolder(distilled: DistilledSet, normalization: Normalization, class_names, target: Path) -> Path:

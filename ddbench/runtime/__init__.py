@@ -1,1 +1,1 @@
-"""Where and how the work runs: devices and stage measurements, torch.distributed, accuracy, the dry-run planner."""
+"""Where and how the work runs: devices and stage measurements, torch.distributed, accuracy."""

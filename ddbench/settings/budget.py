@@ -15,6 +15,18 @@ from dataclasses import dataclass, field
 from ddbench.settings.options import apply_overrides
 
 
+# the verifier's training augmentation, as the budget names it (see ddbench.evaluators.augment)
+PARTS = ("none", "flip", "crop", "dsa")
+
+
+def parse_augmentation(spec: str) -> list[str]:
+    parts = [part.strip() for part in spec.split("+") if part.strip()]
+    unknown = [part for part in parts if part not in PARTS]
+    if unknown or not parts:
+        raise ValueError(f"unknown augmentation {spec!r}: use '+'-joined parts from {', '.join(PARTS)}")
+    return [part for part in parts if part != "none"]
+
+
 @dataclass(frozen=True)
 class EvalBudget:
     preset: str
@@ -36,8 +48,6 @@ class EvalBudget:
     notes: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
-        from ddbench.evaluators.augment import parse_augmentation
-
         problems = []
         if self.precision not in PRECISIONS:
             problems.append(f"precision={self.precision!r}: use one of {', '.join(PRECISIONS)}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -138,3 +139,20 @@ def _unpickling_reason(message: str) -> str:
     specific = [line for line in lines if not line.startswith(boilerplate)]
     tail = [line.split("WeightsUnpickler error:")[-1].strip() for line in lines if "WeightsUnpickler error:" in line]
     return "; ".join(part for part in [*tail, *specific] if part) or (lines[0] if lines else "unpickling failed")
+
+
+def write_folder(target: Path, write) -> Path:
+    """``write(tmp)`` fills a temporary folder next to ``target``, then it is renamed to ``target``."""
+    target = Path(target)
+    if target.exists():
+        raise ArtifactError(f"{target} exists; pick another --out or remove it")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        os.chmod(tmp, folder_mode())  # mkdtemp's 0700 would hide an exported set from collaborators
+        write(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
