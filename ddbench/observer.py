@@ -32,7 +32,7 @@ from ddbench.evaluators.training import compiled, precision_context
 from ddbench.store.io import TORCH_SUFFIXES, ArtifactError, read_metadata
 from ddbench.runtime.metrics import accuracy
 # checkpoint files: re-exported here, where callers have always found them
-from ddbench.observer_files import (EXPLICIT_FIX, FORMAT, ObserverMismatchError, _freeze, check_cached,  # noqa: F401
+from ddbench.observer_files import (EXPLICIT_FIX, FORMAT, TORCH_STATE_DICT, ObserverMismatchError, _freeze, check_cached,  # noqa: F401
                                     check_compatible, load_observer_checkpoint, load_torch_observer, observer_metadata,
                                     save_observer, state_dict_from_torch_file)
 
@@ -173,15 +173,16 @@ def get_observer(
     """
     if checkpoint is not None:
         model, meta = load_observer_checkpoint(Path(checkpoint), dataset, arch, device)
-        return Observer(model, arch, Path(checkpoint), accuracy(model, dataset.test, device), meta.get("recipe", {}),
-                        meta.get("seed", -1), False, meta.get("data"), _recorded(meta))
+        measured, recorded = _measured(model, meta, dataset, device)
+        return Observer(model, arch, Path(checkpoint), measured, meta.get("recipe", {}), meta.get("seed", -1), False,
+                        meta.get("data"), recorded)
     recipe = recipe or default_recipe(dataset.name)
     path = checkpoint_path(cache or cache_dir(), dataset, arch, seed, recipe)
     if path.exists():
         check_cached(read_metadata(path), dataset, path)
         model, meta = load_observer_checkpoint(path, dataset, arch, device)
-        return Observer(model, arch, path, accuracy(model, dataset.test, device), meta["recipe"], seed, False,
-                        meta.get("data"), _recorded(meta))
+        measured, recorded = _measured(model, meta, dataset, device)
+        return Observer(model, arch, path, measured, meta["recipe"], seed, False, meta.get("data"), recorded)
     steps = recipe.epochs * -(-len(dataset.train) // recipe.batch_size)
     progress = progress_factory(f"observer {arch.name}", steps) if progress_factory else (lambda n: None)
     model = train_observer(dataset, arch, recipe, seed, device, progress)
@@ -201,11 +202,15 @@ def load_teacher(path: Path, dataset: Dataset, device: torch.device) -> Observer
                             f"(ddbench observer train, or --observer for a .pt observer of --arch)")
     arch = get_architecture(str(read_metadata(path).get("architecture")))
     model, meta = load_observer_checkpoint(path, dataset, arch, device)
-    return Observer(model, arch, Path(path), accuracy(model, dataset.test, device), meta.get("recipe", {}),
-                    meta.get("seed", -1), False, meta.get("data"), _recorded(meta))
+    measured, recorded = _measured(model, meta, dataset, device)
+    return Observer(model, arch, Path(path), measured, meta.get("recipe", {}), meta.get("seed", -1), False,
+                    meta.get("data"), recorded)
 
 
-def _recorded(meta: dict) -> float | None:
-    """The accuracy a checkpoint's header claims (a number), kept beside the re-measured one."""
+def _measured(model: nn.Module, meta: dict, dataset: Dataset, device: torch.device) -> tuple[float, float | None]:
+    """(accuracy measured now on the evaluation split, the accuracy the file's header claims).
+    A torch state dict claims nothing: its loader has just measured it, so that pass is reused."""
+    if meta.get("format") == TORCH_STATE_DICT:
+        return float(meta["test_accuracy"]), None
     value = meta.get("test_accuracy")
-    return float(value) if isinstance(value, (int, float)) else None
+    return accuracy(model, dataset.test, device), float(value) if isinstance(value, (int, float)) else None

@@ -16,6 +16,7 @@ from ddbench.runtime.metrics import accuracy
 
 
 FORMAT = "ddbench-observer/1"
+TORCH_STATE_DICT = "torch-state-dict"  # the format recorded for an observer read from a .pt/.pth state dict
 
 
 class ObserverMismatchError(ValueError):
@@ -107,7 +108,7 @@ def load_torch_observer(path: Path, dataset: Dataset, arch: ArchitectureSpec, de
                             f"shape {list(dataset.image_shape)} (set --arch to its architecture): {exc}") from None
     check_unseen(None, dataset, f"observer {path} (a torch state dict)", EXPLICIT_FIX)
     model = _freeze(model.to(device))
-    meta = {"format": "torch-state-dict", "architecture": arch.name, "class_names": list(dataset.class_names),
+    meta = {"format": TORCH_STATE_DICT, "architecture": arch.name, "class_names": list(dataset.class_names),
             "test_accuracy": accuracy(model, dataset.test, device), "recipe": {}, "seed": -1}
     return model, meta
 

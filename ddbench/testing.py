@@ -82,6 +82,7 @@ def check_distiller(distiller: Any, *, options: dict[str, Any] | None = None,
     ``bad_options``: ``{option: value}`` pairs the options class must refuse; ``installed``:
     whether the method's package is installed, so its entry point can be checked.
     """
+    from ddbench.settings.config_file import option_text
     from ddbench.settings.options import apply_overrides
     from ddbench.runner import RunError, check_distilled
 
@@ -96,7 +97,7 @@ def check_distiller(distiller: Any, *, options: dict[str, Any] | None = None,
         assert type(found) is type(distiller), f"{name}: registered as {type(found).__name__}, not {type(distiller).__name__}"
 
     chosen = _options(distiller, options or {})
-    as_text = [f"{key}={_as_text(value)}" for key, value in options_to_dict(chosen).items()]
+    as_text = [f"{key}={option_text(value)}" for key, value in options_to_dict(chosen).items()]
     again = apply_overrides(distiller.options_class(), as_text, what=f"method {name!r}")
     assert again == chosen, f"{name}: options do not round-trip through KEY=VALUE: {chosen} became {again}"
 
@@ -119,10 +120,3 @@ def check_distiller(distiller: Any, *, options: dict[str, Any] | None = None,
             raise AssertionError(f"{name}: option {key}={value!r} was accepted; refuse it in __post_init__")
     return first
 
-
-def _as_text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (list, tuple)):
-        return ",".join(map(str, value))
-    return str(value)
