@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ddbench.api import check_tiles_fit, DistilledSet, DistillTask, hookimpl, run_units, squeeze
+from ddbench.api import check_tiles_fit, DistilledSet, Distiller, DistillTask, hookimpl, run_units, squeeze
 
 
 @dataclass
@@ -30,7 +30,7 @@ class SqueezeOptions:
             raise ValueError(f"squeeze option n={self.n}: N must be a perfect square (1, 4, 9, 16, ...)")
 
 
-class SqueezeDistiller:
+class SqueezeDistiller(Distiller):
     """Random real images squeezed N to an image, no selection or compensation (the paper's "Original" row)."""
 
     name = "squeeze"

@@ -31,7 +31,7 @@ from torch import nn
 
 from baselines.sre2l_config import SRE2L_DEFAULTS, resolve_config
 from ddbench.api import (
-    ArchitectureSpec, DistilledSet, DistillTask, hookimpl, NonFiniteLossError, registered_names, run_units, unit_generator,
+    ArchitectureSpec, DistilledSet, Distiller, DistillTask, hookimpl, NonFiniteLossError, registered_names, run_units, unit_generator,
 )
 
 FALLBACK_BN_ARCH = "resnet18"
@@ -131,7 +131,7 @@ def jitter_batch(x: torch.Tensor, jitter: int, crop: bool, generator: torch.Gene
     return x
 
 
-class SRe2LDistiller:
+class SRe2LDistiller(Distiller):
     """SRe2L's recover stage: images from noise by cross-entropy plus BatchNorm-statistics matching."""
 
     name = "sre2l"
@@ -150,6 +150,10 @@ class SRe2LDistiller:
     def _config(self, task: DistillTask) -> dict:
         options = task.options if task.options is not None else SRe2LOptions()
         return resolve_config(options, task.dataset.name, task.image_shape[-1])
+
+    def default_iterations(self, task: DistillTask) -> tuple[int, str]:
+        config = self._config(task)
+        return config["iterations"], f"{self.name} default for this dataset ({config.get('family_reason') or 'its config'})"
 
     def total_work(self, task: DistillTask) -> int:
         config = self._config(task)

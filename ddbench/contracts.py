@@ -4,8 +4,10 @@ A plugin registers *specs* through the hooks in :mod:`ddbench.host.hookspecs`:
 
 - :class:`DatasetSpec`: how to load a dataset (:class:`ddbench.data.Dataset`).
 - :class:`ArchitectureSpec`: how to build a network for an image shape.
-- :class:`Distiller`: ``distill(task) -> DistilledSet``.
-- :class:`Evaluator`: ``evaluate(distilled, context) -> EvalResult``.
+- :class:`DistillTask` / :class:`DistilledSet`: what a distiller gets and returns.
+- :class:`EvalContext` / :class:`EvalResult`: what an evaluator gets and returns for one seed.
+
+The base classes a distiller and an evaluator subclass are in :mod:`ddbench.plugin_base`.
 
 Everything here is plain data; torch is imported only for type checking so that
 ``ddbench --help`` stays fast.
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -195,46 +197,6 @@ class EvalResult:
     accuracy: float
     seed: int
     extras: dict[str, Any] = field(default_factory=dict)
-
-
-@runtime_checkable
-class Distiller(Protocol):
-    """A distillation method. ``options_class`` is a dataclass of its options with defaults."""
-
-    name: ClassVar[str] | str
-    options_class: ClassVar[type] | type
-
-    def total_work(self, task: DistillTask) -> int:
-        """Units of progress ``distill`` will report (for the progress bar)."""
-
-    def distill(self, task: DistillTask) -> DistilledSet: ...
-
-    # Optional: ``check_setup(options, image_shape: tuple[int, int, int], ipc: int) -> None`` raises
-    # ``ValueError`` when the options cannot work for this image shape or IPC (e.g. tiles that
-    # do not divide the image). The host calls it once the dataset is known, before any work.
-    #
-    # Optional: ``check_observer(arch: ArchitectureSpec) -> None`` raises ``ValueError`` when the
-    # method cannot work with an observer of that architecture. The host calls it before any
-    # work (before the observer is trained), so the message should name an architecture to use.
-
-
-@runtime_checkable
-class Evaluator(Protocol):
-    """Judges a distilled set by training a verifier on it, one seed per ``evaluate`` call.
-
-    The host runs the seeds and reports their mean and standard deviation.
-    """
-
-    name: ClassVar[str] | str
-    options_class: ClassVar[type] | type
-
-    def total_work(self, distilled: DistilledSet, context: EvalContext) -> int:
-        """Units of progress ``evaluate`` will report."""
-
-    def describe(self, distilled: DistilledSet, context: EvalContext) -> dict[str, Any]:
-        """The labels this evaluation uses and what they cost to store (``label_storage_bytes``)."""
-
-    def evaluate(self, distilled: DistilledSet, context: EvalContext) -> EvalResult: ...
 
 
 def options_to_dict(options: Any) -> dict[str, Any]:

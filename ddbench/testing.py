@@ -30,6 +30,7 @@ import torch
 
 from ddbench.contracts import DistilledSet, DistillTask, Normalization, options_to_dict
 from ddbench.data.base import Dataset, TensorSource
+from ddbench.plugin_base import Distiller
 
 CLASSES, SIZE, CHANNELS = 3, 16, 3
 OBSERVER = "convnet2-bn"
@@ -62,10 +63,8 @@ def _distill(distiller: Any, dataset: Dataset, options: Any, ipc: int, seed: int
     observer = arch.build(dataset.channels, dataset.num_classes, dataset.image_size).eval()
     for parameter in observer.parameters():
         parameter.requires_grad_(False)
-    if hasattr(distiller, "check_observer"):
-        distiller.check_observer(arch)
-    if hasattr(distiller, "check_setup"):
-        distiller.check_setup(options, dataset.image_shape, ipc)
+    distiller.check_observer(arch)
+    distiller.check_setup(options, dataset.image_shape, ipc)
     task = DistillTask(dataset=dataset, observer=observer, observer_arch=arch, ipc=ipc, device=torch.device("cpu"),
                        seed=seed, options=options)
     total = distiller.total_work(task)
@@ -86,6 +85,8 @@ def check_distiller(distiller: Any, *, options: dict[str, Any] | None = None,
     from ddbench.settings.options import apply_overrides
     from ddbench.runner import RunError, check_distilled
 
+    assert isinstance(distiller, Distiller), \
+        f"{type(distiller).__name__} must subclass ddbench.api.Distiller (the registry refuses it otherwise)"
     name = getattr(distiller, "name", None)
     assert isinstance(name, str) and name, "a distiller needs a non-empty string name"
     assert dataclasses.is_dataclass(getattr(distiller, "options_class", None)), \

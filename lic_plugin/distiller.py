@@ -24,7 +24,7 @@ import time
 import torch
 
 from ddbench.api import (
-    check_tiles_fit, class_major_batches, DistilledSet, DistillTask, DSA, ImageBatch, NonFiniteLossError,
+    check_tiles_fit, class_major_batches, DistilledSet, Distiller, DistillTask, DSA, ImageBatch, NonFiniteLossError,
     run_units, squeeze, unit_generator,
 )
 from lic_plugin.compensation import SGD_MOMENTUM, automatic_chunk, compensate, resolve_feature_layer, scoring_batch
@@ -39,7 +39,7 @@ def trace_iterations(iterations: int) -> list[int]:
     return [it for it in range(iterations) if it % every == 0 or it == iterations - 1]
 
 
-class LICDistiller:
+class LICDistiller(Distiller):
     """LIC (Sun et al.): score-based selection, squeeze, information compensation, observer relabel."""
 
     name = "lic"

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from ddbench import hookimpl
+from ddbench.api import Distiller
 from ddbench.store.artifacts import load_distilled, save_distilled
 from ddbench.settings.budget import resolve_budget
 from ddbench.contracts import DistilledSet
@@ -60,7 +61,7 @@ def _config(tmp_path, methods, seeds=(0, 1)):
                      evaluator="train")
 
 
-class Counting:
+class Counting(Distiller):
     """A distiller that counts its calls and can be told to fail."""
 
     def __init__(self, name, fail=False):

@@ -9,6 +9,7 @@ import pluggy
 import pytest
 
 from ddbench import hookimpl
+from ddbench.api import Distiller
 from ddbench.host import registry
 from ddbench.host.plugins import pm
 from tests.conftest import run_cli
@@ -30,7 +31,7 @@ def test_builtins_register_through_the_hooks(kind):
 
 
 def test_a_registered_plugin_is_found_and_removed():
-    class Toy:
+    class Toy(Distiller):
         name = "toy-method"
         options_class = object
 
@@ -47,6 +48,44 @@ def test_a_registered_plugin_is_found_and_removed():
     finally:
         pm.unregister(plugin)
     assert "toy-method" not in registry.registered("distillers")
+
+
+def test_a_distiller_that_does_not_subclass_the_base_is_named_and_skipped(capsys):
+    """Optional abilities are methods of ddbench.api.Distiller, called without probing: a
+    duck-typed distiller would break at the first call, so the registry refuses it up front,
+    names the plugin and the fix, and still registers everything else."""
+    from ddbench.host.plugins import load_errors
+
+    class Duck:
+        name = "duck-method"
+        options_class = object
+
+        def distill(self, task):
+            raise AssertionError("never called")
+
+    class Fine(Distiller):
+        name = "fine-method"
+        options_class = object
+
+    class DuckPlugin:
+        @hookimpl
+        def register_distillers(self, register):
+            register(Duck())
+            register(Fine())
+
+    plugin = DuckPlugin()
+    pm.register(plugin, name="duck")
+    try:
+        found = registry.registered("distillers")
+        assert "duck-method" not in found and "fine-method" in found and "lic" in found
+        message = capsys.readouterr().err
+        assert "plugin 'duck'" in message and "'duck-method'" in message
+        assert "does not subclass ddbench.api.Distiller" in message and "class Duck(ddbench.api.Distiller)" in message
+        assert any(error.name == "duck" and "duck-method" in error.error for error in load_errors())
+        with pytest.raises(registry.UnknownNameError, match="duck-method"):
+            registry.get_distiller("duck-method")
+    finally:
+        pm.unregister(plugin)
 
 
 def test_misspelled_hook_fails_check_pending():
@@ -100,8 +139,8 @@ def _fake_distribution(site, name: str, module_source: str) -> None:
 def test_broken_plugin_is_named_and_others_still_load(tmp_path):
     _fake_distribution(tmp_path, "broken_plugin", "raise ImportError('needs a package that is not installed')\n")
     _fake_distribution(tmp_path, "good_plugin", """
-        from ddbench import hookimpl
-        class Good:
+        from ddbench.api import Distiller, hookimpl
+        class Good(Distiller):
             name = "good-method"
             options_class = object
         @hookimpl
@@ -117,8 +156,8 @@ def test_broken_plugin_is_named_and_others_still_load(tmp_path):
 
 def test_load_filter_environment_variable(tmp_path):
     _fake_distribution(tmp_path, "good_plugin", """
-        from ddbench import hookimpl
-        class Good:
+        from ddbench.api import Distiller, hookimpl
+        class Good(Distiller):
             name = "good-method"
             options_class = object
         @hookimpl

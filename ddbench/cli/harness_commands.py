@@ -22,14 +22,16 @@ def cmd_cross_arch(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from ddbench.harness.bench import BenchConfig, bench
     from ddbench.reporting.console import ConsoleUI
+    from ddbench.runner import RunConfig
 
-    config = BenchConfig(
-        methods=args.methods, archs=_names(args.arch), dataset=args.dataset, data_root=args.data_root,
-        download=args.download, image_size=args.image_size, method_options=_method_options(args.option),
-        bench_iterations=args.bench_iterations, batch_size=args.batch_size, distill_seed=args.distill_seed,
-        observer_seed=args.observer_seed, observer_epochs=args.observer_epochs, observer_checkpoint=args.observer_checkpoint,
-        cache_dir=args.cache_dir, device=args.device, out=args.out, command=_command_line(),
-    )
+    archs = _names(args.arch)
+    run = RunConfig(
+        methods=args.methods, dataset=args.dataset, data_root=args.data_root, download=args.download,
+        image_size=args.image_size, data_memory_gib=args.data_memory_gib, data_workers=args.data_workers, arch=archs[0],
+        distill_seed=args.distill_seed, method_options=_method_options(args.option), observer_seed=args.observer_seed,
+        observer_epochs=args.observer_epochs, observer_checkpoint=args.observer_checkpoint, cache_dir=args.cache_dir,
+        device=args.device, out=args.out, command=_command_line())
+    config = BenchConfig(run=run, archs=archs, bench_iterations=args.bench_iterations, batch_size=args.batch_size)
     with ConsoleUI(quiet=args.quiet, every=args.progress_every) as ui:
         summary = bench(config, ui)
     failed = sorted({row["method"] for row in summary["rows"] if "error" in row})

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from ddbench.contracts import DistilledSet, DistillTask
+from ddbench.plugin_base import Distiller
 from ddbench.store.partials import run_units
 
 
@@ -16,7 +17,7 @@ class RandomOptions:
     """``random`` has no options: the seed and IPC come from the task."""
 
 
-class RandomDistiller:
+class RandomDistiller(Distiller):
     name = "random"
     shardable = True  # classes are independent units
     options_class = RandomOptions

@@ -17,10 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ddbench.contracts import DistilledSet, EvalContext, EvalResult
+from ddbench.plugin_base import Evaluator
 from ddbench.evaluators.augment import build_augmentation
 from ddbench.evaluators.regions import RegionSampler, region_augmentation, resolve_region_mode
 from ddbench.evaluators.relabel import RelabelOptions, _mix, distillation_loss, teacher_targets
@@ -63,7 +63,7 @@ def seen_class_accuracy(model: nn.Module, source, seen: list[int], device: torch
     return 100.0 * correct.item() / max(1, len(keep))
 
 
-class ContinualEvaluator:
+class ContinualEvaluator(Evaluator):
     name = "continual"
     options_class = ContinualOptions
     label_kind = "soft"

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ddbench.contracts import DistilledSet, EvalContext, EvalResult
+from ddbench.plugin_base import Evaluator
 from ddbench.evaluators.augment import build_augmentation
 from ddbench.evaluators.regions import RegionOptions, region_augmentation, region_count, resolve_region_mode
 from ddbench.evaluators.training import fit, total_steps
@@ -109,7 +110,7 @@ def parameter_bytes(model: nn.Module) -> int:
     return sum(p.numel() * p.element_size() for p in model.parameters()) + sum(b.numel() * b.element_size() for b in model.buffers())
 
 
-class RelabelEvaluator:
+class RelabelEvaluator(Evaluator):
     name = "relabel"
     options_class = RelabelOptions
     label_kind = "soft"

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from ddbench.contracts import DistilledSet, EvalContext, EvalResult
+from ddbench.plugin_base import Evaluator
 from ddbench.evaluators.augment import build_augmentation
 from ddbench.evaluators.regions import RegionOptions, region_augmentation, resolve_region_mode
 from ddbench.evaluators.training import fit, total_steps
@@ -25,7 +26,7 @@ class TrainOptions(RegionOptions):
         self.check_regions("train")
 
 
-class TrainEvaluator:
+class TrainEvaluator(Evaluator):
     name = "train"
     options_class = TrainOptions
     label_kind = "hard"

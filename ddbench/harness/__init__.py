@@ -98,6 +98,8 @@ def config_record(config: Any) -> dict[str, Any]:
         value = getattr(config, item.name)
         if hasattr(value, "describe"):
             value = value.describe()
+        elif dataclasses.is_dataclass(value):  # a config inside a config (a bench's run settings)
+            value = config_record(value)
         record[item.name] = value
     return record
 

@@ -55,8 +55,7 @@ def options_slug(method: str, options: Any, defaults: Any) -> str:
 
 
 def declared_ablations(distiller: Any) -> dict[str, Any]:
-    ablations = getattr(distiller, "ablations", None)
-    return dict(ablations()) if ablations is not None else {}
+    return dict(distiller.ablations())
 
 
 def evaluator_assignments(assignments: list[str], evaluators: list[str]) -> dict[str, list[str]]:

@@ -29,34 +29,28 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ddbench.harness import HarnessManifest, config_record, show
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ddbench.pipeline.config import RunConfig
 
 SCHEMA = "ddbench-bench/1"
 BENCH_IMAGES = 100
 @dataclass
 class BenchConfig:
-    methods: list[str]
+    """``ddbench bench``: the run settings it shares with every command (``run``: methods, data,
+    observer seed/epochs/checkpoint, method options, distillation seed, cache, device, output,
+    command) and its own (observer architectures, K, batch size)."""
+
+    run: RunConfig
     archs: list[str] = field(default_factory=lambda: ["convnet3-bn"])
-    dataset: str = "digits"
-    data_root: str | None = None
-    download: bool = False
-    image_size: int | None = None
-    method_options: dict[str, list[str]] = field(default_factory=dict)
     bench_iterations: int = 5
     batch_size: int = BENCH_IMAGES
-    distill_seed: int = 0
-    observer_seed: int = 0
-    observer_epochs: int | None = None
-    observer_checkpoint: str | None = None
-    cache_dir: str | None = None
-    device: str = "auto"
-    out: str | None = None
-    command: str = ""
 
     def output_dir(self) -> Path:
-        return Path(self.out) if self.out else Path("runs") / f"{self.dataset}-bench"
+        return Path(self.run.out) if self.run.out else Path("runs") / f"{self.run.dataset}-bench"
 
 
 def images_per_class(num_classes: int) -> int:
@@ -69,8 +63,7 @@ def paper_reference(method: str, arch: str) -> dict[str, Any] | None:
 
     from ddbench.host import registry
 
-    declare = getattr(registry.get_distiller(method), "bench_reference", None)
-    figure = declare(arch) if declare is not None else None
+    figure = registry.get_distiller(method).bench_reference(arch)
     if figure is None:
         return None
     return {"label": figure.source, "seconds": figure.seconds, "peak_memory_gb": figure.peak_memory_gb,
@@ -84,7 +77,7 @@ def _option_fields(options_class: type) -> set[str]:
 
 def method_assignments(config: BenchConfig, method: str, options_class: type) -> list[str]:
     """``batch_size`` = the bench's batch size (where the method has one), then the user's options."""
-    given = list(config.method_options.get(method, []))
+    given = list(config.run.method_options.get(method, []))
     preset = [f"batch_size={config.batch_size}"] if "batch_size" in _option_fields(options_class) else []
     return preset + given
 
@@ -95,24 +88,24 @@ def plan_bench(config: BenchConfig) -> dict[str, list[str]]:
     from ddbench.settings.options import apply_overrides
     from ddbench.runner import RunError, check_method_observer
 
-    if not config.methods:
+    if not config.run.methods:
         raise RunError("--methods must name at least one method")
     if not config.archs:
         raise RunError("--arch must name at least one architecture")
-    if len(set(config.methods)) != len(config.methods) or len(set(config.archs)) != len(config.archs):
+    if len(set(config.run.methods)) != len(config.run.methods) or len(set(config.archs)) != len(config.archs):
         raise RunError("a method or architecture is named twice")
     if config.bench_iterations < 1:
         raise RunError(f"--bench-iterations must be at least 1, got {config.bench_iterations}")
     if config.batch_size < 1:
         raise RunError(f"--batch-size must be at least 1, got {config.batch_size}")
-    if config.observer_checkpoint and len(config.archs) > 1:
+    if config.run.observer_checkpoint and len(config.archs) > 1:
         raise RunError("--observer gives one checkpoint; name one --arch with it")
-    unknown = sorted(set(config.method_options) - set(config.methods))
+    unknown = sorted(set(config.run.method_options) - set(config.run.methods))
     if unknown:
         raise RunError(f"--option given for {', '.join(unknown)}, which this bench does not use")
-    registry.get_dataset(config.dataset)
+    registry.get_dataset(config.run.dataset)
     assignments = {}
-    for method in config.methods:
+    for method in config.run.methods:
         distiller = registry.get_distiller(method)
         assignments[method] = method_assignments(config, method, distiller.options_class)
         apply_overrides(distiller.options_class(), assignments[method], what=f"method {method!r}")
@@ -132,18 +125,18 @@ def bench(config: BenchConfig, ui) -> dict[str, Any]:
     from ddbench.observer import default_recipe, get_observer
 
     assignments = plan_bench(config)
-    dataset = registry.get_dataset(config.dataset).load(data_options(config))
-    device = resolve_device(config.device)
+    dataset = registry.get_dataset(config.run.dataset).load(data_options(config.run))
+    device = resolve_device(config.run.device)
     root = config.output_dir()
-    manifest = HarnessManifest(root, "bench", config.command, config_record(config), [config.distill_seed])
+    manifest = HarnessManifest(root, "bench", config.run.command, config_record(config), [config.run.distill_seed])
     ui.info(f"bench on {dataset.name} at {dataset.image_size} px ({dataset.num_classes} classes, "
             f"{images_per_class(dataset.num_classes)} image(s) per class), device {device}")
     for arch_name in config.archs:  # train or load once here, so a worker only loads
         observer = get_observer(
-            dataset, registry.get_architecture(arch_name), device, seed=config.observer_seed,
-            recipe=default_recipe(dataset.name, epochs=config.observer_epochs),
-            cache=Path(config.cache_dir) if config.cache_dir else None,
-            checkpoint=Path(config.observer_checkpoint) if config.observer_checkpoint else None,
+            dataset, registry.get_architecture(arch_name), device, seed=config.run.observer_seed,
+            recipe=default_recipe(dataset.name, epochs=config.run.observer_epochs),
+            cache=Path(config.run.cache_dir) if config.run.cache_dir else None,
+            checkpoint=Path(config.run.observer_checkpoint) if config.run.observer_checkpoint else None,
             progress_factory=ui.progress)
         ui.info(f"observer {arch_name}: {observer.test_accuracy:.2f}% test ({observer.checkpoint})")
         del observer
@@ -152,14 +145,15 @@ def bench(config: BenchConfig, ui) -> dict[str, Any]:
 
     rows, timings = [], {}
     for arch_name in config.archs:
-        for method in config.methods:
+        for method in config.run.methods:
             spec = {
-                "method": method, "arch": arch_name, "dataset": config.dataset, "data_root": config.data_root,
-                "download": False, "image_size": config.image_size, "options": assignments[method],
-                "iterations_given": any(a.split("=", 1)[0].strip() == "iterations" for a in config.method_options.get(method, [])),
-                "bench_iterations": config.bench_iterations, "seed": config.distill_seed,
-                "observer_seed": config.observer_seed, "observer_epochs": config.observer_epochs,
-                "observer_checkpoint": config.observer_checkpoint, "cache_dir": config.cache_dir, "device": str(device),
+                "method": method, "arch": arch_name, "dataset": config.run.dataset, "data_root": config.run.data_root,
+                "download": False, "image_size": config.run.image_size,
+                "data_memory_gib": config.run.data_memory_gib, "data_workers": config.run.data_workers, "options": assignments[method],
+                "iterations_given": any(a.split("=", 1)[0].strip() == "iterations" for a in config.run.method_options.get(method, [])),
+                "bench_iterations": config.bench_iterations, "seed": config.run.distill_seed,
+                "observer_seed": config.run.observer_seed, "observer_epochs": config.run.observer_epochs,
+                "observer_checkpoint": config.run.observer_checkpoint, "cache_dir": config.run.cache_dir, "device": str(device),
             }
             started = time.perf_counter()
             row = run_worker(root / "workers", spec, ui)
@@ -167,7 +161,7 @@ def bench(config: BenchConfig, ui) -> dict[str, Any]:
             row["paper"] = paper_reference(method, arch_name)
             rows.append(row)
     summary = {
-        "schema": SCHEMA, "command": config.command, "dataset": dataset.describe(), "device": str(device),
+        "schema": SCHEMA, "command": config.run.command, "dataset": dataset.describe(), "device": str(device),
         "images": BENCH_IMAGES, "batch_size": config.batch_size, "bench_iterations": config.bench_iterations,
         "method": ("each (method, observer) in its own process; one warm-up distillation of 1 iteration, then timed "
                    "distillations of K and 2K iterations: seconds per iteration = their difference / K, fixed cost = the "

@@ -14,17 +14,14 @@ from ddbench.harness.bench import BENCH_IMAGES, _option_fields, images_per_class
 
 def full_iterations(distiller: Any, options: Any, task: Any, given: bool) -> tuple[int, str]:
     """The method's own iteration count for a full run, and where it comes from: the options
-    (given, or the options class's default), else the method's config for this dataset
-    (SRe2L's per-dataset table), else inferred from its progress units."""
+    (given, or the options class's default), else what the method declares for this task
+    (``default_iterations``: SRe2L's per-dataset table), else inferred from its progress units."""
     value = getattr(options, "iterations", None)
     if value is not None:
         return int(value), (f"--option {distiller.name}.iterations" if given else f"{type(options).__name__}.iterations default")
-    resolve = getattr(distiller, "_config", None)
-    if callable(resolve):
-        resolved = resolve(task)
-        if isinstance(resolved, dict) and isinstance(resolved.get("iterations"), int):
-            reason = resolved.get("family_reason") or "its config"
-            return resolved["iterations"], f"{distiller.name} default for this dataset ({reason})"
+    declared = distiller.default_iterations(task)
+    if declared is not None:
+        return declared
     work = {it: distiller.total_work(dataclasses.replace(task, options=dataclasses.replace(options, iterations=it)))
             for it in (1, 2)}
     per = work[2] - work[1]

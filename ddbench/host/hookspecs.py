@@ -15,12 +15,12 @@ hookimpl = pluggy.HookimplMarker("ddbench")
 
 @hookspec
 def register_distillers(register):
-    """Register distillation methods: ``register(distiller)`` with a ``ddbench.contracts.Distiller``."""
+    """Register distillation methods: ``register(distiller)`` with an instance of a ``ddbench.api.Distiller`` subclass."""
 
 
 @hookspec
 def register_evaluators(register):
-    """Register evaluators: ``register(evaluator)`` with a ``ddbench.contracts.Evaluator``."""
+    """Register evaluators: ``register(evaluator)`` with an instance of a ``ddbench.api.Evaluator`` subclass."""
 
 
 @hookspec

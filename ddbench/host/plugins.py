@@ -97,6 +97,15 @@ def plugin_info(plugin: object) -> PluginInfo:
     return info
 
 
+def report_error(plugin: str, message: str) -> None:
+    """A plugin's fault found after loading (e.g. a registered item of the wrong kind): kept for
+    ``load_errors()`` and printed once; the plugin's other items and the other plugins still load."""
+    error = PluginLoadError(plugin, message)
+    if error not in _errors:
+        _errors.append(error)
+        print(f"ddbench: plugin {plugin!r}: {message}", file=sys.stderr)
+
+
 def load_errors() -> list[PluginLoadError]:
     load_plugins()
     return list(_errors)

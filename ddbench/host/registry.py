@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ddbench.host.plugins import PluginInfo, load_plugins, plugin_info
+from ddbench.host.plugins import PluginInfo, load_plugins, plugin_info, report_error
+from ddbench.plugin_base import Distiller, Evaluator
 
 KINDS = {
     # kind: (hook name, what a user calls one of them)
@@ -14,6 +15,10 @@ KINDS = {
     "datasets": ("register_datasets", "dataset"),
     "architectures": ("register_architectures", "architecture"),
 }
+
+
+# what a registered item of each kind must be an instance of (optional abilities are methods of these)
+BASES: dict[str, type] = {"distillers": Distiller, "evaluators": Evaluator}
 
 
 class UnknownNameError(LookupError):
@@ -57,6 +62,12 @@ def registered(kind: str) -> dict[str, Registered]:
                 raise DuplicateNameError(
                     f"{noun} {name!r} is registered twice: by {found[name].plugin.name!r} and by {_info.name!r}"
                 )
+            base = BASES.get(kind)
+            if base is not None and not isinstance(item, base):  # skipped, named; the rest still load
+                report_error(_info.name, f"{noun} {name!r} is a {type(item).__name__}, which does not subclass "
+                                         f"ddbench.api.{base.__name__}, so it is not registered: declare it as "
+                                         f"class {type(item).__name__}(ddbench.api.{base.__name__}) (docs/plugins.md)")
+                return
             found[name] = Registered(item, _info)
 
         impl.function(register=register)

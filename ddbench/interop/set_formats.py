@@ -23,9 +23,6 @@ place, so nothing half-written is left behind.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 

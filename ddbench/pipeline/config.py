@@ -85,12 +85,9 @@ class Plan:
 
 
 def check_method_observer(name: str, distiller: Any, arch: Any) -> None:
-    """The method's own ``check_observer`` (if it has one), as a RunError naming both."""
-    check_observer = getattr(distiller, "check_observer", None)
-    if check_observer is None:
-        return
+    """The method's own ``check_observer``, as a RunError naming both."""
     try:
-        check_observer(arch)
+        distiller.check_observer(arch)
     except ValueError as exc:
         raise RunError(f"method {name!r} cannot use observer {arch.name!r}: {exc}") from None
 
@@ -150,12 +147,10 @@ def plan_run(config: RunConfig) -> Plan:
 
 
 def call_method_check(name: str, distiller: Any, hook: str, *args: Any) -> None:
-    """A method's optional check ``hook(*args)`` (if it has one); its ValueError becomes a RunError naming it."""
-    check = getattr(distiller, hook, None)
-    if check is None:
-        return
+    """A method's check ``hook(*args)`` (a :class:`~ddbench.plugin_base.Distiller` method; the base
+    class accepts everything); its ValueError becomes a RunError naming the method."""
     try:
-        check(*args)
+        getattr(distiller, hook)(*args)
     except ValueError as exc:
         raise RunError(f"method {name!r}: {exc}") from None
 

@@ -107,7 +107,7 @@ def distill_one(ctx: RunContext, name: str, distiller: Any, seed: int | None = N
         "options": options_to_dict(options), "dataset": dataset.describe(), "ipc": config.ipc,
         "seed": seed, "observer": ctx.observer_id, "data": training_identity(dataset),
     }
-    if hasattr(distiller, "revision"):  # a method that changed its results says so
+    if distiller.revision:  # a method that changed its results says so (0: never changed, keys as before)
         description["revision"] = distiller.revision
     key = unit_key("distill", description)
     # named by method and key: the same method with other options in this folder gets its own file
@@ -127,7 +127,7 @@ def distill_one(ctx: RunContext, name: str, distiller: Any, seed: int | None = N
     if finished_parts:
         ctx.ui.info(f"{name}: resuming, {len(finished_parts)} finished part(s) in {partials.folder}")
     cluster = ctx.cluster
-    shardable = cluster.active and getattr(distiller, "shardable", False)
+    shardable = cluster.active and distiller.shardable
     task = DistillTask(
         dataset=dataset, observer=ctx.observer.model, observer_arch=ctx.observer.arch, ipc=config.ipc,
         device=ctx.device, seed=seed, options=options, partials=partials,

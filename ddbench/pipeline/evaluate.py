@@ -53,7 +53,7 @@ def evaluate_one(ctx: RunContext, distilled: DistilledSet, record: dict, distill
     todo = [seed for seed in config.seeds if ctx.store.finished(keys[seed]) is None]
     if ctx.cluster.active and todo:
         # per-step results travel only with DDP evaluation (every rank holds each seed's record)
-        mode = "ddp" if getattr(evaluator, "per_step", False) else config.dist_eval
+        mode = "ddp" if evaluator.per_step else config.dist_eval
         done = evaluate_distributed(ctx.cluster, todo, evaluate_seed, mode, distilled.method)
         for seed, record_ in done.items():
             ctx.store.finish(keys[seed], record_)

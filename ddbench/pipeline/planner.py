@@ -107,13 +107,12 @@ def estimate_run(config: Any, plan: Any, shape: PlanShape) -> list[dict[str, Any
               stage("observer test accuracy", shape.test, 0, inference_memory(observer, image, 500), "batch 500")]
     images = config.ipc * shape.classes
     for name, distiller in plan.distillers.items():
-        estimator = getattr(distiller, "plan_stages", None)
-        if estimator is None:
+        rows = distiller.plan_stages(plan.method_options[name], {"shape": shape, "ipc": config.ipc, "observer": observer,
+                                                                 "arch": plan.observer_arch, "dataset": config.dataset})
+        if rows is None:
             stages.append(stage(f"{name}: distill", 0, 0, 0, "the method declares no estimate (plan_stages)"))
         else:
-            for row in estimator(plan.method_options[name], {"shape": shape, "ipc": config.ipc, "observer": observer,
-                                                             "arch": plan.observer_arch, "dataset": config.dataset}):
-                stages.append({**row, "stage": f"{name}: {row['stage']}"})
+            stages.extend({**row, "stage": f"{name}: {row['stage']}"} for row in rows)
     budget_ = config.budget
     steps = budget_.epochs * budget_.steps_per_epoch(images)
     batch = min(budget_.batch_size, images)
