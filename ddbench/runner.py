@@ -8,7 +8,7 @@ from ddbench.pipeline.distil import (add_ddranking_metrics, combine_distillation
                                      full_data_accuracy)
 from ddbench.pipeline.driver import run
 from ddbench.pipeline.evaluate import evaluate_one, evaluate_saved, saved_set_name
-from ddbench.pipeline.preflight import (SAVED_SET_FIX, check_architecture_fits, check_distilled, check_labels_fit,
+from ddbench.pipeline.preflight import (SAVED_SET_FIX, check_architecture_fits, check_distilled, check_saved_contents,
                                         check_saved_fits, check_saved_sets_fit, check_saved_sets_unseen, check_writable,
                                         decode_ahead, is_ddbench_set, load_dataset, path_digest)
 
@@ -17,7 +17,7 @@ __all__ = [
     "check_method_observer", "check_setup_all", "data_options", "plan_run", "RunContext", "observer_identity",
     "summarize", "training_identity", "versions", "add_ddranking_metrics", "combine_distillations",
     "distill_and_evaluate", "distill_one", "full_data_accuracy", "run", "evaluate_one", "evaluate_saved",
-    "saved_set_name", "SAVED_SET_FIX", "check_architecture_fits", "check_distilled", "check_labels_fit",
+    "saved_set_name", "SAVED_SET_FIX", "check_architecture_fits", "check_distilled", "check_saved_contents",
     "check_saved_fits", "check_saved_sets_fit", "check_saved_sets_unseen", "check_writable", "decode_ahead",
     "is_ddbench_set", "load_dataset", "path_digest",
 ]

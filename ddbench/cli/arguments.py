@@ -48,6 +48,24 @@ def _at_least(flag: str, low: int, fix: str = ""):
     return parse
 
 
+def _finite_at_least(flag: str, low: float, above: bool = False):
+    """A finite number ``>= low`` (``> low`` with ``above``) for ``flag``; anything else is refused by name."""
+
+    def parse(text: str) -> float:
+        import math
+
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} takes a number, got {text!r}") from None
+        if not math.isfinite(value) or value < low or (above and value == low):
+            raise argparse.ArgumentTypeError(f"{flag} must be a finite number {'above' if above else 'of at least'} "
+                                             f"{low:g}, got {text}")
+        return value
+
+    return parse
+
+
 def _ints(flag: str):
     """A comma list of integers (``1,10,50``) for ``flag``."""
 
@@ -73,7 +91,7 @@ def _add_data_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-root", help="folder holding the dataset (torchvision layout, or class folders for imagefolder)")
     parser.add_argument("--download", action="store_true", help="download the dataset into --data-root where a network exists")
     parser.add_argument("--image-size", type=_at_least("--image-size", MIN_IMAGE_SIZE, "leave it out for the dataset's own size"), help="resize images to this many pixels a side (default: the dataset's)")
-    parser.add_argument("--data-memory-gib", type=float, default=2.0, metavar="GIB",
+    parser.add_argument("--data-memory-gib", type=_finite_at_least("--data-memory-gib", 0), default=2.0, metavar="GIB",
                         help="image folders that fit in this many GiB at the working size are decoded once, kept as "
                              "8-bit pixels and saved under --cache-dir for later runs; larger ones stream (default: 2)")
     parser.add_argument("--data-workers", type=_at_least("--data-workers", 0), metavar="N",
@@ -171,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluation_args(run)
     run.add_argument("--out", help="output folder (default: runs/<dataset>-<arch>-ipc<K>; an IPC list: runs/<dataset>-<arch>-ipc-sweep)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
-    run.add_argument("--progress-every", type=float, default=30.0, metavar="SECONDS",
+    run.add_argument("--progress-every", type=_finite_at_least("--progress-every", 0, above=True), default=30.0, metavar="SECONDS",
                         help="when stderr is not a terminal (a log file): one progress line per stage and every SECONDS (default: 30)")
     run.add_argument("--plan", metavar="SHAPE",
                      help="print every stage's forward/backward passes and peak memory for a dataset of this shape, and "
@@ -193,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluation_args(evaluate, methods=False)
     evaluate.add_argument("--out", help="output folder (default: runs/<dataset>-<arch>-eval)")
     evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
-    evaluate.add_argument("--progress-every", type=float, default=30.0, metavar="SECONDS",
+    evaluate.add_argument("--progress-every", type=_finite_at_least("--progress-every", 0, above=True), default=30.0, metavar="SECONDS",
                         help="when stderr is not a terminal (a log file): one progress line per stage and every SECONDS (default: 30)")
     evaluate.set_defaults(dataset=None, arch=None, option=[], distill_seed=0)
     for action in evaluate._actions:
@@ -224,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluation_args(cross)
     cross.add_argument("--out", help="output folder (default: runs/<dataset>-cross-arch-ipc<K>)")
     cross.add_argument("--quiet", action="store_true", help="no progress bars")
-    cross.add_argument("--progress-every", type=float, default=30.0, metavar="SECONDS",
+    cross.add_argument("--progress-every", type=_finite_at_least("--progress-every", 0, above=True), default=30.0, metavar="SECONDS",
                         help="when stderr is not a terminal (a log file): one progress line per stage and every SECONDS (default: 30)")
 
     bench = commands.add_parser("bench", help="time to distill 100 images at batch size 100 and peak memory, per method and observer (Table 3)")
@@ -239,11 +257,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="set one method option (repeatable); METHOD.iterations=N sets the full run the time is projected to")
     bench.add_argument("--out", help="output folder (default: runs/<dataset>-bench)")
     bench.add_argument("--quiet", action="store_true", help="no progress bars")
-    bench.add_argument("--progress-every", type=float, default=30.0, metavar="SECONDS",
+    bench.add_argument("--progress-every", type=_finite_at_least("--progress-every", 0, above=True), default=30.0, metavar="SECONDS",
                         help="when stderr is not a terminal (a log file): one progress line per stage and every SECONDS (default: 30)")
 
     ablate = commands.add_parser("ablate", help="the ablations a method declares (lic: Table 7, M, N, feature layer): one table, a plot each")
-    ablate.add_argument("method", help="the method whose ablations run (e.g. lic)")
+    ablate.add_argument("method", nargs="?", help="the method whose ablations run (e.g. lic; or --method lic)")
+    ablate.add_argument("--method", dest="method_flag", metavar="METHOD", help="the same as the positional METHOD")
     ablate.add_argument("--sweeps", type=_names, help="comma list of the method's ablations (default: all it declares; "
                                                        "lic: table7, m, n, layer)")
     ablate.add_argument("--values", action="append", default=[], metavar="NAME=1,2,3",
@@ -255,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluation_args(ablate, evaluator_help="evaluator of the ablations' points (default: relabel); points may set their own")
     ablate.add_argument("--out", help="output folder (default: runs/<dataset>-<arch>-ablate-ipc<K>)")
     ablate.add_argument("--quiet", action="store_true", help="no progress bars")
-    ablate.add_argument("--progress-every", type=float, default=30.0, metavar="SECONDS",
+    ablate.add_argument("--progress-every", type=_finite_at_least("--progress-every", 0, above=True), default=30.0, metavar="SECONDS",
                         help="when stderr is not a terminal (a log file): one progress line per stage and every SECONDS (default: 30)")
 
     compare = commands.add_parser("compare", help="one sortable table of many runs' results.json, grouped by dataset and IPC")
@@ -272,6 +291,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(train)
     _add_observer_args(train)
     train.add_argument("--quiet", action="store_true", help="no progress bars")
-    train.add_argument("--progress-every", type=float, default=30.0, metavar="SECONDS",
+    train.add_argument("--progress-every", type=_finite_at_least("--progress-every", 0, above=True), default=30.0, metavar="SECONDS",
                         help="when stderr is not a terminal (a log file): one progress line per stage and every SECONDS (default: 30)")
     return parser

@@ -11,7 +11,10 @@ from ddbench.cli.common import _command_line, _exit_code, _method_options, _run_
 def cmd_cross_arch(args: argparse.Namespace) -> int:
     from ddbench.harness.crossarch import cross_arch
     from ddbench.reporting.console import ConsoleUI
+    from ddbench.runner import RunError
 
+    if not args.observers:
+        raise RunError("--observers must name at least one architecture (e.g. --observers convnet3-bn,resnet18)")
     config = _run_config(args, args.methods, ipc=args.ipc, arch=args.observers[0])
     with ConsoleUI(quiet=args.quiet, every=args.progress_every) as ui:
         summary = cross_arch(config, args.observers, args.verifiers or args.observers, ui)
@@ -56,8 +59,14 @@ def _sweep_values(assignments: list[str]) -> dict[str, list[int]]:
 def cmd_ablate(args: argparse.Namespace) -> int:
     from ddbench.harness.ablate import ablate
     from ddbench.reporting.console import ConsoleUI
+    from ddbench.runner import RunError
 
-    config = _run_config(args, [args.method], ipc=args.ipc, arch=args.arch, verifier=args.verifier,
+    if args.method and args.method_flag and args.method != args.method_flag:
+        raise RunError(f"ddbench ablate names two methods ({args.method!r} and --method {args.method_flag!r}); give one")
+    method = args.method or args.method_flag
+    if not method:
+        raise RunError("ddbench ablate needs a method: ddbench ablate lic (or --method lic); 'ddbench plugins' lists them")
+    config = _run_config(args, [method], ipc=args.ipc, arch=args.arch, verifier=args.verifier,
                          observer_checkpoint=args.observer_checkpoint)
     with ConsoleUI(quiet=args.quiet, every=args.progress_every) as ui:
         summary = ablate(config, args.sweeps, _sweep_values(args.values), ui)

@@ -116,7 +116,11 @@ def load_foreign_set(path: Path, dataset: Dataset, pixels: str = "normalized") -
         layout = "safetensors"
     if not all(isinstance(tensors.get(key), torch.Tensor) for key in ("images", "labels")):
         raise ArtifactError(f"{path}: needs tensors 'images' [N, C, H, W] and 'labels' [N] (has {', '.join(sorted(tensors))})")
-    images, labels = tensors["images"].float(), tensors["labels"].long()
+    raw_labels = tensors["labels"]
+    if raw_labels.is_floating_point() and not bool((raw_labels == raw_labels.round()).all()):
+        raise ArtifactError(f"{path}: 'labels' holds fractional values (class indices are integers); store soft "
+                            f"labels as 'soft_labels' (probabilities) or 'soft_logits' [N, K] beside integer 'labels'")
+    images, labels = tensors["images"].float(), raw_labels.long()
     if pixels == "unit":
         images = normalize(images.float(), dataset.normalization)
     _fits(images, labels, dataset, path)

@@ -54,6 +54,10 @@ def run(config: RunConfig, ui) -> dict[str, Any]:
     ui.info(f"dataset {dataset.name}: {len(dataset.train)} train / {len(dataset.test)} test images, "
             f"shape {dataset.image_shape}, {dataset.num_classes} classes; device {device}"
             + (f"; {cluster.world_size} ranks ({cluster.backend})" if cluster.active else ""))
+    teacher = None
+    if config.teacher_checkpoint:  # before the observer trains: a bad teacher file must not cost that time
+        teacher = load_teacher(Path(config.teacher_checkpoint), dataset, device)
+        ui.info(f"teacher for soft labels: {teacher.arch.name}, test accuracy {teacher.test_accuracy:.2f}% ({teacher.checkpoint})")
     # rank 0 trains the observer if it must; the others then load it from the cache
     observer = main_first(cluster, lambda: get_observer(
         dataset, plan.observer_arch, device, seed=config.observer_seed,
@@ -67,10 +71,7 @@ def run(config: RunConfig, ui) -> dict[str, Any]:
         check_same_file(cluster, observer.checkpoint, "the observer checkpoint", "--cache-dir")
     ui.info(f"observer {observer.arch.name}: test accuracy {observer.test_accuracy:.2f}% "
             f"({'trained now' if observer.trained_now else 'loaded'} from {observer.checkpoint})")
-    teacher = observer
-    if config.teacher_checkpoint:
-        teacher = load_teacher(Path(config.teacher_checkpoint), dataset, device)
-        ui.info(f"teacher for soft labels: {teacher.arch.name}, test accuracy {teacher.test_accuracy:.2f}% ({teacher.checkpoint})")
+    teacher = teacher or observer
     if cluster.is_main:  # the run is under way: its folder gets the resolved config
         from ddbench.settings.config_file import resolved_config
 

@@ -12,7 +12,7 @@ from ddbench.runtime.measure import measure_stage
 from ddbench.interop.set_formats import load_foreign_set
 from ddbench.pipeline.config import RunError
 from ddbench.pipeline.context import RunContext, summarize
-from ddbench.pipeline.preflight import check_distilled, check_labels_fit, check_saved_fits, is_ddbench_set, path_digest
+from ddbench.pipeline.preflight import check_distilled, check_saved_contents, check_saved_fits, is_ddbench_set, path_digest
 
 
 def evaluate_one(ctx: RunContext, distilled: DistilledSet, record: dict, distill_key: str, evaluator: Any = None) -> dict:
@@ -113,7 +113,7 @@ def evaluate_saved(ctx: RunContext, path: Path) -> dict:
     else:
         distilled, read = load_foreign_set(path, ctx.dataset, ctx.config.saved_pixels)
         record = {"distill_seconds": None, "peak_memory_bytes": 0, "peak_memory_kind": "not recorded"}
-    check_labels_fit(distilled, ctx.dataset, path)
+    check_saved_contents(distilled, ctx.dataset, path)
     per_class = distilled.images_per_class(ctx.dataset.num_classes)
     check_distilled(distilled, f"saved set {path}", ctx.dataset, per_class[0])
     key = unit_key("saved", {"sha256": path_digest(path), "read": read})

@@ -105,7 +105,13 @@ def check_distilled(distilled: DistilledSet, method: str, dataset: Dataset, ipc:
         raise RunError(f"method {method!r} returned an invalid distilled set: " + "; ".join(problems))
 
 
-def check_labels_fit(distilled: DistilledSet, dataset: Dataset, path: Path) -> None:
+def check_saved_contents(distilled: DistilledSet, dataset: Dataset, path: Path) -> None:
+    """A saved set holds images, every pixel finite, and labels among the dataset's classes."""
+    if len(distilled.images) == 0:
+        raise RunError(f"{path}: the set holds no images; pass a set with at least one image")
+    if not bool(torch.isfinite(distilled.images).all()):
+        raise RunError(f"{path}: the images hold NaN or infinite values (a diverged distillation?); distil it again "
+                       f"or pass another set")
     labels = distilled.labels
     if isinstance(labels, torch.Tensor) and labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= dataset.num_classes):
         raise RunError(f"{path}: labels run from {int(labels.min())} to {int(labels.max())}, {dataset.name} has classes "
@@ -126,7 +132,7 @@ def check_saved_sets_fit(config: RunConfig, dataset: Dataset) -> None:
                 distilled, _ = load_foreign_set(path, dataset, config.saved_pixels)
         except (ValueError, OSError) as exc:
             raise RunError(f"{path}: {exc}" if str(path) not in str(exc) else str(exc)) from None
-        check_labels_fit(distilled, dataset, path)
+        check_saved_contents(distilled, dataset, path)
 
 
 def check_saved_fits(meta: dict[str, Any], dataset: Dataset, path: Path) -> None:

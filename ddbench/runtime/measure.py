@@ -97,7 +97,10 @@ def resolve_device(name: str = "auto") -> torch.device:
     """``auto`` picks CUDA when present; anything else is passed to ``torch.device``."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise DeviceError(f"--device {name!r} is not a device torch knows; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise DeviceError(f"--device {name} asked for CUDA but torch sees no GPU; use --device cpu or auto")
     return device
