@@ -31,7 +31,6 @@ def full_iterations(distiller: Any, options: Any, task: Any, given: bool) -> tup
 
 
 def measure_method(spec: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any]:
-    import gc
     import platform
 
     import torch
@@ -40,7 +39,7 @@ def measure_method(spec: dict[str, Any], log: Callable[[str], None]) -> dict[str
     from types import SimpleNamespace
 
     from ddbench.contracts import DistillTask
-    from ddbench.runtime.measure import measure_stage, resolve_device
+    from ddbench.runtime.measure import measure_stage, release_freed_memory, resolve_device
     from ddbench.runner import data_options
     from ddbench.observer import default_recipe, get_observer
     from ddbench.settings.options import apply_overrides
@@ -68,7 +67,7 @@ def measure_method(spec: dict[str, Any], log: Callable[[str], None]) -> dict[str
         return dataclasses.replace(options, iterations=count) if has_iterations and count is not None else options
 
     def timed(count: int | None) -> dict[str, Any]:
-        gc.collect()
+        release_freed_memory(device)  # the warm-up's freed heap does not count against the next run
         with measure_stage(device) as measure:
             distilled = distiller.distill(task_for(with_iterations(count)))
         record = {"iterations": count, "seconds": round(measure.seconds, 4), "peak_memory_bytes": measure.peak_memory_bytes,

@@ -76,6 +76,27 @@ def measure_stage(device: torch.device):
         result.seconds = time.perf_counter() - start
 
 
+def release_freed_memory(device: torch.device) -> bool:
+    """Hand memory freed by earlier work back to the system before a measurement, so one stage's
+    start (and peak) does not carry what the previous stage freed but the allocator kept: CUDA's
+    cache is emptied; on Linux with glibc, ``malloc_trim(0)`` returns the freed heap. Returns
+    whether the allocator could be asked (``False`` where the C library is not glibc)."""
+    import gc
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        return True
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (macOS, musl): the allocator keeps what it keeps
+        return False
+    libc.malloc_trim(0)
+    return True
+
+
 def current_memory_bytes(device: torch.device) -> int:
     """Memory held now: ``torch.cuda.memory_allocated`` on CUDA, the resident set (VmRSS) on the CPU."""
     if device.type == "cuda":
