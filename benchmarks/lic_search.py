@@ -51,6 +51,8 @@ CONFIGURATIONS: dict[str, tuple[str, list[str], list[str]]] = {
     "skip-0.1": ("lic", ["selection_skip=0.1"], []),
     "skip-0.3": ("lic", ["selection_skip=0.3"], []),
     "consecutive": ("lic", ["grouping=consecutive"], []),
+    "clusters": ("lic", ["diversity=clusters"], []),
+    "clusters-skip-0.1": ("lic", ["diversity=clusters", "selection_skip=0.1"], []),
     "factor-crop": ("lic", [], ["region_sampling=factor-crop"]),
     "mse-logits": ("lic", [], ["loss=mse-logits"]),
 }

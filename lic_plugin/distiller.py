@@ -29,7 +29,8 @@ from ddbench.api import (
 )
 from lic_plugin.compensation import SGD_MOMENTUM, automatic_chunk, compensate, resolve_feature_layer, scoring_batch
 from lic_plugin.options import LICOptions
-from lic_plugin.selection import draw_subset, eval_mode, group_ranks, rank_kept, score_images
+from lic_plugin.selection import (draw_subset, embed_images, eval_mode, group_ranks, rank_diverse, rank_kept,
+                                  score_images)
 
 TRACE_POINTS = 10  # the loss is recorded every 10% of the iterations (plus the last one)
 
@@ -167,9 +168,15 @@ class LICDistiller(Distiller):
         subset = draw_subset(task.train_indices_by_class()[label], options.subset_size, generator)
         with eval_mode(task.observer):
             batch_size = scoring_batch(task.observer, task.image_shape, task.device)
-            subset_scores = score_images(task.observer, task.load_train(subset), label, batch_size).cpu()
-        kept = rank_kept(subset_scores, options.n * task.ipc, options.selection, generator,
-                         skip=int(options.selection_skip * len(subset_scores)))
+            subset_images = task.load_train(subset)
+            subset_scores = score_images(task.observer, subset_images, label, batch_size).cpu()
+        skip = int(options.selection_skip * len(subset_scores))
+        if options.diversity == "clusters":
+            layer = resolve_feature_layer(task.observer_arch, task.observer, options.feature_layer)
+            vectors = embed_images(task.observer, layer, subset_images, batch_size)
+            kept = rank_diverse(subset_scores, vectors, options.n * task.ipc, generator, skip=skip)
+        else:
+            kept = rank_kept(subset_scores, options.n * task.ipc, options.selection, generator, skip=skip)
         return (subset, group_ranks(subset[kept], task.ipc, options.n, options.grouping),
                 group_ranks(subset_scores[kept], task.ipc, options.n, options.grouping))
 

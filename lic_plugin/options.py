@@ -15,6 +15,7 @@ GROUPINGS = ("spread", "consecutive")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 LOSSES = ("mse", "l1", "cosine")
 CLAMPS = ("pixel", "none")
+DIVERSITIES = ("none", "clusters")
 
 
 @dataclass
@@ -49,6 +50,11 @@ class LICOptions:
     - ``selection_skip``: the fraction of the scored subset, from the top, passed over before the
       N x IPC kept images (0: the paper's top scores; 0.1 keeps ranks from the 10th percentile
       on, a band of less trivially easy images).
+    - ``diversity``: ``none`` keeps the N x IPC top-scored images of the subset (the paper);
+      ``clusters`` splits the subset into N x IPC k-means clusters of the observer's features
+      (``feature_layer``, averaged over positions) and keeps the top-scored image of each: the
+      top scores are the easiest, most alike images, so this trades a little score for coverage
+      of the class (the issue-16 search; RDED's diversity argument).
     - ``dsa_strategy``: DSA families of the transformation group G in Eq. 8 (``none`` = identity).
     - ``batch_size``: distilled images optimised together (bounds memory only: each image's
       objective is its own Eq. 8 loss, so the result does not depend on how images are batched
@@ -73,6 +79,7 @@ class LICOptions:
     clamp: str = "pixel"
     loss: str = "mse"
     selection_skip: float = 0.0
+    diversity: str = "none"
     dsa_strategy: str = DEFAULT_STRATEGY
     batch_size: int = 100
     chunk: int = 0
@@ -97,9 +104,13 @@ class LICOptions:
         if not (0.0 <= self.selection_skip < 1.0):
             raise ValueError(f"lic option selection_skip={self.selection_skip}: a fraction in [0, 1)")
         for key, value, allowed in (("grouping", self.grouping, GROUPINGS), ("optimizer", self.optimizer, OPTIMIZERS),
-                                    ("clamp", self.clamp, CLAMPS), ("loss", self.loss, LOSSES)):
+                                    ("clamp", self.clamp, CLAMPS), ("loss", self.loss, LOSSES),
+                                    ("diversity", self.diversity, DIVERSITIES)):
             if value not in allowed:
                 raise ValueError(f"lic option {key}={value!r}: use one of {', '.join(allowed)}")
+        if self.diversity != "none" and not self.selection:
+            raise ValueError(f"lic option diversity={self.diversity} picks among scored images, but selection=false "
+                             f"keeps random ones; use diversity=none with selection=false")
         try:
             parse_strategy(self.dsa_strategy)
         except ValueError as exc:

@@ -6,7 +6,8 @@ observer with the loss-based importance score (Eq. 1)
     s_i = -CE(observer(x_i), y_i)
 
 (observer in eval mode, no gradients), and the top ``N x IPC`` (highest score = lowest loss) are
-kept, best first. ``group_ranks`` then decides which N kept images share a distilled image.
+kept, best first (``diversity=clusters``: the best of each of ``N x IPC`` feature-space
+clusters of the subset, :func:`rank_diverse`). ``group_ranks`` then decides which N kept images share a distilled image.
 
 Every function is pure (tensors and an observer in, tensors out) so that each is unit-testable.
 """
@@ -19,6 +20,8 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ddbench.api import read_features
 
 SCORE_BATCH = 256  # images per scoring forward pass
 
@@ -77,6 +80,68 @@ def rank_kept(scores: torch.Tensor, count: int, selection: bool = True,
         skip = max(0, min(skip, len(scores) - count))
         return torch.sort(scores.detach().cpu(), descending=True, stable=True).indices[skip:skip + count]
     return torch.randperm(len(scores), generator=generator)[:count]
+
+
+def embed_images(observer: nn.Module, layer: str, images: torch.Tensor, batch_size: int = SCORE_BATCH) -> torch.Tensor:
+    """One vector per image for diversity: the observer's ``layer`` output averaged over its
+    spatial positions and scaled to unit length (CPU float32). Eval mode, no gradients."""
+    vectors = []
+    with torch.no_grad(), eval_mode(observer):
+        for start in range(0, len(images), batch_size):
+            features = read_features(observer, layer, images[start:start + batch_size]).float()
+            if features.dim() > 2:
+                features = features.flatten(2).mean(dim=2)
+            vectors.append(F.normalize(features, dim=1).cpu())
+    return torch.cat(vectors) if vectors else images.new_zeros(0, 0).cpu()
+
+
+KMEANS_ITERATIONS = 20
+
+
+def kmeans_assign(vectors: torch.Tensor, clusters: int, generator: torch.Generator,
+                  iterations: int = KMEANS_ITERATIONS) -> torch.Tensor:
+    """Cluster of each row of ``vectors`` (CPU) after Lloyd's k-means with a k-means++ start
+    drawn from the CPU ``generator`` (so one seed gives one clustering)."""
+    first = int(torch.randint(len(vectors), (1,), generator=generator))
+    centres = [vectors[first]]
+    nearest = torch.cdist(vectors, vectors[first:first + 1]).squeeze(1).square()
+    for _ in range(1, clusters):
+        weights = nearest if float(nearest.sum()) > 0 else torch.ones_like(nearest)
+        pick = int(torch.multinomial(weights, 1, generator=generator))
+        centres.append(vectors[pick])
+        nearest = torch.minimum(nearest, (vectors - vectors[pick]).square().sum(dim=1))
+    centres = torch.stack(centres)
+    assignment = torch.cdist(vectors, centres).argmin(dim=1)
+    for _ in range(iterations):
+        members = F.one_hot(assignment, clusters).float()  # [n, k]
+        counts = members.sum(dim=0)
+        sums = members.T @ vectors
+        centres = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], centres)
+        assignment = torch.cdist(vectors, centres).argmin(dim=1)
+    return assignment
+
+
+def rank_diverse(scores: torch.Tensor, vectors: torch.Tensor, count: int, generator: torch.Generator,
+                 skip: int = 0) -> torch.Tensor:
+    """Selection with coverage (``diversity=clusters``): the candidates (all scored images but
+    the ``skip`` highest) are split into ``count`` k-means clusters in feature space and each
+    cluster gives its highest-scored image; a cluster left empty is made up by the best
+    candidate not yet kept. Positions into ``scores`` in rank order (highest score first)."""
+    if count > len(scores):
+        raise ValueError(f"cannot keep {count} images out of {len(scores)} scored")
+    scores = scores.detach().cpu()
+    order = torch.sort(scores, descending=True, stable=True).indices
+    candidates = order[max(0, min(skip, len(scores) - count)):]
+    assignment = kmeans_assign(vectors[candidates], count, generator)
+    kept: list[int] = []
+    for cluster in range(count):
+        members = (assignment == cluster).nonzero().flatten()
+        if len(members):
+            kept.append(int(candidates[members.min()]))  # candidates are in score order: the first is the best
+    chosen = set(kept)
+    kept += [int(c) for c in candidates if int(c) not in chosen][:count - len(kept)]
+    kept_tensor = torch.tensor(kept, dtype=torch.int64)
+    return kept_tensor[torch.sort(scores[kept_tensor], descending=True, stable=True).indices]
 
 
 def group_ranks(ranked: torch.Tensor, ipc: int, n: int, grouping: str = "spread") -> torch.Tensor:

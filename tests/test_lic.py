@@ -18,7 +18,7 @@ from ddbench.tiles import expand, squeeze
 from lic_plugin.compensation import alignment_loss, compensate, resolve_feature_layer
 from lic_plugin.distiller import LICDistiller
 from lic_plugin.options import LICOptions
-from lic_plugin.selection import group_ranks, rank_kept, score_images
+from lic_plugin.selection import embed_images, group_ranks, kmeans_assign, rank_diverse, rank_kept, score_images
 from tests.conftest import make_dataset
 
 CPU = torch.device("cpu")
@@ -184,6 +184,67 @@ def test_selection_skip_keeps_a_band_below_the_top():
         LICOptions(selection_skip=1.0)
     with pytest.raises(ValueError, match="mse, l1, cosine"):
         LICOptions(loss="huber")
+
+
+def test_diverse_selection_takes_the_best_of_each_cluster():
+    # two tight groups in feature space; every top score is in group A, so plain selection keeps
+    # only A, while clusters keep the best of A and the best of B
+    vectors = F.normalize(torch.tensor([[1.0, 0.0], [0.99, 0.05], [0.98, -0.05], [0.0, 1.0], [0.05, 0.99]]), dim=1)
+    scores = torch.tensor([-0.1, -0.2, -0.3, -0.9, -0.5])
+    assert rank_kept(scores, 2).tolist() == [0, 1]
+    kept = rank_diverse(scores, vectors, 2, torch.Generator().manual_seed(0))
+    assert kept.tolist() == [0, 4]  # rank order: best first
+    # with a skip band the best of A is passed over
+    assert rank_diverse(scores, vectors, 2, torch.Generator().manual_seed(0), skip=1).tolist() == [1, 4]
+    with pytest.raises(ValueError, match="cannot keep"):
+        rank_diverse(scores, vectors, 6, torch.Generator().manual_seed(0))
+
+
+def test_kmeans_is_seeded_and_fills_every_pick():
+    vectors = F.normalize(torch.randn(60, 8, generator=torch.Generator().manual_seed(1)), dim=1)
+    first = kmeans_assign(vectors, 12, torch.Generator().manual_seed(3))
+    assert torch.equal(first, kmeans_assign(vectors, 12, torch.Generator().manual_seed(3)))
+    # identical vectors make one cluster: the rest of the picks are the best remaining scores
+    same = torch.ones(10, 4) / 2
+    scores = torch.arange(10, dtype=torch.float32)
+    kept = rank_diverse(scores, same, 4, torch.Generator().manual_seed(0))
+    assert kept.tolist() == [9, 8, 7, 6]
+
+
+def test_diversity_clusters_in_distill(dataset):
+    observer = tiny_observer()
+    distilled = LICDistiller().distill(make_task(dataset, observer, ipc=2, iterations=0, diversity="clusters"))
+    check_distilled(distilled, "lic", dataset, 2)
+    for label in range(3):
+        scored = distilled.extras["scored_indices"][str(label)]
+        kept = ranked_sources(distilled, label, ipc=2)
+        assert len(set(kept)) == 8 and set(kept) <= set(scored)
+        # each kept image is the best-scored member of its own k-means cluster
+        images = dataset.train.load(torch.tensor(scored))
+        vectors = embed_images(observer, LAYER, images)
+        ce = brute_force_ce(observer, dataset, scored)
+        order = torch.sort(torch.tensor([-ce[i] for i in scored]), descending=True, stable=True).indices
+        assignment = kmeans_assign(vectors[order], 8, _class_generator(label))  # clustered in score order
+        by_score = [scored[j] for j in order.tolist()]
+        for index in kept:
+            cluster = assignment[by_score.index(index)]
+            members = [by_score[j] for j in (assignment == cluster).nonzero().flatten().tolist()]
+            assert ce[index] <= min(ce[m] for m in members) + 1e-5
+    with pytest.raises(ValueError, match="diversity=clusters picks among scored images"):
+        LICOptions(diversity="clusters", selection=False)
+    with pytest.raises(ValueError, match="diversity='spread'"):
+        LICOptions(diversity="spread")
+
+
+def _class_generator(label: int) -> torch.Generator:
+    """The selection generator of class ``label`` after its subset draw (as the distiller uses it)."""
+    from ddbench.api import unit_generator
+    from lic_plugin.selection import draw_subset
+
+    generator = unit_generator(0, "lic-select", label)
+    draw_subset(torch.arange(20), 300, generator)
+    return generator
+
 
 
 @pytest.mark.parametrize("arch", ["convnet2", "convnet2-bn"])
