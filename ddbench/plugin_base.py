@@ -103,6 +103,11 @@ class Distiller:
         prints it beside the measured cost), or ``None``."""
         return None
 
+    def resolve_options(self, options: Any, dataset_name: str) -> Any:
+        """``options`` with what the method decides per dataset filled in (e.g. an iteration count
+        left unset), so a run records and keys the values it used; unchanged by default."""
+        return options
+
     def default_iterations(self, task: DistillTask) -> tuple[int, str] | None:
         """For ``ddbench bench`` when the options leave ``iterations`` unset: the count a full run of
         ``task`` uses and where it comes from (e.g. SRe2L's per-dataset table), or ``None``

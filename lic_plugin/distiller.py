@@ -28,7 +28,7 @@ from ddbench.api import (
     run_units, squeeze, unit_generator,
 )
 from lic_plugin.compensation import SGD_MOMENTUM, automatic_chunk, compensate, resolve_feature_layer, scoring_batch
-from lic_plugin.options import LICOptions
+from lic_plugin.options import LICOptions, default_iterations
 from lic_plugin.selection import (draw_subset, embed_images, eval_mode, group_ranks, rank_diverse, rank_kept,
                                   score_images)
 
@@ -65,6 +65,7 @@ class LICDistiller(Distiller):
         from lic_plugin.compensation import activation_bytes_per_image, automatic_chunk
 
         shape, observer = spec["shape"], spec["observer"]
+        options = options.for_dataset(spec["dataset"])
         layer = resolve_feature_layer(spec["arch"], observer, options.feature_layer)
         side = math.isqrt(options.n)
         images = spec["ipc"] * shape.classes
@@ -82,7 +83,14 @@ class LICDistiller(Distiller):
 
     @staticmethod
     def _options(task: DistillTask) -> LICOptions:
-        return task.options if task.options is not None else LICOptions()
+        options = task.options if task.options is not None else LICOptions()
+        return options.for_dataset(task.dataset.name)
+
+    def resolve_options(self, options: LICOptions, dataset_name: str) -> LICOptions:
+        return options.for_dataset(dataset_name)
+
+    def default_iterations(self, task: DistillTask) -> tuple[int, str]:
+        return default_iterations(task.dataset.name)
 
     def _layout(self, task: DistillTask, options: LICOptions) -> list[ImageBatch]:
         return class_major_batches(task.num_classes, task.ipc, options.batch_size)

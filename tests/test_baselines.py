@@ -138,7 +138,7 @@ def test_sre2l_recovers(digits8: Dataset, bn_observer: nn.Module) -> None:
         assert chunk["bn_loss_last"] < chunk["bn_loss_first"], chunk
         assert len(chunk["classes"]) > 1  # a chunk mixes classes
     config = distilled.extras["config"]
-    assert config["family"] == "cifar" and config["version"] == 1
+    assert config["family"] == "digits" and config["version"] == 1
     assert (config["iterations"], config["r_bn"], config["lr"], config["jitter"]) == (30, 1.0, 0.25, 4)
 
     assert distilled.images.shape == (ipc * 10, 1, 8, 8) and distilled.images.dtype == torch.float32
@@ -181,7 +181,10 @@ def test_sre2l_per_channel_clip_and_overrides() -> None:
 
 def test_sre2l_default_families() -> None:
     assert dataset_family("cifar100", 32)[0] == "cifar"
-    assert dataset_family("digits", 16)[0] == "cifar"
+    assert dataset_family("digits", 16)[0] == "digits" and dataset_family("fashion-mnist", 28)[0] == "cifar"
+    digits, cifar = SRE2L_DEFAULTS["digits"], SRE2L_DEFAULTS["cifar"]
+    assert digits.iterations < cifar.iterations and "ours" in digits.source
+    assert (digits.lr, digits.r_bn, digits.jitter) == (cifar.lr, cifar.r_bn, cifar.jitter)
     assert dataset_family("imagefolder", 64)[0] == "tiny-imagenet"
     assert dataset_family("imagefolder", 224)[0] == "imagenet"
     assert (SRE2L_DEFAULTS["cifar"].lr, SRE2L_DEFAULTS["cifar"].iterations, SRE2L_DEFAULTS["cifar"].r_bn) == (0.25, 1000, 0.01)

@@ -13,7 +13,8 @@ def test_auto_resolves_per_device_and_is_recorded_concretely():
     budget = resolve_budget("quick")
     assert (budget.precision, budget.channels_last) == ("auto", "auto")
     cpu = budget.resolve_for(torch.device("cpu"))
-    assert (cpu.precision, cpu.channels_last) == ("fp32", "off") and cpu.describe()["precision"] == "fp32"
+    assert (cpu.precision, cpu.channels_last) == ("fp32", "on") and cpu.describe()["precision"] == "fp32"
+    assert resolve_budget("quick", ["channels_last=off"]).resolve_for(torch.device("cpu")).channels_last == "off"
     with pytest.raises(BudgetError, match="precision=bf16 .* is for CUDA devices"):
         resolve_budget("quick", ["precision=bf16"]).resolve_for(torch.device("cpu"))
     with pytest.raises(BudgetError, match="precision='fp8'"):

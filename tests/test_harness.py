@@ -163,7 +163,7 @@ def test_bench_reports_time_per_iteration_projection_and_peak_memory(cache, tmp_
     summary = json.loads((out / "bench.json").read_text())
     rows = {row["method"]: row for row in summary["rows"]}
     assert list(rows) == ["lic", "sre2l"]
-    for method, full in (("lic", 200), ("sre2l", 1000)):  # LIC's default M; SRe2L's CIFAR-family default for digits
+    for method, full in (("lic", 50), ("sre2l", 250)):  # both methods' defaults for the embedded digits
         row = rows[method]
         assert "error" not in row, row
         assert row["images"] == 100 and row["batch_size"] == 100
@@ -173,6 +173,7 @@ def test_bench_reports_time_per_iteration_projection_and_peak_memory(cache, tmp_
         assert row["peak_memory_bytes"] > 0 and row["peak_memory_kind"] in ("peak-rss", "process-peak-rss-since-start")
         assert row["paper"] is None  # the paper's Table 3 has no ConvNet-3
     assert "sre2l default for this dataset" in rows["sre2l"]["full_iterations_source"]
+    assert "ours: M = 50 on the embedded digits" in rows["lic"]["full_iterations_source"]
     for suffix in (".csv", ".md", ".tex"):
         assert (out / f"bench{suffix}").stat().st_size > 0
     assert "projected" in (out / "bench.md").read_text() and "projected" in result.stdout
@@ -194,7 +195,10 @@ def test_bench_full_iterations_follow_the_plugins_own_config():
     assert full_iterations(SRe2LDistiller(), SRe2LOptions(), task("imagefolder", 64, SRe2LOptions()), False)[0] == 4000
     assert full_iterations(SRe2LDistiller(), SRe2LOptions(), task("cifar10", 32, SRe2LOptions()), False)[0] == 1000
     assert full_iterations(SRe2LDistiller(), SRe2LOptions(iterations=7), None, True) == (7, "--option sre2l.iterations")
-    assert full_iterations(LICDistiller(), LICOptions(), None, False) == (200, "LICOptions.iterations default")
+    assert full_iterations(LICDistiller(), LICOptions(), task("imagefolder", 64, LICOptions()), False) == (
+        200, "the paper's M = 200")
+    assert full_iterations(LICDistiller(), LICOptions(), task("digits", 16, LICOptions()), False)[0] == 50
+    assert full_iterations(LICDistiller(), LICOptions(iterations=9), None, True) == (9, "--option lic.iterations")
     assert images_per_class(10) == 10 and images_per_class(200) == 1
     assert paper_reference("lic", "convnet4-bn")["seconds"] == 13.02  # declared by the method, not the host
     assert paper_reference("sre2l", "resnet18")["peak_memory_gb"] == 3.62 and paper_reference("lic", "convnet3") is None
@@ -255,13 +259,13 @@ def test_ablate_sweeps_skip_n_values_that_do_not_tile(cache):
 
     base = RunConfig(methods=["lic"], image_size=8, ipc=1, seeds=[0], budget=resolve_budget("quick"),
                      cache_dir=str(cache), out="unused")
-    points, skipped, _ = plan_points(base, ["m", "n", "layer"], {"m": [0, 200], "n": [1, 4, 9, 16]})
-    assert [p.label for p in points if p.sweep == "m"] == ["M=0", "M=200"]
+    points, skipped, _ = plan_points(base, ["m", "n", "layer"], {"m": [0, 50], "n": [1, 4, 9, 16]})
+    assert [p.label for p in points if p.sweep == "m"] == ["M=0", "M=50"]
     assert [p.label for p in points if p.sweep == "n"] == ["N=1", "N=4", "N=16"]
     assert [s["label"] for s in skipped] == ["N=9"]  # 3 x 3 tiles do not divide 8 px
     layers = [p.label for p in points if p.sweep == "layer"]
     assert layers == ["features.block1.relu", "features.block2.relu", "features.block3.relu", "classifier"]
-    default = next(p for p in points if p.label == "M=200")
+    default = next(p for p in points if p.label == "M=50")  # LIC's M on the embedded digits
     same = next(p for p in points if p.label == "features.block3.relu")  # LIC's default layer: the same run
     assert default.config.out == same.config.out
 

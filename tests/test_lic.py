@@ -415,3 +415,17 @@ def test_cuda_loop_has_no_host_sync_and_amp_runs(dataset):
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert out.dtype == torch.float32 and bool(torch.isfinite(trace).all())
+
+
+def test_m_is_resolved_per_dataset_and_a_given_m_wins():
+    distiller = LICDistiller()
+    assert LICOptions().iterations is None  # unset: the dataset decides
+    assert distiller.resolve_options(LICOptions(), "digits").iterations == 50
+    assert distiller.resolve_options(LICOptions(), "imagefolder").iterations == 200  # the paper's M
+    assert distiller.resolve_options(LICOptions(), "fashion-mnist").iterations == 200
+    assert distiller.resolve_options(LICOptions(iterations=7), "digits").iterations == 7
+    # the host records the resolved value: a run's plan holds M, not None
+    from ddbench.runner import RunConfig, plan_run
+
+    plan = plan_run(RunConfig(methods=["lic"], ipc=1, seeds=[0]))
+    assert plan.method_options["lic"].iterations == 50

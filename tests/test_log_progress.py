@@ -46,9 +46,14 @@ def test_a_redirected_run_talks(tmp_path):
 
     log = tmp_path / "log"
     with open(log, "w") as handle:
-        code = subprocess.run([sys.executable, "-m", "ddbench", "observer", "train", "--dataset", "digits",
-                               "--observer-epochs", "1", "--cache-dir", str(tmp_path / "cache"), "--progress-every", "1"],
+        code = subprocess.run([sys.executable, "-m", "ddbench", "run", "--method", "random", "--ipc", "1", "--seeds", "1",
+                               "--observer-epochs", "1", "--option", "budget.epochs=1", "--cache-dir", str(tmp_path / "cache"),
+                               "--out", str(tmp_path / "out"), "--progress-every", "1"],
                               stdout=handle, stderr=subprocess.STDOUT).returncode
     text = log.read_text()
     assert code == 0, text
-    assert re.search(r"\] observer .*: started \(\d+ steps\)", text) and re.search(r"\] observer .*: done in", text)
+    # every stage has its start and end line, writing the results included
+    for stage in ("observer convnet3-bn", "distill random", "evaluate random seed 0",
+                  "write results, tables, image grids and report"):
+        assert re.search(rf"\] {stage}: started \(\d+ steps\)", text), stage
+        assert re.search(rf"\] {stage}: done in", text), stage

@@ -117,10 +117,10 @@ def plan_points(base, sweeps: list[str] | None, values: dict[str, list[int]]) ->
     root = Path(base.out) if base.out else default_out(base)
     evaluators = sorted({p.evaluator for p in points})
     eval_options = evaluator_assignments(list(base.evaluator_options), evaluators)
-    defaults = distiller.options_class()
+    defaults = distiller.resolve_options(distiller.options_class(), base.dataset)
     for point in points:
         assignments = base_options + [f"{k}={v}" for k, v in point.overrides.items()]
-        options = apply_overrides(defaults, assignments, what=f"method {method!r}")
+        options = distiller.resolve_options(apply_overrides(defaults, assignments, what=f"method {method!r}"), base.dataset)
         folder = root / "runs" / options_slug(method, options, defaults)
         point.config = dataclasses.replace(
             base, methods=[method], method_options={method: assignments}, evaluator=point.evaluator,

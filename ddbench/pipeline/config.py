@@ -110,7 +110,8 @@ def plan_run(config: RunConfig) -> Plan:
     if unknown:
         raise RunError(f"--option given for {', '.join(unknown)}, which this run does not use (methods: {', '.join(config.methods)})")
     method_options = {
-        name: apply_overrides(d.options_class(), config.method_options.get(name, []), what=f"method {name!r}")
+        name: d.resolve_options(apply_overrides(d.options_class(), config.method_options.get(name, []),
+                                                what=f"method {name!r}"), config.dataset)
         for name, d in distillers.items()
     }
     evaluator = registry.get_evaluator(config.evaluator)

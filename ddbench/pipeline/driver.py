@@ -129,12 +129,17 @@ def run(config: RunConfig, ui) -> dict[str, Any]:
         ui.info(f"{', '.join(failed)} failed: {out / config.results_name} (the last complete results) is kept; "
                 f"this run's results are in {results_path}")
     if cluster.is_main:
-        atomic_write_json(results_path, results)
-        write_tables(out, results, stem=results_path.stem)
-        write_step_outputs(out, results, stem=results_path.stem)
         from ddbench.reporting.html import write_report
 
+        advance = ui.progress("write results, tables, image grids and report", 4)  # a line in logs, not silence
+        atomic_write_json(results_path, results)
+        advance(1)
+        write_tables(out, results, stem=results_path.stem)
+        advance(1)
+        write_step_outputs(out, results, stem=results_path.stem)
+        advance(1)
         write_report(out, results, name="report.html" if results_path.stem == "results" else f"{results_path.stem}.html")
+        advance(1)
     ui.results_table(results)
     ui.info(f"results written to {results_path}")
     return results
