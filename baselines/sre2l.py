@@ -75,6 +75,9 @@ class SRe2LOptions:
         if self.batch_size < 1:
             raise ValueError(f"sre2l option batch_size={self.batch_size}: must be at least 1")
 
+# the observer's inputs: channels-last runs its convolutions faster on the CPU (oneDNN) and GPU (cuDNN)
+OBSERVER_MEMORY_FORMAT = torch.channels_last
+
 
 class BNStatisticsLoss:
     """Forward hook on a ``BatchNorm2d``: distance of its input's batch statistics to its
@@ -251,7 +254,8 @@ class SRe2LDistiller(Distiller):
                 group["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * it / iterations))
             for hook in hooks:
                 hook.loss = None
-            logits = observer(jitter_batch(x, config["jitter"], config["random_resized_crop"], generator))
+            views = jitter_batch(x, config["jitter"], config["random_resized_crop"], generator)
+            logits = observer(views.contiguous(memory_format=OBSERVER_MEMORY_FORMAT))
             ce = F.cross_entropy(logits, targets)
             bn = sum((w * h.loss for w, h in zip(weights, hooks) if h.loss is not None), ce.new_zeros(()))
             loss = ce + config["r_bn"] * bn

@@ -75,3 +75,44 @@ def test_channels_last_training_step(benchmark, name, channels, size):
           f"{median['contiguous'] * 1000:.1f} ms/step, channels-last {median['channels_last'] * 1000:.1f} ms/step "
           f"({ratio:.2f}x)")
     benchmark.pedantic(lambda: _step(formats["channels_last"], images), rounds=1, iterations=1)
+
+
+DISTILL_CASES = {"lic": ("lic_plugin.compensation", ["iterations=3", "subset_size=40", "chunk=0"]),
+                 "sre2l": ("baselines.sre2l", ["iterations=6"])}
+
+
+@pytest.mark.parametrize("method", list(DISTILL_CASES))
+def test_channels_last_observer_inputs_in_distillation(benchmark, monkeypatch, digits, observer, method):
+    """LIC's compensation and SRe2L's recovery feed the observer channels-last inputs
+    (``OBSERVER_MEMORY_FORMAT``): the same distillation (IPC 10 on the digits) timed with that
+    constant set to each format in turn, alternating, and the images compared."""
+    import importlib
+
+    from ddbench.contracts import DistillTask
+    from ddbench.host import registry
+    from ddbench.settings.options import apply_overrides
+
+    module_name, settings = DISTILL_CASES[method]
+    module = importlib.import_module(module_name)
+    model, arch = observer
+    distiller = registry.get_distiller(method)
+    options = apply_overrides(distiller.options_class(), settings, what=f"method {method!r}")
+    task = DistillTask(dataset=digits, observer=model, observer_arch=arch, ipc=1 if benchmark.disabled else 10,
+                       device=torch.device("cpu"), seed=0, options=options)
+    formats = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
+    times: dict[str, list[float]] = {key: [] for key in formats}
+    images = {}
+    for round_index in range(1 if benchmark.disabled else 4):
+        for key in (list(formats) if round_index % 2 == 0 else list(reversed(formats))):
+            monkeypatch.setattr(module, "OBSERVER_MEMORY_FORMAT", formats[key])
+            started = time.perf_counter()
+            images[key] = distiller.distill(task).images
+            times[key].append(time.perf_counter() - started)
+    torch.testing.assert_close(images["channels_last"], images["contiguous"], atol=1e-4, rtol=0)
+    median = {key: statistics.median(values) for key, values in times.items()}
+    ratio = median["contiguous"] / median["channels_last"]
+    benchmark.extra_info.update(method=method, options=settings, seconds={k: round(v, 3) for k, v in median.items()},
+                                speedup=round(ratio, 2))
+    print(f"\n{method} ({', '.join(settings)}), {len(images['contiguous'])} images: contiguous {median['contiguous']:.2f} s, "
+          f"channels-last {median['channels_last']:.2f} s ({ratio:.2f}x)")
+    benchmark.pedantic(lambda: None, rounds=1, iterations=1)
