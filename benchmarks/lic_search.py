@@ -53,6 +53,7 @@ CONFIGURATIONS: dict[str, tuple[str, list[str], list[str]]] = {
     "consecutive": ("lic", ["grouping=consecutive"], []),
     "clusters": ("lic", ["diversity=clusters"], []),
     "clusters-skip-0.1": ("lic", ["diversity=clusters", "selection_skip=0.1"], []),
+    "clusters-factor-crop": ("lic", ["diversity=clusters"], ["region_sampling=factor-crop"]),
     "factor-crop": ("lic", [], ["region_sampling=factor-crop"]),
     "mse-logits": ("lic", [], ["loss=mse-logits"]),
 }
