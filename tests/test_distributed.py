@@ -29,7 +29,10 @@ def torchrun(*args: str, nproc: int = 2) -> subprocess.CompletedProcess:
 
 
 def single(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ddbench", *args], capture_output=True, text=True, timeout=600)
+    # one thread, as each torchrun rank has: oneDNN's channels-last training sums gradients in an
+    # order that depends on the thread count, so only equal thread counts give equal numbers
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "ddbench", *args], capture_output=True, text=True, env=env, timeout=600)
 
 
 def _distilled(folder: Path, method: str):
