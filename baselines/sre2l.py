@@ -31,7 +31,7 @@ from torch import nn
 
 from baselines.sre2l_config import SRE2L_DEFAULTS, resolve_config
 from ddbench.api import (
-    ArchitectureSpec, DistilledSet, Distiller, DistillTask, hookimpl, NonFiniteLossError, registered_names, run_units, unit_generator,
+    OBSERVER_MEMORY_FORMAT, ArchitectureSpec, DistilledSet, Distiller, DistillTask, hookimpl, NonFiniteLossError, registered_names, run_units, unit_generator,
 )
 
 FALLBACK_BN_ARCH = "resnet18"
@@ -74,9 +74,6 @@ class SRe2LOptions:
             raise ValueError(f"sre2l option jitter={self.jitter}: a number of pixels, 0 or more")
         if self.batch_size < 1:
             raise ValueError(f"sre2l option batch_size={self.batch_size}: must be at least 1")
-
-# the observer's inputs: channels-last runs its convolutions faster on the CPU (oneDNN) and GPU (cuDNN)
-OBSERVER_MEMORY_FORMAT = torch.channels_last
 
 
 class BNStatisticsLoss:

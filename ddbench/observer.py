@@ -78,6 +78,18 @@ def default_recipe(dataset_name: str, **overrides) -> ObserverRecipe:
     return dataclasses.replace(recipe, **{k: v for k, v in overrides.items() if v is not None})
 
 
+def run_recipe(dataset_name: str, device: torch.device, epochs: int | None = None, budget=None) -> ObserverRecipe:
+    """The recipe ``ddbench run`` trains and caches its observer with on ``device``: the budget's
+    precision, memory format and compile backend as resolved there (``budget`` None: the default
+    ``quick`` budget). Every command that finds an observer in the cache (run, eval, bench,
+    observer train, export) goes through here, so they all find the same one."""
+    from ddbench.settings.budget import resolve_budget
+
+    resolved = (budget if budget is not None else resolve_budget("quick")).resolve_for(device)
+    return default_recipe(dataset_name, epochs=epochs, precision=resolved.precision,
+                          channels_last=resolved.channels_last == "on", compile=resolved.compile)
+
+
 def cache_dir(explicit: str | None = None) -> Path:
     if explicit:
         return Path(explicit).expanduser()

@@ -22,12 +22,9 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from ddbench.api import ArchitectureSpec, DSA, expand, layer_output_sizes, read_features
+from ddbench.api import OBSERVER_MEMORY_FORMAT, ArchitectureSpec, DSA, expand, layer_output_sizes, read_features
 
 SGD_MOMENTUM = 0.0  # Algorithm 1 writes a plain gradient step
-
-# the observer's inputs: channels-last runs its convolutions faster on the CPU (oneDNN) and GPU (cuDNN)
-OBSERVER_MEMORY_FORMAT = torch.channels_last
 
 
 def resolve_feature_layer(arch: ArchitectureSpec, observer: nn.Module, name: str = "") -> str:

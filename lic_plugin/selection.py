@@ -74,12 +74,23 @@ def rank_kept(scores: torch.Tensor, count: int, selection: bool = True,
     ``generator``; their draw order is their rank. ``skip``: with selection, the ``skip``
     highest scores are passed over first (a score band; fewer when the subset is too small).
     """
+    if selection:
+        return score_band(scores, count, skip)[:count]
+    check_keepable(scores, count)
+    return torch.randperm(len(scores), generator=generator)[:count]
+
+
+def check_keepable(scores: torch.Tensor, count: int) -> None:
     if count > len(scores):
         raise ValueError(f"cannot keep {count} images out of {len(scores)} scored")
-    if selection:
-        skip = max(0, min(skip, len(scores) - count))
-        return torch.sort(scores.detach().cpu(), descending=True, stable=True).indices[skip:skip + count]
-    return torch.randperm(len(scores), generator=generator)[:count]
+
+
+def score_band(scores: torch.Tensor, count: int, skip: int = 0) -> torch.Tensor:
+    """Positions (CPU int64) of the scored images that selection may keep, highest score first (a
+    stable sort): all but the ``skip`` highest, fewer skipped where ``count`` would not be left."""
+    check_keepable(scores, count)
+    order = torch.sort(scores.detach().cpu(), descending=True, stable=True).indices
+    return order[max(0, min(skip, len(scores) - count)):]
 
 
 def embed_images(observer: nn.Module, layer: str, images: torch.Tensor, batch_size: int = SCORE_BATCH) -> torch.Tensor:
@@ -127,11 +138,8 @@ def rank_diverse(scores: torch.Tensor, vectors: torch.Tensor, count: int, genera
     the ``skip`` highest) are split into ``count`` k-means clusters in feature space and each
     cluster gives its highest-scored image; a cluster left empty is made up by the best
     candidate not yet kept. Positions into ``scores`` in rank order (highest score first)."""
-    if count > len(scores):
-        raise ValueError(f"cannot keep {count} images out of {len(scores)} scored")
     scores = scores.detach().cpu()
-    order = torch.sort(scores, descending=True, stable=True).indices
-    candidates = order[max(0, min(skip, len(scores) - count)):]
+    candidates = score_band(scores, count, skip)
     assignment = kmeans_assign(vectors[candidates], count, generator)
     kept: list[int] = []
     for cluster in range(count):

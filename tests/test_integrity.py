@@ -144,3 +144,17 @@ def test_cached_evaluations_are_redone_when_the_observer_changes(saved_set):
         records.append((len(units), results["methods"][path.stem]["accuracy"]))
     assert [count for count, _ in records] == [1, 2, 2]  # B evaluated anew; A's result reused the third time
     assert records[2][1] == records[0][1]
+
+
+def test_observer_train_fills_the_cache_entry_that_run_reads(tmp_path):
+    """``ddbench observer train`` and ``ddbench run`` key the observer with the same recipe (the
+    budget's precision and memory format as resolved on the device), so a pre-trained observer
+    is found, not trained again."""
+    cache = tmp_path / "cache"
+    trained = run_cli("observer", "train", "--observer-epochs", "1", "--cache-dir", str(cache), "--quiet")
+    assert trained.returncode == 0, trained.stderr
+    ran = run_cli("run", "--method", "random", "--cache-dir", str(cache), "--out", str(tmp_path / "run"), *FAST)
+    assert ran.returncode == 0, ran.stderr
+    observer = json.loads((tmp_path / "run" / "results.json").read_text())["observer"]
+    assert observer["trained_now"] is False, observer
+    assert [p.name for p in (cache / "observers").glob("*.safetensors")] == [Path(observer["checkpoint"]).name]

@@ -79,16 +79,17 @@ def cmd_observer_train(args: argparse.Namespace) -> int:
 
     from ddbench.host import registry
     from ddbench.runtime.measure import resolve_device
-    from ddbench.observer import default_recipe, get_observer
+    from ddbench.observer import get_observer, run_recipe
     from ddbench.reporting.console import ConsoleUI
     from ddbench.runner import data_options
 
     arch = registry.get_architecture(args.arch)
     dataset = registry.get_dataset(args.dataset).load(data_options(args))
+    device = resolve_device(args.device)
     with ConsoleUI(quiet=args.quiet, every=args.progress_every) as ui:
         observer = get_observer(
-            dataset, arch, resolve_device(args.device), seed=args.observer_seed,
-            recipe=default_recipe(dataset.name, epochs=args.observer_epochs),
+            dataset, arch, device, seed=args.observer_seed,
+            recipe=run_recipe(dataset.name, device, epochs=args.observer_epochs),
             cache=Path(args.cache_dir) if args.cache_dir else None,
             checkpoint=Path(args.observer_checkpoint) if args.observer_checkpoint else None,
             progress_factory=ui.progress,

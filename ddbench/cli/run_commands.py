@@ -99,7 +99,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from ddbench.host import registry
     from ddbench.store.artifacts import load_distilled
     from ddbench.runtime.measure import resolve_device
-    from ddbench.observer import default_recipe, get_observer
+    from ddbench.observer import get_observer, run_recipe
     from ddbench.runner import check_saved_fits, data_options
     from ddbench.interop.ddranking_format import ddranking_dataset, export_ddranking
     from ddbench.interop.set_formats import export_imagefolder, teacher_logits
@@ -118,7 +118,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     arch = registry.get_architecture(args.arch)
     device = resolve_device(args.device)
     observer = get_observer(dataset, arch, device, seed=args.observer_seed,
-                            recipe=default_recipe(dataset.name, epochs=args.observer_epochs),
+                            recipe=run_recipe(dataset.name, device, epochs=args.observer_epochs),
                             cache=Path(args.cache_dir) if args.cache_dir else None,
                             checkpoint=Path(args.observer_checkpoint) if args.observer_checkpoint else None)
     logits = teacher_logits(observer.model, distilled.images, device)

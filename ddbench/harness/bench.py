@@ -122,7 +122,7 @@ def bench(config: BenchConfig, ui) -> dict[str, Any]:
     from ddbench.store.io import atomic_write_json
     from ddbench.runner import data_options
     from ddbench.runtime.measure import resolve_device
-    from ddbench.observer import default_recipe, get_observer
+    from ddbench.observer import get_observer, run_recipe
 
     assignments = plan_bench(config)
     dataset = registry.get_dataset(config.run.dataset).load(data_options(config.run))
@@ -134,7 +134,7 @@ def bench(config: BenchConfig, ui) -> dict[str, Any]:
     for arch_name in config.archs:  # train or load once here, so a worker only loads
         observer = get_observer(
             dataset, registry.get_architecture(arch_name), device, seed=config.run.observer_seed,
-            recipe=default_recipe(dataset.name, epochs=config.run.observer_epochs),
+            recipe=run_recipe(dataset.name, device, epochs=config.run.observer_epochs),
             cache=Path(config.run.cache_dir) if config.run.cache_dir else None,
             checkpoint=Path(config.run.observer_checkpoint) if config.run.observer_checkpoint else None,
             progress_factory=ui.progress)

@@ -41,7 +41,7 @@ def measure_method(spec: dict[str, Any], log: Callable[[str], None]) -> dict[str
     from ddbench.contracts import DistillTask
     from ddbench.runtime.measure import measure_stage, release_freed_memory, resolve_device
     from ddbench.runner import data_options
-    from ddbench.observer import default_recipe, get_observer
+    from ddbench.observer import get_observer, run_recipe
     from ddbench.settings.options import apply_overrides
 
     dataset = registry.get_dataset(spec["dataset"]).load(data_options(SimpleNamespace(**spec)))
@@ -52,7 +52,7 @@ def measure_method(spec: dict[str, Any], log: Callable[[str], None]) -> dict[str
     device = resolve_device(spec["device"])
     arch = registry.get_architecture(spec["arch"])
     observer = get_observer(
-        dataset, arch, device, seed=spec["observer_seed"], recipe=default_recipe(dataset.name, epochs=spec["observer_epochs"]),
+        dataset, arch, device, seed=spec["observer_seed"], recipe=run_recipe(dataset.name, device, epochs=spec["observer_epochs"]),
         cache=Path(spec["cache_dir"]) if spec["cache_dir"] else None,
         checkpoint=Path(spec["observer_checkpoint"]) if spec["observer_checkpoint"] else None)
     distiller = registry.get_distiller(spec["method"])

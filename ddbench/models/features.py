@@ -12,6 +12,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+# The memory format methods give an observer's inputs: channels-last runs convolutions faster on
+# the CPU (oneDNN) and the GPU (cuDNN); ``benchmarks/test_channels_last.py`` measures it.
+OBSERVER_MEMORY_FORMAT = torch.channels_last
+
 
 class _StopForward(Exception):
     """Raised from the hook to skip the rest of the forward pass; never escapes this module."""

@@ -14,7 +14,7 @@ from ddbench.store.artifacts import RunStore, load_distilled, save_distilled, un
 from ddbench.reporting.exports import write_image_grid
 from ddbench.store.io import ArtifactError
 from ddbench.runtime.measure import measure_stage
-from ddbench.observer import default_recipe, get_observer
+from ddbench.observer import get_observer, run_recipe
 from ddbench.store.partials import PartialStore
 from ddbench.pipeline.context import RunContext, summarize, training_identity, versions
 from ddbench.pipeline.evaluate import evaluate_one
@@ -74,7 +74,7 @@ def full_data_accuracy(ctx: RunContext) -> tuple[float, str]:
         return ctx.observer.test_accuracy, str(ctx.observer.checkpoint)
     config = ctx.config
     model = get_observer(ctx.dataset, ctx.plan.verifier_arch, ctx.device, seed=config.observer_seed,
-                         recipe=default_recipe(ctx.dataset.name, epochs=config.observer_epochs),
+                         recipe=run_recipe(ctx.dataset.name, ctx.device, epochs=config.observer_epochs, budget=config.budget),
                          cache=Path(config.cache_dir) if config.cache_dir else None, progress_factory=ctx.ui.progress)
     return model.test_accuracy, str(model.checkpoint)
 

@@ -13,7 +13,7 @@ from ddbench.store.artifacts import RunStore, git_revision
 from ddbench.reporting.exports import write_step_outputs, write_tables
 from ddbench.store.io import atomic_write_json, atomic_write_text
 from ddbench.runtime.measure import resolve_device
-from ddbench.observer import default_recipe, get_observer, load_teacher
+from ddbench.observer import get_observer, load_teacher, run_recipe
 from ddbench.reporting.console import SilentUI
 from ddbench.pipeline.config import RESULTS_SCHEMA, RunConfig, check_devices, plan_run
 from ddbench.pipeline.context import RunContext, versions
@@ -61,8 +61,7 @@ def run(config: RunConfig, ui) -> dict[str, Any]:
     # rank 0 trains the observer if it must; the others then load it from the cache
     observer = main_first(cluster, lambda: get_observer(
         dataset, plan.observer_arch, device, seed=config.observer_seed,
-        recipe=default_recipe(dataset.name, epochs=config.observer_epochs, precision=budget.precision,
-                              channels_last=budget.channels_last == "on", compile=budget.compile),
+        recipe=run_recipe(dataset.name, device, epochs=config.observer_epochs, budget=budget),
         cache=Path(config.cache_dir) if config.cache_dir else None,
         checkpoint=Path(config.observer_checkpoint) if config.observer_checkpoint else None,
         progress_factory=ui.progress,
