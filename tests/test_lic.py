@@ -68,7 +68,8 @@ def test_plugin_found_through_entry_point():
 def test_selection_keeps_exactly_the_lowest_loss_images(dataset):
     observer = tiny_observer()
     ipc = 2
-    distilled = LICDistiller().distill(make_task(dataset, observer, ipc=ipc, subset_size=100, compensation=False))
+    distilled = LICDistiller().distill(make_task(dataset, observer, ipc=ipc, subset_size=100, compensation=False,
+                                                   diversity="none"))  # the paper's top scores
     for label, pool in dataset.train_indices_by_class().items():
         losses = brute_force_ce(observer, dataset, pool.tolist())
         expected = sorted(losses, key=lambda i: losses[i])[:4 * ipc]
@@ -84,7 +85,7 @@ def test_selection_on_a_seeded_subset_and_random_ablation(dataset):
 
     def kept(seed, selection):
         out = LICDistiller().distill(make_task(dataset, observer, seed=seed, subset_size=10, selection=selection,
-                                               compensation=False))
+                                               compensation=False, diversity="none" if selection else None))
         return out, {c: sorted(sum(out.extras["source_indices"][str(c)], [])) for c in range(3)}
 
     top0, top_sets = kept(0, True)
@@ -429,3 +430,11 @@ def test_m_is_resolved_per_dataset_and_a_given_m_wins():
 
     plan = plan_run(RunConfig(methods=["lic"], ipc=1, seeds=[0]))
     assert plan.method_options["lic"].iterations == 50
+
+
+def test_diversity_defaults_to_clusters_with_selection_and_none_without():
+    assert LICOptions().for_dataset("imagefolder").diversity == "clusters"
+    assert LICOptions(selection=False).for_dataset("imagefolder").diversity == "none"
+    assert LICOptions(diversity="none").for_dataset("imagefolder").diversity == "none"
+    # what a run records and keys: the explicit value and the default resolve alike
+    assert LICOptions().for_dataset("digits") == LICOptions(diversity="clusters").for_dataset("digits")

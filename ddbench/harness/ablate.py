@@ -120,7 +120,10 @@ def plan_points(base, sweeps: list[str] | None, values: dict[str, list[int]]) ->
     defaults = distiller.resolve_options(distiller.options_class(), base.dataset)
     for point in points:
         assignments = base_options + [f"{k}={v}" for k, v in point.overrides.items()]
-        options = distiller.resolve_options(apply_overrides(defaults, assignments, what=f"method {method!r}"), base.dataset)
+        # overrides go on the options as declared, then resolve: a default that follows another
+        # option (LIC's diversity follows selection) must see the point's value of it
+        options = distiller.resolve_options(apply_overrides(distiller.options_class(), assignments, what=f"method {method!r}"),
+                                            base.dataset)
         folder = root / "runs" / options_slug(method, options, defaults)
         point.config = dataclasses.replace(
             base, methods=[method], method_options={method: assignments}, evaluator=point.evaluator,
