@@ -69,8 +69,8 @@ class LICOptions:
       so this trades a little score for coverage of the class (RDED's diversity argument);
       ``none`` keeps the N x IPC top-scored images of the subset (the paper). Unset, it is
       ``clusters`` with ``selection`` and ``none`` without (random picks have no clusters).
-      Chosen on two validation splits (``lic_plugin/README.md``): tiny-imagenet-10 at 32 px and
-      Fashion-MNIST, IPC 10.
+      Chosen on three validation splits (``lic_plugin/README.md``): tiny-imagenet-10 at 32 px,
+      Fashion-MNIST and the embedded digits, IPC 10.
     - ``dsa_strategy``: DSA families of the transformation group G in Eq. 8 (``none`` = identity).
     - ``batch_size``: distilled images optimised together (bounds memory only: each image's
       objective is its own Eq. 8 loss, so the result does not depend on how images are batched
