@@ -11,8 +11,9 @@ Every cache key and every saved artifact carries a *data identity*:
 - ``evaluation``: a digest of the images accuracy is measured on (test or validation split).
 
 A source's digest comes from its ``fingerprint()`` method: tensor sources hash their pixels
-and labels; image folders hash every file's path (relative to the folder), size and
-modification time with the labels. A source without ``fingerprint()`` (a third-party
+and labels; image folders hash every file's path (relative to the folder) and bytes with the
+labels (remembered in the cache folder under the files' sizes and modification times, so a
+re-copied folder keeps its identity and an unchanged one is not read again). A source without ``fingerprint()`` (a third-party
 dataset plugin) is hashed by content, by loading every image once.
 """
 

@@ -28,6 +28,7 @@ from ddbench.contracts import DataOptions, Normalization
 from ddbench.data.base import Dataset, normalize
 from ddbench.data.decoded import DEFAULT_MEMORY_BUDGET_GIB, DecodedPixels, default_workers
 from ddbench.data.errors import DataFileError, DataRootError
+from ddbench.store.io import atomic_write_text
 
 DEFAULT_IMAGE_SIZE = 64
 IMAGENET_NORMALIZATION = Normalization(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
@@ -72,20 +73,58 @@ class ImageFolderSource:
     def __len__(self) -> int:
         return len(self.paths)
 
-    def fingerprint(self) -> str:
-        """A digest of every file's path (relative to the folders' common root), size and
-        modification time, the labels and the working size: editing, adding, removing or
-        relabelling a file changes it, moving the whole folder does not."""
+    def fingerprint(self, progress=lambda n: None) -> str:
+        """A digest of every file's path (relative to the folders' common root) and bytes, the
+        labels and the working size: editing, adding, removing or relabelling a file changes it;
+        moving or copying the folder does not, so a copy staged to a node's scratch disk finds
+        the observers, decoded pixels and results of the last copy. With a cache folder the
+        digest is remembered under the files' sizes and modification times, and the files are
+        read again only when those change; ``progress(n)`` is told of each file read."""
         import hashlib
 
+        memo = self._fingerprint_memo()
+        if memo is not None and memo.is_file():
+            remembered = memo.read_text().strip()
+            if len(remembered) == 64 and all(c in "0123456789abcdef" for c in remembered):
+                return remembered
+        content = hashlib.sha256(f"{self._digest_header()}:content".encode())
+        for name, path in zip(self._relative_names(), self.paths):
+            with open(path, "rb") as file:
+                data = file.read()
+            content.update(f"{name}\0{len(data)}\n".encode())
+            content.update(data)
+            progress(1)
+        digest = content.hexdigest()
+        if memo is not None:
+            atomic_write_text(memo, digest + "\n")
+        return digest
+
+    def fingerprint_pending(self) -> int:
+        """Files a :meth:`fingerprint` would read now (none when the cache folder remembers it)."""
+        memo = self._fingerprint_memo()
+        return 0 if memo is not None and memo.is_file() else len(self.paths)
+
+    def _digest_header(self) -> str:
         from ddbench.data.identity import tensor_digest
 
+        return f"image-folder:{self.image_size}:{tensor_digest(self.labels)}"
+
+    def _relative_names(self) -> list[str]:
         root = os.path.commonpath(self.paths) if self.paths else ""
-        digest = hashlib.sha256(f"image-folder:{self.image_size}:{tensor_digest(self.labels)}".encode())
-        for path in self.paths:
+        return [os.path.relpath(path, root) for path in self.paths]
+
+    def _fingerprint_memo(self) -> Path | None:
+        """Where the content digest of the files as they are now listed (names, sizes,
+        modification times) is remembered; None without a cache folder."""
+        if not self.cache_root:
+            return None
+        import hashlib
+
+        listing = hashlib.sha256(f"{self._digest_header()}:listing".encode())
+        for name, path in zip(self._relative_names(), self.paths):
             stat = os.stat(path)
-            digest.update(f"{os.path.relpath(path, root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-        return digest.hexdigest()
+            listing.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        return Path(self.cache_root) / "identity" / f"{listing.hexdigest()[:32]}.sha256"
 
     def decode_file(self, path: str) -> torch.Tensor:
         """One file as uint8 [3, S, S] (resized and cropped in float, rounded to 8 bits); a

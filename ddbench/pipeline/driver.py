@@ -19,7 +19,7 @@ from ddbench.pipeline.config import RESULTS_SCHEMA, RunConfig, check_devices, pl
 from ddbench.pipeline.context import RunContext, versions
 from ddbench.pipeline.distil import add_ddranking_metrics, distill_and_evaluate
 from ddbench.pipeline.evaluate import evaluate_saved, saved_set_name
-from ddbench.pipeline.preflight import check_saved_sets_fit, check_saved_sets_unseen, check_writable, decode_ahead, load_dataset
+from ddbench.pipeline.preflight import check_saved_sets_fit, check_saved_sets_unseen, check_writable, decode_ahead, fingerprint_ahead, load_dataset
 
 
 def run(config: RunConfig, ui) -> dict[str, Any]:
@@ -45,6 +45,7 @@ def run(config: RunConfig, ui) -> dict[str, Any]:
 
         check_writable(cache_dir(config.cache_dir), "the cache folder", "--cache-dir (or $DDBENCH_CACHE)")
     dataset = load_dataset(config, plan.dataset_spec, plan)
+    fingerprint_ahead(dataset, ui)
     check_saved_sets_unseen(config.saved_sets, dataset)
     check_saved_sets_fit(config, dataset)
     decode_ahead(dataset, ui)

@@ -52,6 +52,20 @@ def check_writable(folder: Path, what: str, flag: str) -> None:
                        f"folder") from None
 
 
+def fingerprint_ahead(dataset: Dataset, ui: Any) -> None:
+    """Read and hash the training and test files now, as a reported stage, where the source
+    has to (image folders whose digest the cache folder does not yet remember), so that no
+    later step goes silent while it identifies the data."""
+    from ddbench.data.identity import source_digest
+
+    for split, source in (("training", dataset.full_train if dataset.full_train is not None else dataset.train),
+                          ("test", dataset.test)):
+        pending = getattr(source, "fingerprint_pending", lambda: 0)()
+        if pending and getattr(source, "_ddbench_digest", None) is None:
+            source._ddbench_digest = source.fingerprint(ui.progress(f"hash {dataset.name} {split} files", pending))
+        source_digest(source)
+
+
 def decode_ahead(dataset: Dataset, ui: Any) -> None:
     """Decode the training images now, in worker processes, where the source can (image folders
     that fit the memory budget), so no training loop waits on a decoder."""
