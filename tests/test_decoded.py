@@ -107,3 +107,60 @@ def test_decode_ahead_reports_a_stage_only_when_there_is_something_to_decode(tmp
     decode_ahead(load(tmp_path / "data", cache_dir=str(tmp_path / "cache")), UI())  # memory-mapped: nothing to do
     decode_ahead(load(tmp_path / "data", memory_budget_gib=0.0), UI())  # streamed: decoded by the loops' workers
     assert len(stages) == 1
+
+
+def copy_with_new_times(source, target) -> None:
+    """A copy whose files all carry new modification times (as a staging copy to scratch has)."""
+    import os
+    import shutil
+
+    shutil.copytree(source, target, copy_function=shutil.copyfile)
+    for path in target.rglob("*.png"):
+        os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**12))
+
+
+def test_a_copied_folder_keeps_its_identity_and_its_decoded_pixels(tmp_path, monkeypatch):
+    make_imagefolder(tmp_path / "data")
+    first = load(tmp_path / "data", cache_dir=str(tmp_path / "cache"))
+    first.train.fill()
+    copy_with_new_times(tmp_path / "data", tmp_path / "copy")
+    calls = counting(monkeypatch)
+    copy = load(tmp_path / "copy", cache_dir=str(tmp_path / "cache"))
+    assert copy.identity() == first.identity()
+    copy.train.load(torch.arange(len(copy.train)))
+    assert calls == []  # the pixels saved from the first copy are found again
+    uncached = load(tmp_path / "copy")  # no cache folder: read and hashed, the same digest
+    assert uncached.identity() == first.identity()
+
+
+def test_a_changed_byte_changes_the_identity_even_at_the_same_size(tmp_path):
+    make_imagefolder(tmp_path / "data")
+    copy_with_new_times(tmp_path / "data", tmp_path / "copy")
+    path = tmp_path / "copy" / "train" / "cat" / "cat_1.png"
+    data = bytearray(path.read_bytes())
+    data[-13] ^= 0xFF  # inside the last chunk's CRC: the same size, other bytes
+    path.write_bytes(bytes(data))
+    assert load(tmp_path / "copy").identity()["source"] != load(tmp_path / "data").identity()["source"]
+    assert load(tmp_path / "copy").identity()["evaluation"] == load(tmp_path / "data").identity()["evaluation"]
+
+
+def test_the_files_are_hashed_once_per_copy_as_a_reported_stage(tmp_path):
+    from ddbench.pipeline.preflight import fingerprint_ahead
+
+    make_imagefolder(tmp_path / "data")
+    stages = []
+
+    class UI:
+        def progress(self, description, total):
+            stages.append([description, total, 0])
+            return lambda n: stages[-1].__setitem__(2, stages[-1][2] + n)
+
+    first = load(tmp_path / "data", cache_dir=str(tmp_path / "cache"))
+    fingerprint_ahead(first, UI())
+    assert stages == [["hash imagefolder training files", 6, 6], ["hash imagefolder test files", 4, 4]]
+    again = load(tmp_path / "data", cache_dir=str(tmp_path / "cache"))
+    assert again.train.fingerprint_pending() == 0
+    fingerprint_ahead(again, UI())  # remembered: nothing read, no stage
+    assert len(stages) == 2 and again.identity() == first.identity()
+    copy_with_new_times(tmp_path / "data", tmp_path / "copy")
+    assert load(tmp_path / "copy", cache_dir=str(tmp_path / "cache")).train.fingerprint_pending() == 6
