@@ -82,11 +82,13 @@ def cmd_observer_train(args: argparse.Namespace) -> int:
     from ddbench.observer import get_observer, run_recipe
     from ddbench.reporting.console import ConsoleUI
     from ddbench.runner import data_options
+    from ddbench.pipeline.preflight import fingerprint_ahead
 
     arch = registry.get_architecture(args.arch)
     dataset = registry.get_dataset(args.dataset).load(data_options(args))
     device = resolve_device(args.device)
     with ConsoleUI(quiet=args.quiet, every=args.progress_every) as ui:
+        fingerprint_ahead(dataset, ui)
         observer = get_observer(
             dataset, arch, device, seed=args.observer_seed,
             recipe=run_recipe(dataset.name, device, epochs=args.observer_epochs),
