@@ -7,8 +7,9 @@ Each NAME is a row of ``CONFIGURATIONS`` (method options and evaluator options).
 configuration is scored on the validation split only (``--validation 50``: 50 training images
 per class held out, the observer trained without them), never on the test split. Runs share
 one observer through ``--cache-dir``. A finished run is not redone: its ``results.json`` is read
-again. Rows go to ``benchmarks/results/lic_search.csv`` (one per configuration and IPC; an
-existing row is replaced) with the command that produced them.
+again. Rows go to ``benchmarks/results/lic_search.csv`` (one per configuration, IPC and observer: a
+row measured again under the same observer is replaced, one under another observer, such as a
+retrained one, is added) with the command that produced them.
 """
 
 from __future__ import annotations
@@ -93,8 +94,11 @@ def record(rows: list[dict]) -> None:
     if RESULTS.exists():
         with open(RESULTS, newline="") as handle:
             existing = list(csv.DictReader(handle))
-    keys = {(r["dataset"], str(r["image_size"]), str(r["ipc"]), r["name"]) for r in rows}
-    kept = [r for r in existing if (r["dataset"], r["image_size"], r["ipc"], r["name"]) not in keys]
+    def key(row: dict) -> tuple[str, ...]:  # a configuration under one observer: another observer is another row
+        return tuple(str(row[column]) for column in ("dataset", "image_size", "ipc", "name", "observer_validation_accuracy"))
+
+    keys = {key(r) for r in rows}
+    kept = [r for r in existing if key(r) not in keys]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     with open(RESULTS, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS)
