@@ -13,8 +13,9 @@ Every cache key and every saved artifact carries a *data identity*:
 A source's digest comes from its ``fingerprint()`` method: tensor sources hash their pixels
 and labels; image folders hash every file's path (relative to the folder) and bytes with the
 labels (remembered in the cache folder under the files' sizes and modification times, so a
-re-copied folder keeps its identity and an unchanged one is not read again). A source without ``fingerprint()`` (a third-party
-dataset plugin) is hashed by content, by loading every image once.
+re-copied folder keeps its identity and an unchanged one is not read again). A source
+without ``fingerprint()`` (a third-party dataset plugin) is hashed by content, by loading
+every image once.
 """
 
 from __future__ import annotations

@@ -19,7 +19,8 @@ from ddbench.pipeline.config import RESULTS_SCHEMA, RunConfig, check_devices, pl
 from ddbench.pipeline.context import RunContext, versions
 from ddbench.pipeline.distil import add_ddranking_metrics, distill_and_evaluate
 from ddbench.pipeline.evaluate import evaluate_saved, saved_set_name
-from ddbench.pipeline.preflight import check_saved_sets_fit, check_saved_sets_unseen, check_writable, decode_ahead, fingerprint_ahead, load_dataset
+from ddbench.pipeline.preflight import (check_saved_sets_fit, check_saved_sets_unseen, check_writable, decode_ahead,
+                                        fingerprint_ahead, load_dataset)
 
 
 def run(config: RunConfig, ui) -> dict[str, Any]:
