@@ -164,3 +164,25 @@ def test_the_files_are_hashed_once_per_copy_as_a_reported_stage(tmp_path):
     assert len(stages) == 2 and again.identity() == first.identity()
     copy_with_new_times(tmp_path / "data", tmp_path / "copy")
     assert load(tmp_path / "copy", cache_dir=str(tmp_path / "cache")).train.fingerprint_pending() == 6
+
+
+def test_one_source_lists_its_files_once_and_reads_them_once(tmp_path, monkeypatch):
+    import os
+
+    import ddbench.data.imagefolder as imagefolder
+    from ddbench.data.identity import source_digest
+
+    make_imagefolder(tmp_path / "data")
+    train = load(tmp_path / "data", cache_dir=str(tmp_path / "cache")).train
+    stats, reads = [], []
+    real_stat, real_open = os.stat, open
+    monkeypatch.setattr(imagefolder.os, "stat", lambda path, *a, **k: (stats.append(path) if str(path) in train.paths
+                                                                          else None) or real_stat(path, *a, **k))
+    monkeypatch.setattr("builtins.open", lambda path, *a, **k: (reads.append(path) if str(path) in train.paths else None)
+                        or real_open(path, *a, **k))
+    assert train.fingerprint_pending() == 6
+    told = []
+    digest = source_digest(train, told.append)
+    assert train.fingerprint_pending() == 0 and source_digest(train) == digest == train.fingerprint()
+    assert sorted(stats) == sorted(train.paths), "each file is stat'ed once, for pending and fingerprint together"
+    assert sorted(reads) == sorted(train.paths) and told == [1] * 6

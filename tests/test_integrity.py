@@ -149,7 +149,6 @@ def test_cached_evaluations_are_redone_when_the_observer_changes(saved_set):
     assert records[2][1] == records[0][1]
 
 
-
 def test_observer_train_fills_the_cache_entry_that_run_reads(saved_set):
     """``ddbench observer train`` and ``ddbench run`` key the observer with the same recipe (the
     budget's precision and memory format as resolved on the device), so the observer the

@@ -21,6 +21,7 @@ every image once.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -51,13 +52,17 @@ def content_digest(source: Any, batch_size: int = 512) -> str:
     return digest.hexdigest()
 
 
-def source_digest(source: Any) -> str:
+def source_digest(source: Any, progress: Callable[[int], None] | None = None) -> str:
     """The digest of a split: its own ``fingerprint()``, else its content. Computed once per
-    source object (a folder of a million files is listed once)."""
+    source object (a folder of a million files is listed once); ``progress(n)``, when given,
+    is passed to ``fingerprint`` to be told of each file it reads."""
     cached = getattr(source, "_ddbench_digest", None)
     if cached is None:
         fingerprint = getattr(source, "fingerprint", None)
-        cached = fingerprint() if callable(fingerprint) else content_digest(source)
+        if callable(fingerprint):
+            cached = fingerprint() if progress is None else fingerprint(progress)
+        else:
+            cached = content_digest(source)
         try:
             source._ddbench_digest = cached
         except AttributeError:  # a source that takes no new attributes is hashed each time

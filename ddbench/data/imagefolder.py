@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -64,6 +65,7 @@ class ImageFolderSource:
     workers: int = 0
     cache_root: str | None = None  # where decoded splits are saved for later runs; None keeps them in memory only
     _pixels: DecodedPixels | None = field(default=None, init=False, repr=False)
+    _content_digest: str | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if len(self.paths) != len(self.labels):
@@ -82,26 +84,32 @@ class ImageFolderSource:
         read again only when those change; ``progress(n)`` is told of each file read."""
         import hashlib
 
-        memo = self._fingerprint_memo()
+        if self._content_digest is not None:
+            return self._content_digest
+        memo = self._fingerprint_memo
         if memo is not None and memo.is_file():
             remembered = memo.read_text().strip()
             if len(remembered) == 64 and all(c in "0123456789abcdef" for c in remembered):
+                self._content_digest = remembered
                 return remembered
         content = hashlib.sha256(f"{self._digest_header()}:content".encode())
-        for name, path in zip(self._relative_names(), self.paths):
+        for name, path in zip(self._relative_names, self.paths):
             with open(path, "rb") as file:
                 data = file.read()
             content.update(f"{name}\0{len(data)}\n".encode())
             content.update(data)
             progress(1)
-        digest = content.hexdigest()
+        self._content_digest = content.hexdigest()
         if memo is not None:
-            atomic_write_text(memo, digest + "\n")
-        return digest
+            atomic_write_text(memo, self._content_digest + "\n")
+        return self._content_digest
 
     def fingerprint_pending(self) -> int:
-        """Files a :meth:`fingerprint` would read now (none when the cache folder remembers it)."""
-        memo = self._fingerprint_memo()
+        """Files a :meth:`fingerprint` would read now (none once it has run on this source, or
+        when the cache folder remembers it)."""
+        if self._content_digest is not None:
+            return 0
+        memo = self._fingerprint_memo
         return 0 if memo is not None and memo.is_file() else len(self.paths)
 
     def _digest_header(self) -> str:
@@ -109,19 +117,22 @@ class ImageFolderSource:
 
         return f"image-folder:{self.image_size}:{tensor_digest(self.labels)}"
 
+    @cached_property
     def _relative_names(self) -> list[str]:
         root = os.path.commonpath(self.paths) if self.paths else ""
         return [os.path.relpath(path, root) for path in self.paths]
 
+    @cached_property
     def _fingerprint_memo(self) -> Path | None:
         """Where the content digest of the files as they are now listed (names, sizes,
-        modification times) is remembered; None without a cache folder."""
+        modification times) is remembered; None without a cache folder. Listed once per
+        source: :meth:`fingerprint_pending` and :meth:`fingerprint` share one pass of ``stat``."""
         if not self.cache_root:
             return None
         import hashlib
 
         listing = hashlib.sha256(f"{self._digest_header()}:listing".encode())
-        for name, path in zip(self._relative_names(), self.paths):
+        for name, path in zip(self._relative_names, self.paths):
             stat = os.stat(path)
             listing.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
         return Path(self.cache_root) / "identity" / f"{listing.hexdigest()[:32]}.sha256"

@@ -61,9 +61,7 @@ def fingerprint_ahead(dataset: Dataset, ui: Any) -> None:
     for split, source in (("training", dataset.full_train if dataset.full_train is not None else dataset.train),
                           ("test", dataset.test)):
         pending = getattr(source, "fingerprint_pending", lambda: 0)()
-        if pending and getattr(source, "_ddbench_digest", None) is None:
-            source._ddbench_digest = source.fingerprint(ui.progress(f"hash {dataset.name} {split} files", pending))
-        source_digest(source)
+        source_digest(source, ui.progress(f"hash {dataset.name} {split} files", pending) if pending else None)
 
 
 def decode_ahead(dataset: Dataset, ui: Any) -> None:
