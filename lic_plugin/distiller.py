@@ -29,7 +29,7 @@ from ddbench.api import (
 )
 from lic_plugin.compensation import SGD_MOMENTUM, automatic_chunk, compensate, resolve_feature_layer, scoring_batch
 from lic_plugin.options import LICOptions, default_iterations
-from lic_plugin.selection import (draw_subset, embed_images, eval_mode, group_ranks, rank_diverse, rank_kept,
+from lic_plugin.selection import (draw_subset, eval_mode, group_ranks, rank_diverse, rank_kept, score_and_embed,
                                   score_images)
 
 TRACE_POINTS = 10  # the loss is recorded every 10% of the iterations (plus the last one)
@@ -177,11 +177,14 @@ class LICDistiller(Distiller):
         with eval_mode(task.observer):
             batch_size = scoring_batch(task.observer, task.image_shape, task.device)
             subset_images = task.load_train(subset)
-            subset_scores = score_images(task.observer, subset_images, label, batch_size).cpu()
+            if options.diversity == "clusters":
+                layer = resolve_feature_layer(task.observer_arch, task.observer, options.feature_layer)
+                subset_scores, vectors = score_and_embed(task.observer, layer, subset_images, label, batch_size)
+                subset_scores = subset_scores.cpu()
+            else:
+                subset_scores = score_images(task.observer, subset_images, label, batch_size).cpu()
         skip = int(options.selection_skip * len(subset_scores))
         if options.diversity == "clusters":
-            layer = resolve_feature_layer(task.observer_arch, task.observer, options.feature_layer)
-            vectors = embed_images(task.observer, layer, subset_images, batch_size)
             kept = rank_diverse(subset_scores, vectors, options.n * task.ipc, generator, skip=skip)
         else:
             kept = rank_kept(subset_scores, options.n * task.ipc, options.selection, generator, skip=skip)

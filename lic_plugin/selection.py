@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ddbench.api import read_features
+from ddbench.api import FeatureReader, read_features
 
 SCORE_BATCH = 256  # images per scoring forward pass
 
@@ -52,17 +52,45 @@ def score_images(observer: nn.Module, images: torch.Tensor, labels: torch.Tensor
     ``labels`` is one class index for all images or a tensor of them. The scores stay on the
     images' device (float32); nothing here waits for the device.
     """
-    if isinstance(labels, int):
-        labels = torch.full((len(images),), labels, dtype=torch.int64, device=images.device)
-    labels = labels.to(images.device)
+    labels = _label_tensor(labels, images)
     scores = []
     with eval_mode(observer):
         for start in range(0, len(images), batch_size):
             logits = observer(images[start:start + batch_size]).float()
             scores.append(-F.cross_entropy(logits, labels[start:start + batch_size], reduction="none"))
+    return torch.cat(scores) if scores else images.new_zeros(0)
+
+
+@torch.no_grad()
+def score_and_embed(observer: nn.Module, layer: str, images: torch.Tensor, labels: torch.Tensor | int,
+                    batch_size: int = SCORE_BATCH) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`score_images` and :func:`embed_images` from one forward pass per batch (what
+    ``diversity=clusters`` needs): scores on the images' device, vectors on the CPU."""
+    labels = _label_tensor(labels, images)
+    reader = FeatureReader(observer, layer)
+    scores, vectors = [], []
+    with eval_mode(observer):
+        for start in range(0, len(images), batch_size):
+            features, logits = reader.with_output(images[start:start + batch_size])
+            scores.append(-F.cross_entropy(logits.float(), labels[start:start + batch_size], reduction="none"))
+            vectors.append(_unit_mean(features))
     if not scores:
-        return images.new_zeros(0)
-    return torch.cat(scores)
+        return images.new_zeros(0), images.new_zeros(0, 0).cpu()
+    return torch.cat(scores), torch.cat(vectors)
+
+
+def _label_tensor(labels: torch.Tensor | int, images: torch.Tensor) -> torch.Tensor:
+    if isinstance(labels, int):
+        return torch.full((len(images),), labels, dtype=torch.int64, device=images.device)
+    return labels.to(images.device)
+
+
+def _unit_mean(features: torch.Tensor) -> torch.Tensor:
+    """Features averaged over their spatial positions, scaled to unit length (CPU float32)."""
+    features = features.float()
+    if features.dim() > 2:
+        features = features.flatten(2).mean(dim=2)
+    return F.normalize(features, dim=1).cpu()
 
 
 def rank_kept(scores: torch.Tensor, count: int, selection: bool = True,
@@ -99,10 +127,7 @@ def embed_images(observer: nn.Module, layer: str, images: torch.Tensor, batch_si
     vectors = []
     with torch.no_grad(), eval_mode(observer):
         for start in range(0, len(images), batch_size):
-            features = read_features(observer, layer, images[start:start + batch_size]).float()
-            if features.dim() > 2:
-                features = features.flatten(2).mean(dim=2)
-            vectors.append(F.normalize(features, dim=1).cpu())
+            vectors.append(_unit_mean(read_features(observer, layer, images[start:start + batch_size])))
     return torch.cat(vectors) if vectors else images.new_zeros(0, 0).cpu()
 
 

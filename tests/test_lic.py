@@ -18,7 +18,8 @@ from ddbench.tiles import expand, squeeze
 from lic_plugin.compensation import alignment_loss, compensate, resolve_feature_layer
 from lic_plugin.distiller import LICDistiller
 from lic_plugin.options import LICOptions
-from lic_plugin.selection import embed_images, group_ranks, kmeans_assign, rank_diverse, rank_kept, score_images
+from lic_plugin.selection import (embed_images, group_ranks, kmeans_assign, rank_diverse, rank_kept, score_and_embed,
+                                  score_images)
 from tests.conftest import make_dataset
 
 CPU = torch.device("cpu")
@@ -398,6 +399,22 @@ def test_score_images_is_negative_cross_entropy(dataset):
         expected = -F.cross_entropy(observer(images), labels, reduction="none")
     torch.testing.assert_close(score_images(observer, images, labels, batch_size=3), expected)
 
+
+
+def test_clusters_score_and_embed_in_one_forward_pass(dataset):
+    observer = tiny_observer()
+    images = dataset.train.load(torch.arange(10))
+    labels = dataset.train.labels[:10]
+    passes = []
+    handle = observer.register_forward_pre_hook(lambda module, inputs: passes.append(len(inputs[0])))
+    try:
+        scores, vectors = score_and_embed(observer, LAYER, images, labels, batch_size=4)
+    finally:
+        handle.remove()
+    assert passes == [4, 4, 2], "one forward per batch gives both the scores and the vectors"
+    torch.testing.assert_close(scores, score_images(observer, images, labels, batch_size=4))
+    torch.testing.assert_close(vectors, embed_images(observer, LAYER, images, batch_size=4))
+    assert vectors.device.type == "cpu" and vectors.shape[0] == 10
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_loop_has_no_host_sync_and_amp_runs(dataset):

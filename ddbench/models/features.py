@@ -47,18 +47,26 @@ class FeatureReader:
         self.stop_early = stop_early
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self._forward(x, self.stop_early)[0]
+
+    def with_output(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the layer's output, the model's output) from one whole forward pass."""
+        return self._forward(x, stop_early=False)
+
+    def _forward(self, x: torch.Tensor, stop_early: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         captured: list[torch.Tensor] = []
 
         def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
             if captured:
                 return
             captured.append(output)
-            if self.stop_early:
+            if stop_early:
                 raise _StopForward
 
         handle = self.module.register_forward_hook(hook)
+        output = None
         try:
-            self.model(x)
+            output = self.model(x)
         except _StopForward:
             pass
         finally:
@@ -67,7 +75,7 @@ class FeatureReader:
             raise RuntimeError(
                 f"layer {self.layer_name!r} of {type(self.model).__name__} did not run in the forward pass"
             )
-        return captured[0]
+        return captured[0], output
 
 
 def read_features(model: nn.Module, layer_name: str, x: torch.Tensor, stop_early: bool = True) -> torch.Tensor:
