@@ -69,3 +69,36 @@ def stopwatch():
 def rounds(benchmark) -> dict:
     """``benchmark.pedantic`` settings: a warm-up and three rounds when timing; once when disabled."""
     return {"rounds": 1 if benchmark.disabled else 3, "warmup_rounds": 0 if benchmark.disabled else 1, "iterations": 1}
+
+
+def run_in_processes(script: str, argument_lists: list[list[str]], timeout: float) -> list[dict]:
+    """Run ``script`` once per argument list, each in a process of its own and all side by side
+    (peak memory is a per-process figure, so processes do not disturb each other's), and return
+    the JSON object each printed last, in order. A process that fails fails the test with its stderr."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    processes = [subprocess.Popen([sys.executable, script, *arguments], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True, env=env) for arguments in argument_lists]
+    results = []
+    try:
+        for process in processes:
+            stdout, stderr = process.communicate(timeout=timeout)
+            assert process.returncode == 0, stderr
+            results.append(json.loads(stdout.strip().splitlines()[-1]))
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    return results
+
+
+@pytest.fixture
+def in_processes():
+    """:func:`run_in_processes`, for measurements that need a process each."""
+    return run_in_processes

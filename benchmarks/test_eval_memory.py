@@ -1,7 +1,7 @@
 """Evaluation memory stays flat as a squeezed set grows: the relabel evaluator expands tiles
 batch by batch (``ddbench.evaluators.regions.RegionSampler``), never the whole set up front.
 
-Each size runs in its own process (64 px colour images, 4 tiles each, a one-block ConvNet, relabel at
+Each size runs in its own process, both side by side (64 px colour images, 4 tiles each, a one-block ConvNet, relabel at
 batch 64 for 1000 samples, online teacher): the figure is the evaluation's peak memory above what the process
 held when the evaluation started (the set itself included), measured as in ``ddbench run``
 (peak RSS on the CPU, ``max_memory_allocated`` on CUDA). Expanding every tile up front, as
@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
-from pathlib import Path
 
 SIZE, CHANNELS, CLASSES, SIDE = 64, 3, 10, 2
 
@@ -55,15 +53,8 @@ def worker(num_images: int) -> dict:
             "set_bytes": set_bytes, "up_front_expansion_bytes": set_bytes * SIDE * SIDE, "seconds": measure.seconds}
 
 
-def measure(num_images: int) -> dict:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, __file__, str(num_images)], capture_output=True, text=True, env=env, timeout=900)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def test_evaluation_memory_is_flat_in_the_number_of_squeezed_images(benchmark):
-    small, large = measure(100), measure(1000)
+def test_evaluation_memory_is_flat_in_the_number_of_squeezed_images(benchmark, in_processes):
+    small, large = in_processes(__file__, [["100"], ["1000"]], timeout=900)
     mib = 2 ** 20
     for row in (small, large):
         print(f"\n{row['images']} squeezed images (64 px, 4 tiles): evaluation peak {row['peak_above_start'] / mib:.1f} MiB "

@@ -2,7 +2,7 @@
 batches of ``lic.batch_size`` images and computes gradients in chunks (``lic.chunk``, automatic:
 at most 256 MiB of activations on the CPU), so peak memory is bounded by the chunk.
 
-Each IPC runs in its own process on synthetic 64 px colour data (10 classes), a convnet3-bn
+Each IPC runs in its own process, all three side by side, on synthetic 64 px colour data (10 classes), a convnet3-bn
 observer, 1 compensation iteration; the figure is the distillation's peak memory above what the
 process held when it started (peak RSS on the CPU, ``max_memory_allocated`` on CUDA), as
 ``ddbench run`` measures it. Unchunked (``lic.chunk`` = the batch) is printed for reference.
@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
-from pathlib import Path
 
 SIZE, CLASSES, PER_CLASS = 64, 10, 120
 
@@ -51,16 +49,8 @@ def worker(ipc: int, chunk: int) -> dict:
             "chunks_used": sorted({t["chunk"] for t in distilled.extras.get("loss_trace", []) if "chunk" in t})}
 
 
-def measure(ipc: int, chunk: int = 0) -> dict:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, __file__, str(ipc), str(chunk)], capture_output=True, text=True, env=env, timeout=1800)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def test_lic_memory_is_flat_in_the_number_of_distilled_images(benchmark):
-    small, large = measure(1), measure(10)
-    unchunked = measure(10, chunk=100)
+def test_lic_memory_is_flat_in_the_number_of_distilled_images(benchmark, in_processes):
+    small, large, unchunked = in_processes(__file__, [["1", "0"], ["10", "0"], ["10", "100"]], timeout=1800)
     mib = 2 ** 20
     for row in (small, large, unchunked):
         print(f"\nIPC {row['ipc']} ({row['images']} images, chunk {row['chunk'] or 'automatic'} -> {row['chunks_used']}): "

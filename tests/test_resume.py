@@ -26,7 +26,7 @@ from tests.conftest import run_cli
 
 LIC_RUN = ["run", "--method", "lic", "--baseline", "random", "--ipc", "2", "--observer-epochs", "1",
            "--budget-set", "epochs=2", "--seeds", "2", "--evaluator", "train", "--quiet",
-           "--option", "lic.batch_size=2", "--option", "lic.iterations=150"]
+           "--option", "lic.batch_size=2", "--option", "lic.iterations=40"]
 
 
 def _command(cache: Path, out: Path) -> list[str]:
