@@ -31,10 +31,8 @@ from ddbench.data.identity import describe_record
 from ddbench.evaluators.training import compiled, precision_context
 from ddbench.store.io import TORCH_SUFFIXES, ArtifactError, read_metadata
 from ddbench.runtime.metrics import accuracy
-# checkpoint files: re-exported here, where callers have always found them
-from ddbench.observer_files import (EXPLICIT_FIX, FORMAT, TORCH_STATE_DICT, ObserverMismatchError, _freeze, check_cached,  # noqa: F401
-                                    check_compatible, load_observer_checkpoint, load_torch_observer, observer_metadata,
-                                    save_observer, state_dict_from_torch_file)
+from ddbench.observer_files import (TORCH_STATE_DICT, _freeze, check_cached, load_observer_checkpoint, observer_metadata,
+                                    save_observer)
 
 CACHE_ENV = "DDBENCH_CACHE"
 

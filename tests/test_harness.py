@@ -36,7 +36,8 @@ def cache(tmp_path_factory) -> Path:
     """A cache holding the convnet3-bn and resnet18 observers of digits at 8 px (recipe: 1 epoch),
     for the full training set (bench) and for the training set less the validation split (runs)."""
     from ddbench.contracts import DataOptions
-    from ddbench.observer import checkpoint_path, default_recipe, observer_metadata, save_observer
+    from ddbench.observer import checkpoint_path, default_recipe
+    from ddbench.observer_files import observer_metadata, save_observer
     from ddbench.host.registry import get_architecture, get_dataset
 
     root = tmp_path_factory.mktemp("cache")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ddbench.store.io import ArtifactError, load_torch_file
-from ddbench.observer import load_observer_checkpoint
+from ddbench.observer_files import load_observer_checkpoint
 from ddbench.host.registry import get_architecture
 from tests.conftest import run_cli
 

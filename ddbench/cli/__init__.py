@@ -21,7 +21,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from ddbench.settings.budget import BudgetError
     from ddbench.data.errors import DataFileError, DataRootError
     from ddbench.store.io import ArtifactError
-    from ddbench.observer import ObserverMismatchError
+    from ddbench.observer_files import ObserverMismatchError
     from ddbench.settings.options import OptionError
     from ddbench.host.registry import UnknownNameError
     from ddbench.runner import RunError
