@@ -73,27 +73,6 @@ def test_digits_normalization_constants():
     assert train_pixels.std().item() == pytest.approx(NORMALIZATION.std[0], abs=1e-3)
 
 
-
-def test_digits_split_is_kept_in_the_cache_folder_and_read_without_scikit_learn(tmp_path):
-    import subprocess
-    import sys
-
-    from ddbench.data.digits import _read_split, split_pixels
-
-    fresh = split_pixels()
-    first = split_pixels(str(tmp_path))
-    (saved,) = (tmp_path / "datasets").glob("digits-sklearn-*.safetensors")
-    assert all(torch.equal(a, b) for a, b in zip(fresh, first))
-    code = ("import sys; from ddbench.contracts import DataOptions; from ddbench.data.digits import load_digits; "
-            f"d = load_digits(DataOptions(cache_dir={str(tmp_path)!r})); "
-            "print(len(d.train), len(d.test), 'sklearn' in sys.modules)")
-    later = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert later.returncode == 0, later.stderr
-    assert later.stdout.split() == ["1437", "360", "False"]  # a later process reads the split, imports no scikit-learn
-    saved.write_bytes(b"not a safetensors file")
-    assert all(torch.equal(a, b) for a, b in zip(fresh, split_pixels(str(tmp_path))))  # a broken file is computed again
-    assert _read_split(saved) is not None  # ... and written whole
-
 # ----------------------------------------------------------------------------- MNIST-style idx files
 
 
