@@ -60,6 +60,10 @@ CONFIGURATIONS: dict[str, tuple[str, list[str], list[str]]] = {
 }
 
 
+class ConfigurationFailed(RuntimeError):
+    """A configuration whose ``ddbench run`` failed; the message names it and its log."""
+
+
 def run_one(name: str, args: argparse.Namespace) -> dict:
     method, options, eval_options = CONFIGURATIONS[name]
     out = Path(args.runs) / f"ipc{args.ipc}" / name
@@ -73,9 +77,14 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
     results_file = out / "results.json"
     if not results_file.exists():
         out.mkdir(parents=True, exist_ok=True)
-        with open(out / "search.log", "w") as log:
-            subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=True,
-                           env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
+        log_path = out / "search.log"
+        with open(log_path, "w") as log:
+            done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT,
+                                  env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
+        if done.returncode != 0:
+            lines = log_path.read_text().strip().splitlines()
+            raise ConfigurationFailed(f"{name}: ddbench exited with {done.returncode}: {lines[-1] if lines else '(no output)'} "
+                                      f"(the whole log: {log_path})")
     results = json.loads(results_file.read_text())
     entry = results["methods"][method]
     return {
@@ -121,10 +130,16 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in args.names if n not in CONFIGURATIONS]
     if unknown:
         parser.error(f"unknown configuration(s) {', '.join(unknown)}; known: {', '.join(CONFIGURATIONS)}")
-    rows, lock = [], threading.Lock()
+    rows, failures, lock = [], [], threading.Lock()
 
     def finish(name: str) -> None:
-        row = run_one(name, args)
+        try:
+            row = run_one(name, args)
+        except ConfigurationFailed as failure:  # the other configurations still run
+            with lock:
+                failures.append(str(failure))
+            print(f"failed: {failure}", file=sys.stderr)
+            return
         with lock:  # each row is recorded as soon as it is known
             rows.append(row)
             record([row])
@@ -137,7 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     for row in sorted(rows, key=lambda r: -r["validation_accuracy_mean"]):
         print(f"{row['name']:>16}: {row['validation_accuracy_mean']:.2f} ± {row['validation_accuracy_std']:.2f} "
               f"({row['per_seed']})")
-    return 0
+    for failure in failures:
+        print(f"failed: {failure}", file=sys.stderr)
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":
