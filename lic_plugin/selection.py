@@ -65,7 +65,8 @@ def score_images(observer: nn.Module, images: torch.Tensor, labels: torch.Tensor
 def score_and_embed(observer: nn.Module, layer: str, images: torch.Tensor, labels: torch.Tensor | int,
                     batch_size: int = SCORE_BATCH) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`score_images` and :func:`embed_images` from one forward pass per batch (what
-    ``diversity=clusters`` needs): scores on the images' device, vectors on the CPU."""
+    ``diversity=clusters`` needs): scores on the images' device, vectors on the CPU, copied there
+    once after the last batch, so the device never waits on the host between batches."""
     labels = _label_tensor(labels, images)
     reader = FeatureReader(observer, layer)
     scores, vectors = [], []
@@ -76,7 +77,7 @@ def score_and_embed(observer: nn.Module, layer: str, images: torch.Tensor, label
             vectors.append(_unit_mean(features))
     if not scores:
         return images.new_zeros(0), images.new_zeros(0, 0).cpu()
-    return torch.cat(scores), torch.cat(vectors)
+    return torch.cat(scores), torch.cat(vectors).cpu()
 
 
 def _label_tensor(labels: torch.Tensor | int, images: torch.Tensor) -> torch.Tensor:
@@ -86,11 +87,12 @@ def _label_tensor(labels: torch.Tensor | int, images: torch.Tensor) -> torch.Ten
 
 
 def _unit_mean(features: torch.Tensor) -> torch.Tensor:
-    """Features averaged over their spatial positions, scaled to unit length (CPU float32)."""
+    """Features averaged over their spatial positions, scaled to unit length (float32, on the
+    features' device: callers copy to the CPU once, after the last batch)."""
     features = features.float()
     if features.dim() > 2:
         features = features.flatten(2).mean(dim=2)
-    return F.normalize(features, dim=1).cpu()
+    return F.normalize(features, dim=1)
 
 
 def rank_kept(scores: torch.Tensor, count: int, selection: bool = True,
@@ -128,7 +130,7 @@ def embed_images(observer: nn.Module, layer: str, images: torch.Tensor, batch_si
     with torch.no_grad(), eval_mode(observer):
         for start in range(0, len(images), batch_size):
             vectors.append(_unit_mean(read_features(observer, layer, images[start:start + batch_size])))
-    return torch.cat(vectors) if vectors else images.new_zeros(0, 0).cpu()
+    return torch.cat(vectors).cpu() if vectors else images.new_zeros(0, 0).cpu()
 
 
 KMEANS_ITERATIONS = 20

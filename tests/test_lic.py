@@ -400,7 +400,6 @@ def test_score_images_is_negative_cross_entropy(dataset):
     torch.testing.assert_close(score_images(observer, images, labels, batch_size=3), expected)
 
 
-
 def test_clusters_score_and_embed_in_one_forward_pass(dataset):
     observer = tiny_observer()
     images = dataset.train.load(torch.arange(10))
@@ -415,6 +414,25 @@ def test_clusters_score_and_embed_in_one_forward_pass(dataset):
     torch.testing.assert_close(scores, score_images(observer, images, labels, batch_size=4))
     torch.testing.assert_close(vectors, embed_images(observer, LAYER, images, batch_size=4))
     assert vectors.device.type == "cpu" and vectors.shape[0] == 10
+
+
+@pytest.mark.parametrize("embed", [
+    lambda observer, images, labels: score_and_embed(observer, LAYER, images, labels, batch_size=4),
+    lambda observer, images, labels: embed_images(observer, LAYER, images, batch_size=4),
+], ids=["score_and_embed", "embed_images"])
+def test_embedding_copies_to_the_host_once_not_per_batch(dataset, monkeypatch, embed):
+    # On CUDA each copy to the CPU waits for the device: one copy after the last of three batches.
+    observer = tiny_observer()
+    images = dataset.train.load(torch.arange(10))
+    labels = dataset.train.labels[:10]
+    copies = []
+    to_cpu = torch.Tensor.cpu
+    monkeypatch.setattr(torch.Tensor, "cpu", lambda tensor, *args, **kwargs: copies.append(tuple(tensor.shape))
+                        or to_cpu(tensor, *args, **kwargs))
+    embed(observer, images, labels)
+    assert len(copies) == 1, f"copied to the host {len(copies)} times for three batches: {copies}"
+    assert copies[0][0] == 10
+
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_loop_has_no_host_sync_and_amp_runs(dataset):
