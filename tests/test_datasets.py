@@ -64,6 +64,43 @@ def test_digits_split_is_fixed_and_stratified(digits):
     assert set(digits.train.labels.tolist()) == set(range(10)) == set(digits.test.labels.tolist())
 
 
+def test_frozen_digits_split_is_scikit_learns_split_and_pixels():
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    from ddbench.data import digits as digits_module
+    from ddbench.data.digits_split import TEST_INDICES, TRAIN_INDICES
+
+    reference = load_digits()
+    train_idx, test_idx = train_test_split(np.arange(len(reference.target)), test_size=digits_module.TEST_FRACTION,
+                                           random_state=digits_module.SPLIT_SEED, stratify=reference.target)
+    assert TRAIN_INDICES == tuple(train_idx.tolist()) and TEST_INDICES == tuple(test_idx.tolist())
+    pixels, labels = digits_module.digits_pixels()
+    assert torch.equal(pixels, torch.from_numpy(reference.images).float().div(16.0).unsqueeze(1))
+    assert torch.equal(labels, torch.from_numpy(reference.target).long())
+
+
+def test_digits_read_through_scikit_learn_where_its_data_file_moved(digits, monkeypatch):
+    from ddbench.data import digits as digits_module
+
+    monkeypatch.setattr(digits_module, "_shipped_data_file", lambda: None)
+    train_pixels, train_labels, test_pixels, test_labels = digits_module.split_pixels()
+    assert torch.equal(train_pixels, digits.train.pixels) and torch.equal(test_pixels, digits.test.pixels)
+    assert torch.equal(train_labels, digits.train.labels) and torch.equal(test_labels, digits.test.labels)
+
+
+def test_loading_the_digits_imports_no_scikit_learn():
+    import subprocess
+    import sys
+
+    code = ("import sys; from ddbench.contracts import DataOptions; from ddbench.data.digits import load_digits; "
+            "data = load_digits(DataOptions()); assert len(data.train) == 1437; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'sklearn'))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", f"scikit-learn modules imported: {done.stdout.strip()}"
+
+
 def test_digits_normalization_constants():
     from ddbench.data.digits import NORMALIZATION, split_pixels
 
