@@ -200,6 +200,14 @@ def test_sre2l_refuses_bn_free_observer() -> None:
     distiller.check_observer(registry.get_architecture("resnet18"))
 
 
+def test_a_refused_observer_is_a_run_error_naming_method_and_observer() -> None:
+    from ddbench.pipeline.config import RunError, check_method_observer
+
+    with pytest.raises(RunError, match=r"^method 'sre2l' cannot use observer 'convnet3': .*convnet3-bn"):
+        check_method_observer("sre2l", SRe2LDistiller(), registry.get_architecture("convnet3"))
+    check_method_observer("sre2l", SRe2LDistiller(), registry.get_architecture("convnet3-bn"))
+
+
 def test_cli_refuses_bn_free_observer_before_training(tmp_path) -> None:
     started = time.monotonic()
     result = subprocess.run(

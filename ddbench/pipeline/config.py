@@ -86,10 +86,7 @@ class Plan:
 
 def check_method_observer(name: str, distiller: Any, arch: Any) -> None:
     """The method's own ``check_observer``, as a RunError naming both."""
-    try:
-        distiller.check_observer(arch)
-    except ValueError as exc:
-        raise RunError(f"method {name!r} cannot use observer {arch.name!r}: {exc}") from None
+    call_method_check(name, distiller, "check_observer", arch, what=f" cannot use observer {arch.name!r}")
 
 
 def plan_run(config: RunConfig) -> Plan:
@@ -147,13 +144,14 @@ def plan_run(config: RunConfig) -> Plan:
                 hard_evaluator)
 
 
-def call_method_check(name: str, distiller: Any, hook: str, *args: Any) -> None:
+def call_method_check(name: str, distiller: Any, hook: str, *args: Any, what: str = "") -> None:
     """A method's check ``hook(*args)`` (a :class:`~ddbench.plugin_base.Distiller` method; the base
-    class accepts everything); its ValueError becomes a RunError naming the method."""
+    class accepts everything); its ValueError becomes a RunError naming the method (and ``what``
+    it was checked against)."""
     try:
         getattr(distiller, hook)(*args)
     except ValueError as exc:
-        raise RunError(f"method {name!r}: {exc}") from None
+        raise RunError(f"method {name!r}{what}: {exc}") from None
 
 
 def check_devices(plan: Plan, device: torch.device) -> None:
