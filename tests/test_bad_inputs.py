@@ -51,6 +51,7 @@ REFUSED_BEFORE_WORK = {
     "observer epochs 0": (["--observer-epochs", "0"], r"--observer-epochs must be at least 1, got 0"),
     "negative observer epochs": (["--observer-epochs", "-2"], r"--observer-epochs must be at least 1"),
     "repeated seeds": (["--seeds", "0,0"], r"--seeds lists seed 0 more than once"),
+    "seeds 0": (["--seeds", "0"], r"--seeds needs at least one seed, got 0: a number is a count .*\(2, = seed 2 alone\)"),
     "image size 0": (["--image-size", "0"], r"--image-size must be at least 8, got 0"),
     "negative image size": (["--image-size", "-3"], r"--image-size must be at least 8"),
     "too small for the observer": (["--image-size", "8", "--arch", "convnet4-bn"],

@@ -10,7 +10,7 @@ EXIT_USAGE = 2
 
 
 def _seeds(text: str) -> list[int]:
-    """``3`` means seeds 0, 1, 2; ``0,5,7`` names them."""
+    """``3`` means seeds 0, 1, 2; ``0,5,7`` names them; ``2,`` names seed 2 alone."""
     try:
         if "," in text:
             seeds = [int(part) for part in text.split(",") if part.strip()]
@@ -26,7 +26,8 @@ def _seeds(text: str) -> list[int]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"--seeds takes a count (3) or a list (0,5,7), got {text!r}") from None
     if count < 1:
-        raise argparse.ArgumentTypeError(f"--seeds needs at least one seed, got {count}")
+        raise argparse.ArgumentTypeError(f"--seeds needs at least one seed, got {count}: a number is a count of seeds "
+                                         f"(3 = 0,1,2); to name one seed, end it with a comma (2, = seed 2 alone)")
     return list(range(count))
 
 
@@ -117,7 +118,7 @@ def _add_evaluation_args(parser: argparse.ArgumentParser, evaluator_help: str | 
     parser.add_argument("--validation", type=_at_least("--validation", 0, "0 evaluates on the test split"), default=0, metavar="N",
                         help="hold out N training images per class (seeded) and report accuracy on them instead of the test set: for tuning")
     parser.add_argument("--validation-seed", type=int, default=0, help="seed of the validation split (default: 0)")
-    parser.add_argument("--seeds", type=_seeds, default=[0, 1, 2], help="evaluation seeds: a count (3 = 0,1,2) or a list (default: 3)")
+    parser.add_argument("--seeds", type=_seeds, default=[0, 1, 2], help="evaluation seeds: a count (3 = 0,1,2) or a list (0,5,7; one seed: 2,) (default: 3)")
     if methods:
         parser.add_argument("--distill-seed", type=int, default=0, help="seed of every method's distillation (default: 0)")
         parser.add_argument("--distill-seeds", type=_at_least("--distill-seeds", 1), default=1, metavar="K",
