@@ -2,6 +2,7 @@
 result appended to a results file in the repository, so the search can be re-read and extended.
 
     OMP_NUM_THREADS=1 python benchmarks/lic_search.py NAME [NAME ...] [--ipc 10] [--jobs 2]
+        [--image-size 64 --arch convnet4-bn] [--seeds 2]
 
 Each NAME is a row of ``CONFIGURATIONS`` (method options and evaluator options). Every
 configuration is scored on the validation split only (``--validation 50``: 50 training images
@@ -70,6 +71,10 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
     command = ["ddbench", "run", "--method", method, "--dataset", args.dataset, "--image-size", str(args.image_size),
                "--ipc", str(args.ipc), "--validation", str(args.validation), "--cache-dir", args.cache_dir,
                "--out", str(out), "--data-workers", "0"]
+    if args.arch:
+        command += ["--arch", args.arch]
+    if args.seeds:
+        command += ["--seeds", args.seeds]
     if args.data_root:
         command += ["--data-root", args.data_root]
     command += [part for option in options for part in ("--option", f"{method}.{option}")]
@@ -123,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--ipc", type=int, default=10)
     parser.add_argument("--validation", type=int, default=50)
+    parser.add_argument("--arch", help="observer and verifier architecture (default: ddbench's, convnet3-bn); "
+                                       "the paper's Conv-4 at 64 px: convnet4-bn")
+    parser.add_argument("--seeds", help="evaluation seeds, as ddbench run takes them (default: ddbench's, 3)")
     parser.add_argument("--cache-dir", default=os.environ.get("DDBENCH_CACHE", str(Path.home() / ".cache" / "ddbench")))
     parser.add_argument("--runs", default="runs/lic-search")
     parser.add_argument("--jobs", type=int, default=1, help="configurations run side by side (one thread each)")
