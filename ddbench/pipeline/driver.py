@@ -53,13 +53,14 @@ def run(config: RunConfig, ui) -> dict[str, Any]:
     if cluster.active:
         check_shared_folder(cluster, out)
     store = RunStore(out, writer=cluster.is_main)
-    ui.info(f"dataset {dataset.name}: {len(dataset.train)} train / {len(dataset.test)} test images, "
+    split = "test" if dataset.evaluation_split == "test" else "validation"  # what the accuracies below are on
+    ui.info(f"dataset {dataset.name}: {len(dataset.train)} train / {len(dataset.test)} {split} images, "
             f"shape {dataset.image_shape}, {dataset.num_classes} classes; device {device}"
             + (f"; {cluster.world_size} ranks ({cluster.backend})" if cluster.active else ""))
     teacher = None
     if config.teacher_checkpoint:  # before the observer trains: a bad teacher file must not cost that time
         teacher = load_teacher(Path(config.teacher_checkpoint), dataset, device)
-        ui.info(f"teacher for soft labels: {teacher.arch.name}, test accuracy {teacher.test_accuracy:.2f}% ({teacher.checkpoint})")
+        ui.info(f"teacher for soft labels: {teacher.arch.name}, {split} accuracy {teacher.test_accuracy:.2f}% ({teacher.checkpoint})")
     # rank 0 trains the observer if it must; the others then load it from the cache
     observer = main_first(cluster, lambda: get_observer(
         dataset, plan.observer_arch, device, seed=config.observer_seed,
@@ -70,7 +71,7 @@ def run(config: RunConfig, ui) -> dict[str, Any]:
     ), "observer")
     if cluster.active:
         check_same_file(cluster, observer.checkpoint, "the observer checkpoint", "--cache-dir")
-    ui.info(f"observer {observer.arch.name}: test accuracy {observer.test_accuracy:.2f}% "
+    ui.info(f"observer {observer.arch.name}: {split} accuracy {observer.test_accuracy:.2f}% "
             f"({'trained now' if observer.trained_now else 'loaded'} from {observer.checkpoint})")
     teacher = teacher or observer
     if cluster.is_main:  # the run is under way: its folder gets the resolved config
