@@ -39,7 +39,7 @@ def worker(ipc: int, chunk: int) -> dict:
     observer = arch.build(3, CLASSES, SIZE).to(device).eval()
     for parameter in observer.parameters():
         parameter.requires_grad_(False)
-    options = LICOptions(iterations=1, subset_size=40, chunk=chunk)
+    options = LICOptions(n=4, iterations=1, subset_size=40, chunk=chunk)  # the paper's N (unset, 64 px takes N = 1)
     task = DistillTask(dataset, observer, arch, ipc=ipc, device=device, seed=0, options=options)
     before = current_memory_bytes(device)
     with measure_stage(device) as measure:

@@ -65,7 +65,7 @@ class LICDistiller(Distiller):
         from lic_plugin.compensation import activation_bytes_per_image, automatic_chunk
 
         shape, observer = spec["shape"], spec["observer"]
-        options = options.for_dataset(spec["dataset"])
+        options = options.for_dataset(spec["dataset"], image_side=min(shape.image[1:]))
         layer = resolve_feature_layer(spec["arch"], observer, options.feature_layer)
         side = math.isqrt(options.n)
         images = spec["ipc"] * shape.classes
@@ -84,12 +84,15 @@ class LICDistiller(Distiller):
     @staticmethod
     def _options(task: DistillTask) -> LICOptions:
         options = task.options if task.options is not None else LICOptions()
-        return options.for_dataset(task.dataset.name)
+        return options.for_dataset(task.dataset.name, image_side=min(task.image_shape[1:]))
 
     def resolve_options(self, options: LICOptions, dataset_name: str) -> LICOptions:
         return options.for_dataset(dataset_name)
 
     def default_iterations(self, task: DistillTask) -> tuple[int, str]:
+        options = task.options if task.options is not None else LICOptions()
+        if options.resolved_n(min(task.image_shape[1:])) == 1:
+            return 0, "N = 1: nothing squeezed, nothing to compensate"
         return default_iterations(task.dataset.name)
 
     def _layout(self, task: DistillTask, options: LICOptions) -> list[ImageBatch]:
@@ -108,7 +111,7 @@ class LICDistiller(Distiller):
 
     def check_setup(self, options: LICOptions, image_shape: tuple[int, int, int], ipc: int) -> None:
         """Before any work: the N tiles must divide the image."""
-        check_tiles_fit(options.n, image_shape[1], image_shape[2])
+        check_tiles_fit(options.resolved_n(min(image_shape[1:])), image_shape[1], image_shape[2])
 
     def total_work(self, task: DistillTask) -> int:
         """Per batch: one unit per class selected and one per compensation iteration."""

@@ -22,6 +22,23 @@ PAPER_ITERATIONS = 200  # M in Section 3.1
 DATASET_ITERATIONS = {"digits": 50}
 
 
+PAPER_N = 4  # N in Section 3.1
+# Image sides (the smaller of height and width) where N is 1 when not given: Tiny-ImageNet's
+# scale. On tiny-imagenet-10's validation split at 64 px (Conv-4) four 32 px tiles per image
+# lose to one real image, while at 32 px (Conv-3) four 16 px tiles win (lic_plugin/README.md);
+# the authors' RDED scripts also squeeze nothing for Tiny-ImageNet. From 128 px on the paper's
+# N = 4 holds again: its ImageNet-1K results and the authors' RDED and CIM squeeze 2 x 2 there.
+UNSQUEEZED_SIDES = range(64, 128)
+
+
+def default_n(image_side: int) -> tuple[int, str]:
+    """N for images ``image_side`` pixels a side when ``n`` is not given, and why."""
+    if image_side in UNSQUEEZED_SIDES:
+        return 1, (f"ours: N = 1 from {UNSQUEEZED_SIDES.start} to {UNSQUEEZED_SIDES.stop - 1} px, chosen on a "
+                   f"64 px validation split (lic_plugin/README.md); --option lic.n=4 for the paper's")
+    return PAPER_N, f"the paper's N = {PAPER_N}"
+
+
 def default_iterations(dataset_name: str) -> tuple[int, str]:
     """M for a dataset when ``iterations`` is not given, and why."""
     if dataset_name in DATASET_ITERATIONS:
@@ -35,9 +52,14 @@ class LICOptions:
     """Options of the ``lic`` distiller.
 
     - ``subset_size``: |T'_c|, real images per class drawn at random (seeded) and scored (paper: 300).
-    - ``n``: images squeezed into one distilled image, a perfect square (paper: 4).
+    - ``n``: images squeezed into one distilled image, a perfect square (paper: 4). Unset, it
+      follows the image size (``default_n``): 1 from 64 to 127 px a side (Tiny-ImageNet's scale,
+      where a 64 px validation split preferred one real image to four 32 px tiles), the paper's
+      4 below 64 px and from 128 px (ImageNet's scale).
     - ``iterations``: M, compensation steps per batch of distilled images (default: the paper's
       200; the embedded digits, 8 x 8 images shown at 16 px, take 50: see ``DATASET_ITERATIONS``).
+      Always 0 with N = 1: nothing is squeezed, so Eq. 8 is at its minimum, Delta-x = 0, from
+      the start.
     - ``grouping``: which kept images share a distilled image. ``spread`` (RDED's layout):
       distilled image i holds score ranks i, IPC+i, 2 IPC+i, ...; ``consecutive``: ranks iN .. iN+N-1.
     - ``feature_layer``: observer layer whose output Eq. 8 aligns; ``""`` = the observer
@@ -86,8 +108,8 @@ class LICOptions:
     """
 
     subset_size: int = 300
-    n: int = 4
-    iterations: int | None = None  # None: default_iterations(dataset)
+    n: int | None = None  # None: default_n(image side)
+    iterations: int | None = None  # None: default_iterations(dataset); 0 with N = 1
     grouping: str = "spread"
     feature_layer: str = ""
     optimizer: str = "adam"
@@ -104,9 +126,10 @@ class LICOptions:
     compensation: bool = True
 
     def __post_init__(self) -> None:
-        side = math.isqrt(self.n) if self.n >= 1 else 0
-        if self.n < 1 or side * side != self.n:
-            raise ValueError(f"lic option n={self.n}: N must be a perfect square (1, 4, 9, 16, ...)")
+        if self.n is not None:
+            side = math.isqrt(self.n) if self.n >= 1 else 0
+            if self.n < 1 or side * side != self.n:
+                raise ValueError(f"lic option n={self.n}: N must be a perfect square (1, 4, 9, 16, ...)")
         if self.iterations is not None and self.iterations < 0:
             raise ValueError(f"lic option iterations={self.iterations}: must be 0 or more")
         if self.subset_size < 1:
@@ -138,7 +161,16 @@ class LICOptions:
             return self.diversity
         return "clusters" if self.selection else "none"
 
-    def for_dataset(self, dataset_name: str) -> "LICOptions":
-        """These options with what was left unset resolved for ``dataset_name``: M and diversity."""
+    def resolved_n(self, image_side: int) -> int:
+        """``n`` as used for images ``image_side`` pixels a side: when unset, ``default_n``."""
+        return self.n if self.n is not None else default_n(image_side)[0]
+
+    def for_dataset(self, dataset_name: str, image_side: int | None = None) -> "LICOptions":
+        """These options with what was left unset resolved for ``dataset_name``: M and diversity,
+        and N once the image side is known (the distillation knows it; a run's plan may not).
+        With N = 1 nothing is squeezed, so Eq. 8 is at its minimum (Delta-x = 0) from the start:
+        M is 0."""
+        n = self.n if image_side is None else self.resolved_n(image_side)
         iterations = self.iterations if self.iterations is not None else default_iterations(dataset_name)[0]
-        return dataclasses.replace(self, iterations=iterations, diversity=self.resolved_diversity())
+        return dataclasses.replace(self, n=n, iterations=0 if n == 1 else iterations,
+                                   diversity=self.resolved_diversity())

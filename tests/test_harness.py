@@ -196,8 +196,11 @@ def test_bench_full_iterations_follow_the_plugins_own_config():
     assert full_iterations(SRe2LDistiller(), SRe2LOptions(), task("imagefolder", 64, SRe2LOptions()), False)[0] == 4000
     assert full_iterations(SRe2LDistiller(), SRe2LOptions(), task("cifar10", 32, SRe2LOptions()), False)[0] == 1000
     assert full_iterations(SRe2LDistiller(), SRe2LOptions(iterations=7), None, True) == (7, "--option sre2l.iterations")
-    assert full_iterations(LICDistiller(), LICOptions(), task("imagefolder", 64, LICOptions()), False) == (
+    assert full_iterations(LICDistiller(), LICOptions(), task("imagefolder", 32, LICOptions()), False) == (
         200, "the paper's M = 200")
+    assert full_iterations(LICDistiller(), LICOptions(n=4), task("imagefolder", 64, LICOptions(n=4)), False) == (
+        200, "the paper's M = 200")
+    assert full_iterations(LICDistiller(), LICOptions(), task("imagefolder", 64, LICOptions()), False)[0] == 0  # N = 1
     assert full_iterations(LICDistiller(), LICOptions(), task("digits", 16, LICOptions()), False)[0] == 50
     assert full_iterations(LICDistiller(), LICOptions(iterations=9), None, True) == (9, "--option lic.iterations")
     assert images_per_class(10) == 10 and images_per_class(200) == 1

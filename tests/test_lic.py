@@ -473,3 +473,29 @@ def test_diversity_defaults_to_clusters_with_selection_and_none_without():
     assert LICOptions(diversity="none").for_dataset("imagefolder").diversity == "none"
     # what a run records and keys: the explicit value and the default resolve alike
     assert LICOptions().for_dataset("digits") == LICOptions(diversity="clusters").for_dataset("digits")
+
+
+def test_n_follows_the_image_side_unless_given_and_n_1_compensates_nothing():
+    from lic_plugin.options import default_n
+
+    assert LICOptions().n is None  # unset: the image side decides
+    assert [default_n(side)[0] for side in (8, 16, 28, 32, 63, 64, 96, 127, 128, 224)] == [4] * 5 + [1] * 3 + [4] * 2
+    at_32, at_64 = LICOptions().for_dataset("imagefolder", 32), LICOptions().for_dataset("imagefolder", 64)
+    assert (at_32.n, at_32.iterations) == (4, 200) and (at_64.n, at_64.iterations) == (1, 0)
+    given = LICOptions(n=4).for_dataset("imagefolder", 64)
+    assert (given.n, given.iterations) == (4, 200)  # a given N wins, and M follows it
+    assert LICOptions(n=1, iterations=50).for_dataset("imagefolder", 32).iterations == 0  # nothing to compensate
+    assert LICOptions().for_dataset("imagefolder").n is None  # a plan without the image side leaves N to the run
+
+
+def test_distilling_64_px_images_keeps_whole_real_images_unless_n_is_given():
+    dataset = make_dataset(num_classes=3, per_class=8, size=64)
+    torch.manual_seed(0)
+    observer = registry.get_architecture("convnet2").build(1, 3, 64).eval().requires_grad_(False)
+    whole = LICDistiller().distill(make_task(dataset, observer, ipc=1, subset_size=8))
+    assert whole.tile_grid == 1 and whole.options["n"] == 1 and whole.options["iterations"] == 0
+    sources = [whole.extras["source_indices"][str(label)][0][0] for label in range(3)]
+    assert torch.equal(whole.images, dataset.train.load(torch.tensor(sources)))  # the selected images as they are
+    assert whole.extras["loss_trace"] == []
+    squeezed = LICDistiller().distill(make_task(dataset, observer, ipc=1, subset_size=8, n=4, iterations=2))
+    assert squeezed.tile_grid == 2 and squeezed.options["n"] == 4 and len(squeezed.extras["loss_trace"]) == 1

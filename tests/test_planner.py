@@ -41,7 +41,7 @@ def test_passes_follow_the_methods_options_and_the_budget():
 
 def test_the_command_reads_no_data_and_trains_nothing(tmp_path):
     result = run_cli("run", "--method", "lic", "--baseline", "sre2l", "--dataset", "imagefolder", "--data-root",
-                     str(tmp_path / "absent"), "--plan", "tiny-imagenet", "--arch", "convnet4-bn", "--cache-dir",
+                     str(tmp_path / "absent"), "--plan", "tiny-imagenet", "--arch", "convnet4-bn", "--option", "lic.n=4", "--cache-dir",
                      str(tmp_path / "cache"), "--out", str(tmp_path / "out"), env={"COLUMNS": "200"})
     assert result.returncode == 0, result.stderr
     assert "lic: compensate, M = 200" in result.stdout and "sre2l: recover, 4000 iterations" in result.stdout

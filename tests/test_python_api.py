@@ -40,6 +40,6 @@ def test_plugins_json_lists_every_option_with_default_and_doc():
     assert result.returncode == 0, result.stderr
     plugins = {(p["kind"], p["name"]): p for p in json.loads(result.stdout)["plugins"]}
     lic = {o["name"]: o for o in plugins[("method", "lic")]["options"]}
-    assert lic["n"]["default"] == 4 and "perfect square" in lic["n"]["doc"]
+    assert lic["n"]["default"] is None and "perfect square" in lic["n"]["doc"] and "64 px" in lic["n"]["doc"]
     assert all(o["doc"] for o in plugins[("method", "sre2l")]["options"])
     assert ("architecture", "convnet3-bn") in plugins and "options" not in plugins[("architecture", "convnet3-bn")]
