@@ -90,8 +90,7 @@ class LICDistiller(Distiller):
         return options.for_dataset(dataset_name)
 
     def default_iterations(self, task: DistillTask) -> tuple[int, str]:
-        options = task.options if task.options is not None else LICOptions()
-        if options.resolved_n(min(task.image_shape[1:])) == 1:
+        if self._options(task).n == 1:
             return 0, "N = 1: nothing squeezed, nothing to compensate"
         return default_iterations(task.dataset.name)
 

@@ -31,12 +31,9 @@ PAPER_N = 4  # N in Section 3.1
 UNSQUEEZED_SIDES = range(64, 128)
 
 
-def default_n(image_side: int) -> tuple[int, str]:
-    """N for images ``image_side`` pixels a side when ``n`` is not given, and why."""
-    if image_side in UNSQUEEZED_SIDES:
-        return 1, (f"ours: N = 1 from {UNSQUEEZED_SIDES.start} to {UNSQUEEZED_SIDES.stop - 1} px, chosen on a "
-                   f"64 px validation split (lic_plugin/README.md); --option lic.n=4 for the paper's")
-    return PAPER_N, f"the paper's N = {PAPER_N}"
+def default_n(image_side: int) -> int:
+    """N for images ``image_side`` pixels a side when ``n`` is not given (``UNSQUEEZED_SIDES``)."""
+    return 1 if image_side in UNSQUEEZED_SIDES else PAPER_N
 
 
 def default_iterations(dataset_name: str) -> tuple[int, str]:
@@ -163,7 +160,7 @@ class LICOptions:
 
     def resolved_n(self, image_side: int) -> int:
         """``n`` as used for images ``image_side`` pixels a side: when unset, ``default_n``."""
-        return self.n if self.n is not None else default_n(image_side)[0]
+        return self.n if self.n is not None else default_n(image_side)
 
     def for_dataset(self, dataset_name: str, image_side: int | None = None) -> "LICOptions":
         """These options with what was left unset resolved for ``dataset_name``: M and diversity,

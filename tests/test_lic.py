@@ -479,7 +479,7 @@ def test_n_follows_the_image_side_unless_given_and_n_1_compensates_nothing():
     from lic_plugin.options import default_n
 
     assert LICOptions().n is None  # unset: the image side decides
-    assert [default_n(side)[0] for side in (8, 16, 28, 32, 63, 64, 96, 127, 128, 224)] == [4] * 5 + [1] * 3 + [4] * 2
+    assert [default_n(side) for side in (8, 16, 28, 32, 63, 64, 96, 127, 128, 224)] == [4] * 5 + [1] * 3 + [4] * 2
     at_32, at_64 = LICOptions().for_dataset("imagefolder", 32), LICOptions().for_dataset("imagefolder", 64)
     assert (at_32.n, at_32.iterations) == (4, 200) and (at_64.n, at_64.iterations) == (1, 0)
     given = LICOptions(n=4).for_dataset("imagefolder", 64)
