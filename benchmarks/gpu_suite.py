@@ -8,7 +8,8 @@ Runs, each as its own command, with its output kept under ``--out``:
 2. the paper's Table 3 setting on real data: ``ddbench bench --methods lic,sre2l --arch
    convnet4-bn --dataset imagefolder --image-size 64 --option lic.n=4`` (time per 100 images, peak
    ``max_memory_allocated``; the paper: LIC 13.02 s / 0.65 GB, SRe2L 51.68 s / 1.36 GB on an RTX 4090);
-3. the memory benchmarks (evaluation and LIC against the number of images) on the GPU;
+3. the memory benchmarks (evaluation and LIC against the number of images) on the GPU, and DM's
+   matching step with a pass per class against all classes in one pass;
 4. observer training at 32 px on the GPU (wall time, images decoded once by worker processes).
 
 It prints one summary and writes ``summary.json``. Nothing here runs without a GPU.
@@ -52,6 +53,8 @@ def main() -> int:
                          "--quiet"],  # the paper's Table 3: N = 4 (unset, 64 px takes N = 1)
         "memory_benchmarks": [python, "-m", "pytest", "-q", "-s", "benchmarks/test_eval_memory.py",
                               "benchmarks/test_lic_memory.py", "--benchmark-disable"],
+        # DM's passes on CUDA: all classes together must not be slower than a pass per class
+        "dm_matching": [python, "-m", "pytest", "-q", "-s", "benchmarks/test_dm_matching.py", "--benchmark-disable"],
         "observer_train": [python, "-m", "ddbench", "observer", "train", *data, "--image-size", "32", "--device", "cuda",
                           "--observer-seed", "1", "--quiet"],
         # evaluation with and without the opt-in torch.compile (same seeds; compare the eval_seconds in results.json)

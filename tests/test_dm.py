@@ -48,3 +48,37 @@ def test_matching_lowers_the_embedding_distance_under_fresh_random_networks():
 
     before, after = distance(distilled(0)), distance(distilled(30))
     assert after < 0.7 * before, (before, after)
+
+
+def test_classes_share_forward_passes_only_where_that_changes_nothing_but_speed():
+    from baselines.dm import CUDA_PIXELS_PER_PASS, class_means, embed_classes, images_per_pass
+
+    torch.manual_seed(0)
+    per_sample = get_architecture("convnet2").build(3, 3, 16).train()  # instance norm: no sample sees another
+    batchnorm = get_architecture("convnet2-bn").build(3, 3, 16).train()
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")  # only the device's type is read
+    assert images_per_pass(per_sample, (16, 16), cpu) == 1  # the CPU: a class per pass, its fastest
+    assert images_per_pass(per_sample, (32, 32), cuda) == CUDA_PIXELS_PER_PASS // 1024 == 2560
+    assert images_per_pass(per_sample, (224, 224), cuda) == 52
+    assert images_per_pass(batchnorm, (16, 16), cpu) is None and images_per_pass(batchnorm, (16, 16), cuda) is None
+
+    classes = [torch.randn(4, 3, 16, 16), torch.randn(4, 3, 16, 16), torch.randn(3, 3, 16, 16)]
+    passes = []
+    handle = per_sample.register_forward_pre_hook(lambda module, inputs: passes.append(len(inputs[0])))
+    with torch.no_grad():
+        split = {per_pass: embed_classes(per_sample, classes, per_pass) for per_pass in (1, 8, None)}
+    handle.remove()
+    assert passes == [4, 4, 3, 8, 3, 11]  # a class each; whole classes up to 8 images; all in one
+    assert torch.allclose(split[1], split[8], atol=1e-5) and torch.allclose(split[1], split[None], atol=1e-5)
+
+    # A BatchNorm network's statistics span every class, as in the reference code: one pass, whose
+    # class means differ from those of a pass per class.
+    with torch.no_grad():
+        together = class_means(embed_classes(batchnorm, classes, images_per_pass(batchnorm, (16, 16), cpu)), [4, 4, 3])
+        alone = class_means(embed_classes(batchnorm, classes, 1), [4, 4, 3])
+        direct = torch.stack([block.mean(0) for block in embed(batchnorm, torch.cat(classes)).split([4, 4, 3])])
+    assert torch.allclose(together, direct, atol=1e-6)
+    assert not torch.allclose(together, alone, atol=1e-3)
+    synthetic = [block[:1] for block in classes]
+    assert torch.allclose(matching_loss(batchnorm, classes, synthetic), matching_loss(batchnorm, classes, synthetic, None))
+    assert not torch.isclose(matching_loss(batchnorm, classes, synthetic), matching_loss(batchnorm, classes, synthetic, 1))
