@@ -14,7 +14,7 @@ from ddbench.reporting.exports import write_step_outputs, write_tables
 from ddbench.store.io import atomic_write_json, atomic_write_text
 from ddbench.runtime.measure import resolve_device
 from ddbench.observer import get_observer, load_teacher, run_recipe
-from ddbench.reporting.console import SilentUI
+from ddbench.reporting.console import SilentUI, split_label
 from ddbench.pipeline.config import RESULTS_SCHEMA, RunConfig, check_devices, plan_run
 from ddbench.pipeline.context import RunContext, versions
 from ddbench.pipeline.distil import add_ddranking_metrics, distill_and_evaluate
@@ -53,7 +53,7 @@ def run(config: RunConfig, ui) -> dict[str, Any]:
     if cluster.active:
         check_shared_folder(cluster, out)
     store = RunStore(out, writer=cluster.is_main)
-    split = "test" if dataset.evaluation_split == "test" else "validation"  # what the accuracies below are on
+    split = split_label(dataset.evaluation_split)  # what the accuracies below are on
     ui.info(f"dataset {dataset.name}: {len(dataset.train)} train / {len(dataset.test)} {split} images, "
             f"shape {dataset.image_shape}, {dataset.num_classes} classes; device {device}"
             + (f"; {cluster.world_size} ranks ({cluster.backend})" if cluster.active else ""))

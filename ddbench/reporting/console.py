@@ -168,11 +168,17 @@ class ConsoleUI:
         self.console.print(budget_table(results))
 
 
+def split_label(evaluated_on: str) -> str:
+    """What accuracies are on, in one word: ``test``, or ``validation`` for a split carved from
+    train (``evaluated_on`` / ``Dataset.evaluation_split`` spell out how it was carved)."""
+    return "test" if evaluated_on == "test" else "validation"
+
+
 def results_table(results: dict[str, Any]) -> Table:
     dataset = results["dataset"]
     observer = results["observer"]
     evaluated_on = dataset.get("evaluated_on", "test")
-    split = "test" if evaluated_on == "test" else "validation"
+    split = split_label(evaluated_on)
     title = (
         f"{dataset['name']} · IPC {results['ipc']} · observer {observer['architecture']} "
         f"({observer['test_accuracy']:.2f}% {split}) · verifier {results['verifier']} · evaluator {results['evaluator']['name']}"
@@ -262,7 +268,7 @@ def budget_table(results: dict[str, Any]) -> Table:
         table.add_row("DD-Ranking", f"{ranking['formula']}; full-data hard-label accuracy {ranking['full_hard_accuracy']:.2f}%; "
                                     f"random real images {ranking['random_accuracy']:.2f}%")
     observer = results["observer"]
-    split = "test" if results["dataset"].get("evaluated_on", "test") == "test" else "validation"
+    split = split_label(results["dataset"].get("evaluated_on", "test"))
     table.add_row("observer", f"{observer['architecture']} seed {observer['seed']}, {observer['test_accuracy']:.2f}% {split}, {observer['checkpoint']}")
     table.add_row("device", results["device"])
     if results.get("budget_notes"):
