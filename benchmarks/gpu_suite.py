@@ -10,9 +10,13 @@ Runs, each as its own command, with its output kept under ``--out``:
    ``max_memory_allocated``; the paper: LIC 13.02 s / 0.65 GB, SRe2L 51.68 s / 1.36 GB on an RTX 4090);
 3. the memory benchmarks (evaluation and LIC against the number of images) on the GPU, and DM's
    matching step with a pass per class against all classes in one pass;
-4. observer training at 32 px on the GPU (wall time, images decoded once by worker processes).
+4. observer training at 32 px on the GPU (wall time, images decoded once by worker processes),
+   and evaluation with and without the opt-in ``torch.compile``;
+5. issue 16's table on tiny-imagenet-10 at 32 px, IPC 1, 10 and 50 (``ipc_table``), and issue 18's
+   cross-architecture table (``cross_arch``; DM's 20,000 iterations are most of it).
 
-It prints one summary and writes ``summary.json``. Nothing here runs without a GPU.
+``--steps ipc_table,cross_arch`` runs some of them. It prints one summary and writes
+``summary.json``. Nothing here runs without a GPU.
 """
 
 from __future__ import annotations
@@ -33,38 +37,58 @@ def run(command: list[str], log: Path) -> dict:
             "log": str(log)}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-root", required=True, help="tiny-imagenet-10 (or any image folder)")
-    parser.add_argument("--out", default="runs/gpu-suite")
-    args = parser.parse_args()
-    import torch
-
-    if not torch.cuda.is_available():
-        raise SystemExit("gpu_suite.py needs a CUDA GPU; torch sees none")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    python = sys.executable
-    data = ["--dataset", "imagefolder", "--data-root", args.data_root, "--cache-dir", str(out / "cache")]
-    steps = {
-        "cuda_tests": [python, "-m", "pytest", "-q", "tests/test_gpu_path.py", "tests/test_lic.py", "-k", "cuda or sync"],
-        "bench_table3": [python, "-m", "ddbench", "bench", "--methods", "lic,sre2l", "--arch", "convnet4-bn", *data,
+def suite_steps(python: str, data_root: str, out: Path) -> dict[str, list[str]]:
+    """Every step's command, in the order they run."""
+    data = ["--dataset", "imagefolder", "--data-root", data_root, "--cache-dir", str(out / "cache")]
+    ddbench = [python, "-m", "ddbench"]
+    return {
+        "cuda_tests": [python, "-m", "pytest", "-q", "tests/test_gpu_path.py", "tests/test_dsa.py", "tests/test_lic.py",
+                       "-k", "cuda or sync or compile"],
+        "bench_table3": [*ddbench, "bench", "--methods", "lic,sre2l", "--arch", "convnet4-bn", *data,
                          "--image-size", "64", "--option", "lic.n=4", "--device", "cuda", "--out", str(out / "bench"),
                          "--quiet"],  # the paper's Table 3: N = 4 (unset, 64 px takes N = 1)
         "memory_benchmarks": [python, "-m", "pytest", "-q", "-s", "benchmarks/test_eval_memory.py",
                               "benchmarks/test_lic_memory.py", "--benchmark-disable"],
         # DM's passes on CUDA: all classes together must not be slower than a pass per class
         "dm_matching": [python, "-m", "pytest", "-q", "-s", "benchmarks/test_dm_matching.py", "--benchmark-disable"],
-        "observer_train": [python, "-m", "ddbench", "observer", "train", *data, "--image-size", "32", "--device", "cuda",
-                          "--observer-seed", "1", "--quiet"],
+        "observer_train": [*ddbench, "observer", "train", *data, "--image-size", "32", "--device", "cuda",
+                           "--observer-seed", "1", "--quiet"],
         # evaluation with and without the opt-in torch.compile (same seeds; compare the eval_seconds in results.json)
-        "eval_plain": [python, "-m", "ddbench", "run", "--method", "random", *data, "--image-size", "32", "--device", "cuda",
+        "eval_plain": [*ddbench, "run", "--method", "random", *data, "--image-size", "32", "--device", "cuda",
                        "--observer-seed", "1", "--out", str(out / "eval-plain"), "--quiet"],
-        "eval_compiled": [python, "-m", "ddbench", "run", "--method", "random", *data, "--image-size", "32", "--device",
+        "eval_compiled": [*ddbench, "run", "--method", "random", *data, "--image-size", "32", "--device",
                           "cuda", "--observer-seed", "1", "--option", "budget.compile=on", "--out",
                           str(out / "eval-compiled"), "--quiet"],
+        # issue 16's table at IPC 1, 10 and 50 (the README's GPU table; about 4 minutes on an H200)
+        "ipc_table": [*ddbench, "run", "--method", "lic", "--baseline", "random", "--baseline", "squeeze", "--baseline",
+                      "sre2l", *data, "--image-size", "32", "--ipc", "1,10,50", "--device", "cuda",
+                      "--out", str(out / "ipc-table"), "--progress-every", "30"],
+        # issue 18's Table 2 analogue (DM's 20,000 iterations alone took about 25 minutes on an H200)
+        "cross_arch": [*ddbench, "cross-arch", "--methods", "lic,rded,sre2l,squeeze,dm,random", "--observers",
+                       "convnet3-bn", "--verifiers", "convnet3-bn,resnet18,mobilenetv2", *data, "--image-size", "32",
+                       "--ipc", "10", "--device", "cuda", "--out", str(out / "cross-arch"), "--progress-every", "30"],
     }
-    summary = {name: run(command, out / f"{name}.log") for name, command in steps.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-root", required=True, help="tiny-imagenet-10 (or any image folder)")
+    parser.add_argument("--out", default="runs/gpu-suite")
+    parser.add_argument("--steps", default="", help="comma list of the steps to run, in the suite's order "
+                                                    "(default: all; a machine lent for minutes wants a few)")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    steps = suite_steps(sys.executable, args.data_root, out)
+    chosen = [name.strip() for name in args.steps.split(",") if name.strip()] or list(steps)
+    unknown = [name for name in chosen if name not in steps]
+    if unknown:
+        parser.error(f"unknown step(s) {', '.join(unknown)}; the steps: {', '.join(steps)}")
+    import torch
+
+    if not torch.cuda.is_available():
+        raise SystemExit("gpu_suite.py needs a CUDA GPU; torch sees none")
+    out.mkdir(parents=True, exist_ok=True)
+    summary = {name: run(command, out / f"{name}.log") for name, command in steps.items() if name in chosen}
     for name, entry in summary.items():
         print(f"{name}: exit {entry['returncode']} in {entry['seconds']} s ({entry['log']})")
     bench = out / "bench" / "bench.json"
