@@ -28,7 +28,7 @@ from ddbench.api import (
     run_units, squeeze, unit_generator,
 )
 from lic_plugin.compensation import SGD_MOMENTUM, automatic_chunk, compensate, resolve_feature_layer, scoring_batch
-from lic_plugin.options import LICOptions, default_iterations
+from lic_plugin.options import LICOptions, default_iterations, side_of
 from lic_plugin.selection import (draw_subset, eval_mode, group_ranks, rank_diverse, rank_kept, score_and_embed,
                                   score_images)
 
@@ -65,7 +65,7 @@ class LICDistiller(Distiller):
         from lic_plugin.compensation import activation_bytes_per_image, automatic_chunk
 
         shape, observer = spec["shape"], spec["observer"]
-        options = options.for_dataset(spec["dataset"], image_side=min(shape.image[1:]))
+        options = options.for_dataset(spec["dataset"], image_side=side_of(shape.image))
         layer = resolve_feature_layer(spec["arch"], observer, options.feature_layer)
         side = math.isqrt(options.n)
         images = spec["ipc"] * shape.classes
@@ -84,7 +84,7 @@ class LICDistiller(Distiller):
     @staticmethod
     def _options(task: DistillTask) -> LICOptions:
         options = task.options if task.options is not None else LICOptions()
-        return options.for_dataset(task.dataset.name, image_side=min(task.image_shape[1:]))
+        return options.for_dataset(task.dataset.name, image_side=side_of(task.image_shape))
 
     def resolve_options(self, options: LICOptions, dataset_name: str) -> LICOptions:
         return options.for_dataset(dataset_name)
@@ -110,7 +110,7 @@ class LICDistiller(Distiller):
 
     def check_setup(self, options: LICOptions, image_shape: tuple[int, int, int], ipc: int) -> None:
         """Before any work: the N tiles must divide the image."""
-        check_tiles_fit(options.resolved_n(min(image_shape[1:])), image_shape[1], image_shape[2])
+        check_tiles_fit(options.resolved_n(side_of(image_shape)), image_shape[1], image_shape[2])
 
     def total_work(self, task: DistillTask) -> int:
         """Per batch: one unit per class selected and one per compensation iteration."""

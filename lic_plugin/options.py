@@ -31,6 +31,11 @@ PAPER_N = 4  # N in Section 3.1
 UNSQUEEZED_SIDES = range(64, 128)
 
 
+def side_of(image_shape: tuple[int, int, int]) -> int:
+    """The side that decides N for ``(C, H, W)`` images: the smaller of height and width."""
+    return min(image_shape[1:])
+
+
 def default_n(image_side: int) -> int:
     """N for images ``image_side`` pixels a side when ``n`` is not given (``UNSQUEEZED_SIDES``)."""
     return 1 if image_side in UNSQUEEZED_SIDES else PAPER_N
