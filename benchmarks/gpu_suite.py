@@ -42,15 +42,16 @@ def suite_steps(python: str, data_root: str, out: Path) -> dict[str, list[str]]:
     data = ["--dataset", "imagefolder", "--data-root", data_root, "--cache-dir", str(out / "cache")]
     ddbench = [python, "-m", "ddbench"]
     return {
-        "cuda_tests": [python, "-m", "pytest", "-q", "tests/test_gpu_path.py", "tests/test_dsa.py", "tests/test_lic.py",
+        "cuda_tests": [python, "-m", "pytest", "-q", "tests/test_gpu_path.py", "tests/test_dsa.py", "tests/test_lic.py", "tests/test_dm.py",
                        "-k", "cuda or sync or compile"],
         "bench_table3": [*ddbench, "bench", "--methods", "lic,sre2l", "--arch", "convnet4-bn", *data,
                          "--image-size", "64", "--option", "lic.n=4", "--device", "cuda", "--out", str(out / "bench"),
                          "--quiet"],  # the paper's Table 3: N = 4 (unset, 64 px takes N = 1)
         "memory_benchmarks": [python, "-m", "pytest", "-q", "-s", "benchmarks/test_eval_memory.py",
                               "benchmarks/test_lic_memory.py", "--benchmark-disable"],
-        # DM's passes on CUDA: all classes together must not be slower than a pass per class
-        "dm_matching": [python, "-m", "pytest", "-q", "-s", "benchmarks/test_dm_matching.py", "--benchmark-disable"],
+        # DM on CUDA: all classes together must not be slower than a pass per class, nor DSA's apply_each than a call per class
+        "dm_matching": [python, "-m", "pytest", "-q", "-s", "benchmarks/test_dm_matching.py", "benchmarks/test_dsa_apply_each.py",
+                        "--benchmark-disable"],
         "observer_train": [*ddbench, "observer", "train", *data, "--image-size", "32", "--device", "cuda",
                            "--observer-seed", "1", "--quiet"],
         # evaluation with and without the opt-in torch.compile (same seeds; compare the eval_seconds in results.json)

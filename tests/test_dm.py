@@ -3,6 +3,7 @@ lowers the embedding distance between synthetic and real images under random net
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from baselines.dm import DMDistiller, DMOptions, embed, embedding_network, matching_loss
@@ -82,3 +83,49 @@ def test_classes_share_forward_passes_only_where_that_changes_nothing_but_speed(
     synthetic = [block[:1] for block in classes]
     assert torch.allclose(matching_loss(batchnorm, classes, synthetic), matching_loss(batchnorm, classes, synthetic, None))
     assert not torch.isclose(matching_loss(batchnorm, classes, synthetic), matching_loss(batchnorm, classes, synthetic, 1))
+
+
+def _task(dataset, device, iterations, progress=lambda n: None):
+    arch = get_architecture("convnet2-bn")
+    observer = arch.build(3, 3, 16).eval().to(device)
+    return DistillTask(dataset=dataset, observer=observer, observer_arch=arch, ipc=2, device=device, seed=0,
+                       options=DMOptions(iterations=iterations, batch_real=16), progress=progress)
+
+
+def test_real_images_resident_or_loaded_per_draw_are_the_same_images():
+    from baselines.dm import RESIDENT_BYTES, RealPool
+
+    dataset = tiny_dataset(per_class=24)
+    task = _task(dataset, torch.device("cpu"), 1)
+    pools = task.train_indices_by_class()
+    loaded = RealPool(task, pools)
+    assert not loaded.resident and loaded.where == "loaded each iteration"  # the CPU loads each draw
+    resident = RealPool(task, pools)
+    resident.resident = True  # as on CUDA, here on the CPU: the gather by offsets is the same code
+    generator = torch.Generator().manual_seed(3)
+    for _ in range(3):
+        positions = [torch.randperm(len(pool), generator=generator)[:5] for pool in pools.values()]
+        expected = [dataset.train.load(pool[chosen]) for pool, chosen in zip(pools.values(), positions)]
+        for pool in (loaded, resident):
+            assert all(torch.equal(a, b) for a, b in zip(pool.draw(positions), expected))
+    assert resident.images is not None and len(resident.images) == sum(len(pool) for pool in pools.values())
+    assert 50_000 * 3 * 32 * 32 * 4 <= RESIDENT_BYTES  # CIFAR-10 at 32 px stays on the GPU
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_dm_iterations_have_no_host_sync():
+    dataset = tiny_dataset(per_class=24)
+    iterations = 5
+
+    def progress(done, seen=[0]):  # noqa: B006 (a counter across calls)
+        seen[0] += done
+        # the first iteration may initialise lazily; the rest must never wait for the GPU; the
+        # distiller reads its loss trace once, after the last
+        torch.cuda.set_sync_debug_mode("error" if seen[0] < iterations else "default")
+
+    try:
+        distilled = DMDistiller().distill(_task(dataset, torch.device("cuda"), iterations, progress))
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert distilled.extras["real_images"] == "resident on cuda"
+    assert torch.isfinite(distilled.images).all()

@@ -77,6 +77,39 @@ def test_siamese_is_a_shared_draw():
     assert torch.equal(out_a, dsa.apply(a, params)) and torch.equal(out_b, dsa.apply(b, params))
 
 
+@pytest.mark.parametrize("mode", ("one_family", "all"))
+def test_apply_each_is_apply_per_block_in_fewer_calls(mode):
+    dsa = DSA(mode=mode)
+    generator = gen(21)
+    sizes = (7, 3, 1, 12, 5, 9, 2, 4, 6, 8)
+    for round_ in range(4):
+        blocks = [images(n, seed=100 * round_ + i).requires_grad_(True) for i, n in enumerate(sizes)]
+        params = [dsa.draw((1, 3, H, W), generator, siamese=True) for _ in blocks]
+        calls = []
+        handles = [op.register_forward_pre_hook(lambda module, inputs: calls.append(module)) for op in dsa.ops.values()]
+        together = dsa.apply_each(blocks, params)
+        for handle in handles:
+            handle.remove()
+        alone = [dsa.apply(block, draw) for block, draw in zip(blocks, params)]
+        assert all(torch.equal(a, b) for a, b in zip(together, alone))  # bit for bit, every block
+        ops_per_draw = [len(draw.ops) for draw in params]
+        groups = {draw.families: len(draw.ops) for draw in params}
+        assert len(calls) == sum(groups.values()) < sum(ops_per_draw)  # one call per op of each group
+        weights = [torch.randn_like(a) for a in alone]
+        grads_together = torch.autograd.grad(sum((w * a).sum() for w, a in zip(weights, together)), blocks)
+        grads_alone = torch.autograd.grad(sum((w * a).sum() for w, a in zip(weights, alone)), blocks)
+        assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(grads_together, grads_alone))
+
+
+def test_apply_each_refuses_what_it_cannot_replay():
+    dsa = DSA()
+    shared = dsa.draw((1, 3, H, W), gen(0), siamese=True)
+    with pytest.raises(ValueError, match="one draw per block"):
+        dsa.apply_each([images(2), images(3)], [shared])
+    with pytest.raises(ValueError, match="siamese=True"):
+        dsa.apply_each([images(2)], [dsa.draw((2, 3, H, W), gen(0))])
+
+
 def test_per_sample_params_need_the_same_batch_size():
     dsa = DSA("rotate")
     params = dsa.draw((8, 3, H, W), gen(0))

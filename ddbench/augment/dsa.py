@@ -53,12 +53,10 @@ from dataclasses import dataclass
 from typing import Any, Dict, Iterator, Optional, Sequence, Tuple
 
 import torch
-from kornia.augmentation import RandomAffine, RandomHorizontalFlip
 from torch import Tensor, nn
 
-from ddbench.augment.color import DSABrightness, DSAContrast, DSASaturation, to_device
-from ddbench.augment.dsa_ops import (CROP_RATIO, CUTOUT_RATIO, FLIP_P, ROTATE_DEGREES, SCALE_RATIO, DSACrop, DSACutout,
-                                     DSAScale)
+from ddbench.augment.color import to_device
+from ddbench.augment.dsa_ops import DSACrop, DSACutout, DSAScale, make_op
 
 __all__ = ["DEFAULT_STRATEGY", "DSA", "DSACrop", "DSACutout", "DSAParams", "DSAScale", "FAMILY_OPS", "MODES",
            "parse_strategy"]
@@ -75,18 +73,6 @@ FAMILY_OPS: Dict[str, Tuple[str, ...]] = {
 }
 
 
-# --------------------------------------------------------------------------- crop
-
-
-# --------------------------------------------------------------------------- scale
-
-
-# --------------------------------------------------------------------------- cutout
-
-
-# --------------------------------------------------------------------------- DSA
-
-
 def parse_strategy(strategy: str) -> Tuple[str, ...]:
     """Families of a DSA strategy string (``"a_b_c"``); ``""`` / ``"none"`` mean no augmentation."""
     if strategy.strip().lower() in ("", "none"):
@@ -99,32 +85,6 @@ def parse_strategy(strategy: str) -> Tuple[str, ...]:
             f"in strategy {strategy!r}; valid families: {', '.join(FAMILY_OPS)}"
         )
     return families
-
-
-def _make_op(name: str) -> nn.Module:
-    if name == "brightness":
-        return DSABrightness()
-    if name == "saturation":
-        return DSASaturation()
-    if name == "contrast":
-        return DSAContrast()
-    if name == "crop":
-        return DSACrop(CROP_RATIO)
-    if name == "cutout":
-        return DSACutout(CUTOUT_RATIO)
-    if name == "flip":
-        return RandomHorizontalFlip(p=FLIP_P)
-    if name == "scale":
-        return DSAScale(SCALE_RATIO)
-    if name == "rotate":
-        return RandomAffine(
-            degrees=ROTATE_DEGREES,
-            resample="bilinear",
-            padding_mode="zeros",
-            align_corners=True,
-            p=1.0,
-        )
-    raise KeyError(name)
 
 
 @contextlib.contextmanager
@@ -199,7 +159,7 @@ class DSA(nn.Module):
         self.families = parse_strategy(strategy)
         self.generator = generator
         names = dict.fromkeys(op for family in self.families for op in FAMILY_OPS[family])
-        self.ops = nn.ModuleDict({name: _make_op(name) for name in names})
+        self.ops = nn.ModuleDict({name: make_op(name) for name in names})
 
     def extra_repr(self) -> str:
         return f"strategy={self.strategy!r}, mode={self.mode!r}"
@@ -277,6 +237,44 @@ class DSA(nn.Module):
         for name, op_params in params.ops:
             x = self.ops[name](x, params=self._replay(op_params, x, params.shared))
         return x
+
+    def apply_each(self, blocks: Sequence[Tensor], params: Sequence[DSAParams]) -> list[Tensor]:
+        """``[self.apply(x, p) for x, p in zip(blocks, params)]`` for shared draws, in one op call
+        per group of blocks that drew the same families (DM: a draw per class) instead of one per
+        block: a group's blocks go through each op together, every sample with its own block's
+        parameters. Each sample's transform is the one :meth:`apply` gives it."""
+        if len(blocks) != len(params):
+            raise ValueError(f"{len(blocks)} blocks but {len(params)} draws: give one draw per block")
+        if any(not p.shared for p in params):
+            raise ValueError("apply_each replays shared draws (siamese=True); apply per-sample draws with apply")
+        groups: Dict[Tuple[str, ...], list[int]] = {}
+        for index, draw in enumerate(params):
+            groups.setdefault(draw.families, []).append(index)
+        out: list[Optional[Tensor]] = [None] * len(blocks)
+        for members in groups.values():
+            if len(members) == 1:
+                out[members[0]] = self.apply(blocks[members[0]], params[members[0]])
+                continue
+            sizes = [int(blocks[i].shape[0]) for i in members]
+            x = torch.cat([blocks[i] for i in members])
+            if tuple(x.shape[-2:]) != params[members[0]].image_size or any(
+                    params[i].image_size != params[members[0]].image_size for i in members):
+                raise ValueError(f"every draw must fit the blocks' {tuple(x.shape[-2:])} images")
+            for position, (name, first) in enumerate(params[members[0]].ops):
+                per_sample: Dict[str, Tensor] = {}
+                for key, value in first.items():
+                    if key == "forward_input_shape":
+                        per_sample[key] = torch.tensor(tuple(x.shape), dtype=torch.long)
+                    elif isinstance(value, Tensor) and value.dim() >= 1:
+                        per_sample[key] = torch.cat([
+                            to_device(params[i].ops[position][1][key], x.device).expand(size, *value.shape[1:])
+                            for i, size in zip(members, sizes)])
+                    else:
+                        per_sample[key] = value
+                x = self.ops[name](x, params=per_sample)
+            for i, part in zip(members, x.split(sizes)):
+                out[i] = part
+        return out  # type: ignore[return-value]
 
     def forward(
         self, x: Tensor, params: Optional[DSAParams] = None, generator: Optional[torch.Generator] = None

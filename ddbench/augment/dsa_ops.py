@@ -6,11 +6,11 @@ from __future__ import annotations
 from typing import Any, Dict, Optional, Tuple
 
 import torch
-from kornia.augmentation import IntensityAugmentationBase2D, RandomAffine
+from kornia.augmentation import IntensityAugmentationBase2D, RandomAffine, RandomHorizontalFlip
 from kornia.augmentation.random_generator import RandomGeneratorBase
 from torch import Tensor
 
-from ddbench.augment.color import to_device
+from ddbench.augment.color import DSABrightness, DSAContrast, DSASaturation, to_device
 
 
 # DSA's ParamDiffAug defaults.
@@ -157,3 +157,30 @@ class DSACutout(IntensityAugmentationBase2D):
         in_cols = (cols >= left) & (cols < left + size_w)  # (B, W)
         keep = ~(in_rows[:, :, None] & in_cols[:, None, :])  # (B, H, W)
         return input * keep.unsqueeze(1).to(input.dtype)
+
+
+def make_op(name: str) -> "torch.nn.Module":
+    """The Kornia module behind one op of a DSA family (see :data:`ddbench.augment.dsa.FAMILY_OPS`)."""
+    if name == "brightness":
+        return DSABrightness()
+    if name == "saturation":
+        return DSASaturation()
+    if name == "contrast":
+        return DSAContrast()
+    if name == "crop":
+        return DSACrop(CROP_RATIO)
+    if name == "cutout":
+        return DSACutout(CUTOUT_RATIO)
+    if name == "flip":
+        return RandomHorizontalFlip(p=FLIP_P)
+    if name == "scale":
+        return DSAScale(SCALE_RATIO)
+    if name == "rotate":
+        return RandomAffine(
+            degrees=ROTATE_DEGREES,
+            resample="bilinear",
+            padding_mode="zeros",
+            align_corners=True,
+            p=1.0,
+        )
+    raise KeyError(name)
