@@ -16,26 +16,79 @@ Runs, each as its own command, with its output kept under ``--out``:
    convnet4-bn and SRe2L (``table_64px``), and issue 18's cross-architecture table (``cross_arch``;
    DM's 20,000 iterations are most of it).
 
-``--steps ipc_table,cross_arch`` runs some of them. It prints one summary and writes
-``summary.json``. Nothing here runs without a GPU.
+``--steps ipc_table,cross_arch`` runs some of them; ``--deadline SECONDS`` bounds them all together
+(a step still running then is stopped and recorded as cut; a ddbench run resumes from its
+manifest next time); ``--bundle FILE.tgz`` keeps the text they wrote (results, tables, logs) in one
+small archive, rewritten after each step. It prints a line per step and writes ``summary.json``
+after each. Nothing here runs without a GPU.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
 
-def run(command: list[str], log: Path) -> dict:
+MIN_STEP_SECONDS = 20  # under a deadline, a step with less time than this left is skipped, not started
+BUNDLED = (".json", ".md", ".csv", ".tex", ".log", ".toml", ".txt")  # what --bundle keeps: text, never sets or images
+
+
+def run(command: list[str], log: Path, timeout: float | None = None) -> dict:
+    """Run one step, its output to ``log``; past ``timeout`` seconds its whole process group is
+    stopped and the step is recorded as cut (a ddbench run resumes from its manifest next time)."""
     started = time.perf_counter()
     with open(log, "w") as handle:
-        done = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, text=True)
-    return {"command": " ".join(command), "returncode": done.returncode, "seconds": round(time.perf_counter() - started, 1),
-            "log": str(log)}
+        process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        try:
+            returncode, cut = process.wait(timeout=timeout), False
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            returncode, cut = process.wait(), True
+    entry = {"command": " ".join(command), "returncode": returncode, "seconds": round(time.perf_counter() - started, 1),
+             "log": str(log)}
+    if cut:
+        entry["cut"] = f"stopped at the deadline after {timeout:.0f} s"
+    return entry
+
+
+def bundle(out: Path, archive: Path, max_bytes: int = 4 << 20) -> None:
+    """The text ``out`` holds (results, tables, logs; files up to ``max_bytes``) as one .tgz: what a
+    lent machine can hand back when sets and image grids are too large to."""
+    partial = archive.with_name(archive.name + ".partial")
+    with tarfile.open(partial, "w:gz") as tar:
+        for path in sorted(out.rglob("*")):
+            if path.is_file() and path.suffix in BUNDLED and path.stat().st_size <= max_bytes and path != archive:
+                tar.add(path, arcname=str(path.relative_to(out)))
+    partial.replace(archive)
+
+
+def run_steps(steps: dict[str, list[str]], chosen: list[str], out: Path, deadline: float | None = None,
+              archive: Path | None = None) -> dict:
+    """Run the ``chosen`` steps in order within ``deadline`` seconds in all (None: no limit),
+    writing ``summary.json`` (and the ``archive`` bundle) after each, so a machine taken back
+    mid-suite still leaves what finished."""
+    started = time.perf_counter()
+    summary: dict = {}
+    for name in chosen:
+        left = None if deadline is None else deadline - (time.perf_counter() - started)
+        if left is not None and left < MIN_STEP_SECONDS:
+            summary[name] = {"skipped": f"{max(left, 0):.0f} s of the {deadline:.0f} s deadline left"}
+        else:
+            summary[name] = run(steps[name], out / f"{name}.log", timeout=left)
+        print(f"{name}: " + (summary[name].get("skipped") or f"exit {summary[name]['returncode']} in "
+                             f"{summary[name]['seconds']} s" + (" (cut at the deadline)" if "cut" in summary[name] else "")
+                             + f" ({summary[name]['log']})"), flush=True)
+        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        if archive is not None:
+            bundle(out, archive)
+    return summary
 
 
 def suite_steps(python: str, data_root: str, out: Path) -> dict[str, list[str]]:
@@ -83,6 +136,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="runs/gpu-suite")
     parser.add_argument("--steps", default="", help="comma list of the steps to run, in the suite's order "
                                                     "(default: all; a machine lent for minutes wants a few)")
+    parser.add_argument("--deadline", type=float, default=None, metavar="SECONDS",
+                        help="wall time for all the steps together: a step still running then is stopped (recorded "
+                             "as cut), later ones are skipped (default: no limit)")
+    parser.add_argument("--bundle", default="", metavar="FILE.tgz",
+                        help="after each step, write the text under --out (results, tables, logs) to this archive")
     args = parser.parse_args(argv)
     out = Path(args.out)
     steps = suite_steps(sys.executable, args.data_root, out)
@@ -95,14 +153,15 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         raise SystemExit("gpu_suite.py needs a CUDA GPU; torch sees none")
     out.mkdir(parents=True, exist_ok=True)
-    summary = {name: run(command, out / f"{name}.log") for name, command in steps.items() if name in chosen}
-    for name, entry in summary.items():
-        print(f"{name}: exit {entry['returncode']} in {entry['seconds']} s ({entry['log']})")
+    archive = Path(args.bundle) if args.bundle else None
+    summary = run_steps(steps, [name for name in steps if name in chosen], out, args.deadline, archive)
     bench = out / "bench" / "bench.json"
     if bench.exists():
         summary["bench"] = json.loads(bench.read_text())
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return 0 if all(entry.get("returncode", 0) == 0 for entry in summary.values() if isinstance(entry, dict)) else 1
+    if archive is not None:
+        bundle(out, archive)
+    return 0 if all(entry.get("returncode") == 0 for name, entry in summary.items() if name != "bench") else 1
 
 
 if __name__ == "__main__":

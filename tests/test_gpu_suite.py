@@ -43,3 +43,32 @@ def test_steps_refuses_an_unknown_name_and_lists_the_steps(capsys):
     assert exit_info.value.code == 2
     error = capsys.readouterr().err
     assert "unknown step(s) nope" in error and "ipc_table" in error and "cross_arch" in error
+
+
+def test_a_deadline_cuts_the_running_step_skips_the_rest_and_the_bundle_keeps_the_text(tmp_path, monkeypatch):
+    import json
+    import tarfile
+
+    suite = load_suite()
+    monkeypatch.setattr(suite, "MIN_STEP_SECONDS", 1)  # the suite's 20 s, scaled down for a test
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "results").mkdir()
+    (out / "results" / "table.md").write_text("| lic | 52.9 |\n")
+    (out / "results" / "set.safetensors").write_bytes(b"\0" * 100)  # a set: not bundled
+    steps = {
+        "quick": [sys.executable, "-c", "print('quick done')"],
+        "slow": [sys.executable, "-c", "import time; print('started', flush=True); time.sleep(60)"],
+        "later": [sys.executable, "-c", "print('never')"],
+    }
+    archive = tmp_path / "text.tgz"
+    summary = suite.run_steps(steps, list(steps), out, deadline=4, archive=archive)
+    assert summary["quick"]["returncode"] == 0 and "cut" not in summary["quick"]
+    assert "cut" in summary["slow"] and summary["slow"]["seconds"] < 20  # stopped at the deadline, not after 60 s
+    assert "skipped" in summary["later"] and not (out / "later.log").exists()
+    assert json.loads((out / "summary.json").read_text()).keys() == summary.keys()
+    assert (out / "slow.log").read_text().startswith("started")
+    with tarfile.open(archive) as tar:
+        names = set(tar.getnames())
+    assert {"quick.log", "slow.log", "summary.json", "results/table.md"} <= names
+    assert "results/set.safetensors" not in names
