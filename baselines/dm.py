@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 from dataclasses import dataclass
 
 import torch
@@ -186,6 +187,58 @@ class RealPool:
         return list(images.to(self.task.device, non_blocking=True).split(sizes))
 
 
+# A long run saves its state (images, momentum, where the random draws are, the loss trace) in the
+# run folder every CHECKPOINT_SECONDS; the same command after a stop goes on from there and ends
+# with the images an unstopped run gives (bit for bit on the CPU).
+CHECKPOINT_SECONDS = 60.0
+STATE_PART = "dm-state"
+
+
+class RunState:
+    """The iteration a DM run has reached, saved to and restored from the task's parts."""
+
+    def __init__(self, task: DistillTask, synthetic: torch.Tensor, optimizer: torch.optim.Optimizer,
+                 draws: torch.Generator, trace: torch.Tensor) -> None:
+        self.task, self.synthetic, self.optimizer, self.draws, self.trace = task, synthetic, optimizer, draws, trace
+        self.started = time.perf_counter()
+        self.saved_at = self.started
+        self.earlier_seconds = 0.0  # what the stopped runs before this one spent
+
+    def restore(self) -> int:
+        """The iterations already done (0 for a new run), with the images, momentum, draws and trace as they were."""
+        saved = self.task.resume_part(STATE_PART)
+        if saved is None:
+            return 0
+        tensors, metadata = saved
+        done = int(metadata["iterations_done"])
+        if tensors["synthetic"].shape != self.synthetic.shape or done > len(self.trace):
+            raise ValueError(f"dm: the saved state ({STATE_PART}) holds {tuple(tensors['synthetic'].shape)} images "
+                             f"after {done} iterations, this run makes {tuple(self.synthetic.shape)} in {len(self.trace)}; "
+                             f"delete the run folder's partial/ to start again")
+        with torch.no_grad():
+            self.synthetic.copy_(tensors["synthetic"])
+            self.trace[:done] = tensors["trace"].to(self.trace.device)
+        if "momentum" in tensors:
+            self.optimizer.state[self.synthetic]["momentum_buffer"] = tensors["momentum"].to(self.synthetic.device)
+        self.draws.set_state(tensors["generator"])
+        self.earlier_seconds = float(metadata.get("seconds_so_far", 0.0))
+        return done
+
+    def save_if_due(self, done: int, force: bool = False) -> None:
+        now = time.perf_counter()
+        if not force and now - self.saved_at < CHECKPOINT_SECONDS:
+            return
+        tensors = {"synthetic": self.synthetic.detach(), "generator": self.draws.get_state(), "trace": self.trace[:done]}
+        momentum = self.optimizer.state.get(self.synthetic, {}).get("momentum_buffer")
+        if momentum is not None:
+            tensors["momentum"] = momentum
+        # the time every run so far spent to get here: a resumed run counts it towards the distillation's
+        self.task.save_part(STATE_PART, tensors, {"iterations_done": done,
+                                                  "seconds_so_far": self.earlier_seconds + now - self.started},
+                            seconds=self.earlier_seconds + now - self.started)
+        self.saved_at = now
+
+
 @contextlib.contextmanager
 def seeded(seed: int, device: torch.device):
     """Global RNG seeded for a network's initialisation, restored afterwards."""
@@ -231,7 +284,10 @@ class DMDistiller(Distiller):
         real_pool = RealPool(task, pools)
         draws = unit_generator(task.seed, "dm-steps")
         trace = torch.zeros(options.iterations, device=device)
-        for it in range(options.iterations):
+        state = RunState(task, synthetic, optimizer, draws, trace)
+        first = state.restore()
+        task.progress(first)
+        for it in range(first, options.iterations):
             with seeded(int(torch.randint(0, 2**31 - 1, (1,), generator=draws)), device), torch.device(device):
                 network = arch.build(channels, task.num_classes, height)  # on the device: no copy, no host wait
             network.train()
@@ -250,6 +306,7 @@ class DMDistiller(Distiller):
             optimizer.step()
             trace[it] = loss.detach()
             task.progress(1)
+            state.save_if_due(it + 1)
         finite = bool(torch.isfinite(trace).all()) if options.iterations else True  # one read at the end
         if not finite:
             raise NonFiniteLossError(f"dm: the matching loss became NaN or infinite; lower dm.lr (now {options.lr})")

@@ -83,6 +83,9 @@ class ArchitectureSpec:
     default_feature_layer: str = ""
 
 
+UNIT_SECONDS = "unit_seconds"  # a saved part's metadata: the seconds it took (see ddbench.store.partials)
+
+
 @dataclass
 class DistillTask:
     """Everything a distiller needs. Images are float tensors in normalised space."""
@@ -108,11 +111,22 @@ class DistillTask:
         """A unit of this distillation saved by ``save_part`` before the run was stopped, else None."""
         return None if self.partials is None else self.partials.load(name)
 
-    def save_part(self, name: str, tensors: "dict[str, torch.Tensor]", metadata: dict[str, Any]) -> None:
+    def save_part(self, name: str, tensors: "dict[str, torch.Tensor]", metadata: dict[str, Any],
+                  seconds: float | None = None) -> None:
         """Keep a finished unit (tensors plus JSON metadata) so a restarted run can skip it.
-        A unit's result must not depend on other units (see :mod:`ddbench.store.partials`)."""
+        A unit's result must not depend on other units (see :mod:`ddbench.store.partials`).
+        ``seconds``: the time the unit took, counted towards the distillation's time when a
+        restarted run resumes it (:meth:`resume_part`). Saving under the same name replaces it."""
         if self.partials is not None:
-            self.partials.save(name, tensors, metadata)
+            self.partials.save(name, tensors, {**metadata, **({UNIT_SECONDS: round(seconds, 4)} if seconds is not None else {})})
+
+    def resume_part(self, name: str) -> "tuple[dict[str, torch.Tensor], dict[str, Any]] | None":
+        """``load_part`` for a run that goes on from what an earlier, stopped run saved: the part's
+        ``seconds`` count towards this distillation's time, as ``run_units`` counts its units'."""
+        saved = self.load_part(name)
+        if saved is not None and self.partials is not None:
+            self.partials.count_resumed(saved[1])
+        return saved
 
     def owns(self, unit: int) -> bool:
         """Whether this process computes unit ``unit`` (always, outside torchrun)."""

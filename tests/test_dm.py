@@ -129,3 +129,37 @@ def test_cuda_dm_iterations_have_no_host_sync():
         torch.cuda.set_sync_debug_mode("default")
     assert distilled.extras["real_images"] == "resident on cuda"
     assert torch.isfinite(distilled.images).all()
+
+
+def test_a_stopped_run_goes_on_from_its_saved_state_to_the_same_images(tmp_path, monkeypatch):
+    import baselines.dm as dm
+    from ddbench.store.partials import PartialStore
+
+    dataset = tiny_dataset(per_class=24)
+    whole = DMDistiller().distill(_task(dataset, torch.device("cpu"), 6))
+
+    monkeypatch.setattr(dm, "CHECKPOINT_SECONDS", 0.0)  # save after every iteration (60 s in real runs)
+    store = PartialStore(tmp_path / "partial")
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_three(done, seen=[0]):  # noqa: B006 (a counter across calls)
+        seen[0] += done
+        if seen[0] > 3:
+            raise Stop
+
+    task = _task(dataset, torch.device("cpu"), 6, stop_after_three)
+    task.partials = store
+    with pytest.raises(Stop):
+        DMDistiller().distill(task)
+    assert store.finished() == [dm.STATE_PART]
+
+    progress = []
+    task = _task(dataset, torch.device("cpu"), 6, progress.append)
+    task.partials = PartialStore(tmp_path / "partial")
+    resumed = DMDistiller().distill(task)
+    assert progress[0] == 3 and sum(progress) == 6  # three iterations done before, three now
+    assert task.partials.resumed_units == 1 and task.partials.resumed_seconds > 0
+    assert torch.equal(resumed.images, whole.images)  # as if it had never stopped
+    assert resumed.extras["loss_trace"] == whole.extras["loss_trace"]

@@ -19,6 +19,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from ddbench.contracts import UNIT_SECONDS  # a saved unit's metadata: the seconds it took to compute
 from ddbench.store.io import ArtifactError, load_tensors, save_tensors
 
 
@@ -70,7 +71,6 @@ def class_major_batches(num_classes: int, ipc: int, batch_size: int) -> list[Ima
     return batches
 
 
-UNIT_SECONDS = "unit_seconds"  # a saved unit's metadata: the seconds it took to compute
 
 
 class PartialStore:
