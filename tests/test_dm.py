@@ -93,7 +93,7 @@ def _task(dataset, device, iterations, progress=lambda n: None):
 
 
 def test_real_images_resident_or_loaded_per_draw_are_the_same_images():
-    from baselines.dm import RESIDENT_BYTES, RealPool
+    from baselines.dm_state import RESIDENT_BYTES, RealPool
 
     dataset = tiny_dataset(per_class=24)
     task = _task(dataset, torch.device("cpu"), 1)
@@ -132,13 +132,13 @@ def test_cuda_dm_iterations_have_no_host_sync():
 
 
 def test_a_stopped_run_goes_on_from_its_saved_state_to_the_same_images(tmp_path, monkeypatch):
-    import baselines.dm as dm
+    import baselines.dm_state as dm_state
     from ddbench.store.partials import PartialStore
 
     dataset = tiny_dataset(per_class=24)
     whole = DMDistiller().distill(_task(dataset, torch.device("cpu"), 6))
 
-    monkeypatch.setattr(dm, "CHECKPOINT_SECONDS", 0.0)  # save after every iteration (60 s in real runs)
+    monkeypatch.setattr(dm_state, "CHECKPOINT_SECONDS", 0.0)  # save after every iteration (60 s in real runs)
     store = PartialStore(tmp_path / "partial")
 
     class Stop(Exception):
@@ -153,7 +153,7 @@ def test_a_stopped_run_goes_on_from_its_saved_state_to_the_same_images(tmp_path,
     task.partials = store
     with pytest.raises(Stop):
         DMDistiller().distill(task)
-    assert store.finished() == [dm.STATE_PART]
+    assert store.finished() == [dm_state.STATE_PART]
 
     progress = []
     task = _task(dataset, torch.device("cpu"), 6, progress.append)
