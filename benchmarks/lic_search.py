@@ -55,6 +55,9 @@ CONFIGURATIONS: dict[str, tuple[str, list[str], list[str]]] = {
     "skip-0.3": ("lic", ["selection_skip=0.3"], []),
     "consecutive": ("lic", ["grouping=consecutive"], []),
     "clusters": ("lic", ["diversity=clusters"], []),
+    # score the whole class, not a 300-image subset: with clusters keeping the picks diverse, the
+    # subset's other purpose (cost) is small at a few hundred images per class
+    "subset-500": ("lic", ["subset_size=500"], []),
     "clusters-skip-0.1": ("lic", ["diversity=clusters", "selection_skip=0.1"], []),
     "clusters-factor-crop": ("lic", ["diversity=clusters"], ["region_sampling=factor-crop"]),
     "factor-crop": ("lic", [], ["region_sampling=factor-crop"]),
