@@ -81,9 +81,10 @@ class RunState:
         self.earlier_seconds = float(metadata.get("seconds_so_far", 0.0))
         return done
 
-    def save_if_due(self, done: int, force: bool = False) -> None:
+    def save_if_due(self, done: int) -> None:
+        """Save the state after ``done`` iterations when the last save is CHECKPOINT_SECONDS old."""
         now = time.perf_counter()
-        if not force and now - self.saved_at < CHECKPOINT_SECONDS:
+        if now - self.saved_at < CHECKPOINT_SECONDS:
             return
         tensors = {"synthetic": self.synthetic.detach(), "generator": self.draws.get_state(), "trace": self.trace[:done]}
         momentum = self.optimizer.state.get(self.synthetic, {}).get("momentum_buffer")
