@@ -200,7 +200,7 @@ class DMDistiller(Distiller):
         state = RunState(task, synthetic, optimizer, draws, trace)
         first = state.restore()
         if first:
-            task.progress(first)  # the iterations a stopped run did
+            task.progress_resumed(first)  # the iterations a stopped run did
         for it in range(first, options.iterations):
             with seeded(int(torch.randint(0, 2**31 - 1, (1,), generator=draws)), device), torch.device(device):
                 network = arch.build(channels, task.num_classes, height)  # on the device: no copy, no host wait

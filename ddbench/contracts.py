@@ -102,6 +102,8 @@ class DistillTask:
     partials: Any = None
     # this process's rank among torchrun's (a ddbench.runtime.distributed.Cluster); None: a single process
     cluster: Any = None
+    # counts work an earlier, stopped run did (see progress_resumed); None: ``progress`` does
+    resumed_progress: ProgressCallback | None = None
 
     @property
     def num_classes(self) -> int:
@@ -127,6 +129,11 @@ class DistillTask:
         if saved is not None and self.partials is not None:
             self.partials.count_resumed(saved[1])
         return saved
+
+    def progress_resumed(self, n: int) -> None:
+        """Advance the progress by ``n`` units an earlier, stopped run did (loaded, not computed
+        now): like ``progress``, but the time estimate keeps to the work this run does."""
+        (self.resumed_progress or self.progress)(n)
 
     def owns(self, unit: int) -> bool:
         """Whether this process computes unit ``unit`` (always, outside torchrun)."""

@@ -57,3 +57,28 @@ def test_a_redirected_run_talks(tmp_path):
                   "write results, tables, image grids and report"):
         assert re.search(rf"\] {stage}: started \(\d+ steps\)", text), stage
         assert re.search(rf"\] {stage}: done in", text), stage
+
+
+def test_work_a_stopped_run_left_advances_the_count_but_not_the_estimate():
+    from ddbench.api import DistillTask
+
+    now = [0.0]
+    stream = io.StringIO()
+    progress = LogProgress(stream, every=0, clock=lambda: now[0])
+    advance = progress.add_task("distill dm", 100)
+    task = DistillTask(dataset=None, observer=None, observer_arch=None, ipc=1, device=None, seed=0, options=None,
+                       progress=advance, resumed_progress=advance.resumed)
+    task.progress_resumed(50)  # loaded from the saved state at once
+    assert "50/100 (50%)" in progress.line(progress.tasks[0]) and "ETA" not in progress.line(progress.tasks[0])
+    now[0] = 10.0
+    task.progress(1)  # one iteration of this run took 10 s: 49 left take 490 s, not 10 s
+    assert progress.line(progress.tasks[0]) == "distill dm: 51/100 (51%), elapsed 0:10, ETA 8:10"
+    plain = progress.add_task("distill lic", 4)
+    plain(1)
+    now[0] = 20.0
+    assert progress.line(progress.tasks[1]).endswith("ETA 0:30")  # nothing resumed: the whole stage's rate
+    calls = []
+    fallback = DistillTask(dataset=None, observer=None, observer_arch=None, ipc=1, device=None, seed=0, options=None,
+                           progress=calls.append)
+    fallback.progress_resumed(3)  # a UI without a resumed count: plain progress
+    assert calls == [3]

@@ -134,6 +134,7 @@ def distill_one(ctx: RunContext, name: str, distiller: Any, seed: int | None = N
         cluster=cluster if shardable else None,
     )
     task.progress = ctx.ui.progress(f"distill {name}", distiller.total_work(task))
+    task.resumed_progress = getattr(task.progress, "resumed", None)  # a log's estimate leaves a stopped run's work out
 
     def distill_and_save() -> tuple[DistilledSet, dict]:
         with measure_stage(ctx.device) as measure:

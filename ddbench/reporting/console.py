@@ -68,7 +68,8 @@ class LogProgress:
     def line(self, task: dict[str, Any]) -> str:
         elapsed = self.clock() - task["start"]
         done, total = task["done"], task["total"]
-        eta = f", ETA {_duration(elapsed / done * (total - done))}" if 0 < done < total else ""
+        worked = done - task["resumed"]  # the rate counts the work done in this run, not what a stopped run left
+        eta = f", ETA {_duration(elapsed / worked * (total - done))}" if 0 < worked and done < total else ""
         return f"{task['description']}: {done}/{total} ({100.0 * done / total:.0f}%), elapsed {_duration(elapsed)}{eta}"
 
     def report(self) -> None:
@@ -80,17 +81,21 @@ class LogProgress:
     def add_task(self, description: str, total: int) -> Callable[[int], None]:
         with self._lock:
             key = len(self.tasks)
-            task = self.tasks[key] = {"description": description, "total": max(1, total), "done": 0, "start": self.clock()}
+            task = self.tasks[key] = {"description": description, "total": max(1, total), "done": 0, "resumed": 0,
+                                      "start": self.clock()}
         self.print(f"{description}: started ({task['total']} steps)")
 
-        def advance(n: int) -> None:
+        def advance(n: int, resumed: bool = False) -> None:
             with self._lock:
                 before = task["done"]
                 task["done"] = min(task["total"], before + n)
+                if resumed:
+                    task["resumed"] += task["done"] - before
                 finished = before < task["total"] <= task["done"]
             if finished:
                 self.print(f"{description}: done in {_duration(self.clock() - task['start'])}")
 
+        advance.resumed = lambda n: advance(n, resumed=True)  # type: ignore[attr-defined]
         return advance
 
 

@@ -142,7 +142,7 @@ def run_units(task: Any, names: Sequence[str], compute: Callable[[int], tuple[di
                 results[index] = _without_time(saved)
                 if task.partials is not None:
                     task.partials.count_resumed(saved[1])
-                task.progress(work(index))
+                task.progress_resumed(work(index))
             elif task.owns(index):
                 started = time.perf_counter()
                 results[index] = compute(index)
