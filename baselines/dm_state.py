@@ -7,7 +7,7 @@ import time
 
 import torch
 
-from ddbench.api import DistillTask
+from ddbench.api import UNIT_SECONDS, DistillTask
 
 # On CUDA the real images stay on the device when they take at most this much (CIFAR-10's 50,000
 # at 32 px: 0.6 GiB), loaded at the first draw, so an iteration gathers its draw there: no host
@@ -38,9 +38,9 @@ class RealPool:
             rows = torch.cat([offset + chosen for offset, chosen in zip(self.offsets, positions)])
             return list(self.images[rows.to(self.images.device, non_blocking=True)].split(sizes))
         indices = torch.cat([pool[chosen] for pool, chosen in zip(self.pools, positions)])
-        images = self.task.dataset.train.load(indices)
-        if self.task.device.type == "cuda":
-            images = images.pin_memory()
+        if self.task.device.type != "cuda":
+            return list(self.task.load_train(indices).split(sizes))
+        images = self.task.dataset.train.load(indices).pin_memory()  # copied without waiting for the GPU
         return list(images.to(self.task.device, non_blocking=True).split(sizes))
 
 
@@ -78,7 +78,7 @@ class RunState:
         if "momentum" in tensors:
             self.optimizer.state[self.synthetic]["momentum_buffer"] = tensors["momentum"].to(self.synthetic.device)
         self.draws.set_state(tensors["generator"])
-        self.earlier_seconds = float(metadata.get("seconds_so_far", 0.0))
+        self.earlier_seconds = float(metadata.get(UNIT_SECONDS, 0.0))
         return done
 
     def save_if_due(self, done: int) -> None:
@@ -91,7 +91,6 @@ class RunState:
         if momentum is not None:
             tensors["momentum"] = momentum
         # the time every run so far spent to get here: a resumed run counts it towards the distillation's
-        self.task.save_part(STATE_PART, tensors, {"iterations_done": done,
-                                                  "seconds_so_far": self.earlier_seconds + now - self.started},
+        self.task.save_part(STATE_PART, tensors, {"iterations_done": done},
                             seconds=self.earlier_seconds + now - self.started)
         self.saved_at = now

@@ -69,6 +69,14 @@ def bundle(out: Path, archive: Path, max_bytes: int = 4 << 20) -> None:
     partial.replace(archive)
 
 
+def outcome(entry: dict) -> str:
+    """One step's summary entry in words."""
+    if "skipped" in entry:
+        return f"skipped, {entry['skipped']}"
+    cut = " (cut at the deadline)" if "cut" in entry else ""
+    return f"exit {entry['returncode']} in {entry['seconds']} s{cut} ({entry['log']})"
+
+
 def run_steps(steps: dict[str, list[str]], chosen: list[str], out: Path, deadline: float | None = None,
               archive: Path | None = None) -> dict:
     """Run the ``chosen`` steps in order within ``deadline`` seconds in all (None: no limit),
@@ -82,9 +90,7 @@ def run_steps(steps: dict[str, list[str]], chosen: list[str], out: Path, deadlin
             summary[name] = {"skipped": f"{max(left, 0):.0f} s of the {deadline:.0f} s deadline left"}
         else:
             summary[name] = run(steps[name], out / f"{name}.log", timeout=left)
-        print(f"{name}: " + (summary[name].get("skipped") or f"exit {summary[name]['returncode']} in "
-                             f"{summary[name]['seconds']} s" + (" (cut at the deadline)" if "cut" in summary[name] else "")
-                             + f" ({summary[name]['log']})"), flush=True)
+        print(f"{name}: {outcome(summary[name])}", flush=True)
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         if archive is not None:
             bundle(out, archive)

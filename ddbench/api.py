@@ -20,7 +20,8 @@ What is here:
   :class:`FeatureReader`, whose ``with_output`` also returns the logits of the same pass,
   :func:`layer_output_sizes`, and :data:`OBSERVER_MEMORY_FORMAT`, the memory format to give an
   observer its inputs in), units of work that resume and shard (:func:`run_units`,
-  :func:`unit_generator`, :class:`ImageBatch`, :func:`class_major_batches`), the estimates a
+  :func:`unit_generator`, :class:`ImageBatch`, :func:`class_major_batches`; :data:`UNIT_SECONDS`, the
+  metadata key of a saved part's seconds), the estimates a
   method's ``plan_stages`` is written with (:func:`stage`, :func:`inference_memory`,
   :func:`layer_output_bytes`, :func:`parameter_bytes`), and registered plugins
   (:func:`registered_names`, :func:`get_architecture`).
@@ -31,7 +32,7 @@ Test a plugin with :func:`ddbench.testing.check_distiller`; the guide is ``docs/
 from __future__ import annotations
 
 from ddbench.augment.dsa import DEFAULT_STRATEGY, DSA, parse_strategy
-from ddbench.contracts import ArchitectureSpec, DistilledSet, DistillTask, Normalization, options_to_dict
+from ddbench.contracts import UNIT_SECONDS, ArchitectureSpec, DistilledSet, DistillTask, Normalization, options_to_dict
 from ddbench.evaluators.training import NonFiniteLossError
 from ddbench.host.hookspecs import hookimpl
 from ddbench.models.features import OBSERVER_MEMORY_FORMAT, FeatureReader, layer_output_sizes, read_features
@@ -42,7 +43,7 @@ from ddbench.pipeline.planner import inference_memory, layer_output_bytes, param
 from ddbench.tiles import check_tiles_fit, expand, squeeze
 
 __all__ = [
-    "hookimpl", "Distiller", "Evaluator", "DistillTask", "DistilledSet", "ArchitectureSpec", "Normalization", "options_to_dict",
+    "hookimpl", "Distiller", "Evaluator", "DistillTask", "UNIT_SECONDS", "DistilledSet", "ArchitectureSpec", "Normalization", "options_to_dict",
     "NonFiniteLossError", "squeeze", "expand", "check_tiles_fit", "DSA", "DEFAULT_STRATEGY", "parse_strategy",
     "read_features", "FeatureReader", "layer_output_sizes", "OBSERVER_MEMORY_FORMAT", "run_units", "unit_generator", "ImageBatch", "class_major_batches",
     "registered_names", "get_architecture", "stage", "inference_memory", "layer_output_bytes", "parameter_bytes",

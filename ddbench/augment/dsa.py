@@ -260,17 +260,14 @@ class DSA(nn.Module):
             if tuple(x.shape[-2:]) != params[members[0]].image_size or any(
                     params[i].image_size != params[members[0]].image_size for i in members):
                 raise ValueError(f"every draw must fit the blocks' {tuple(x.shape[-2:])} images")
-            for position, (name, first) in enumerate(params[members[0]].ops):
-                per_sample: Dict[str, Tensor] = {}
-                for key, value in first.items():
-                    if key == "forward_input_shape":
-                        per_sample[key] = torch.tensor(tuple(x.shape), dtype=torch.long)
-                    elif isinstance(value, Tensor) and value.dim() >= 1:
-                        per_sample[key] = torch.cat([
-                            to_device(params[i].ops[position][1][key], x.device).expand(size, *value.shape[1:])
-                            for i, size in zip(members, sizes)])
-                    else:
-                        per_sample[key] = value
+            for position, (name, _) in enumerate(params[members[0]].ops):
+                # each block's draw as apply replays it on that block, then the blocks' rows together
+                replayed = [self._replay(params[i].ops[position][1], blocks[i], shared=True) for i in members]
+                per_sample = {key: torch.cat([r[key] for r in replayed])
+                              if isinstance(value, Tensor) and value.dim() >= 1 and key != "forward_input_shape" else value
+                              for key, value in replayed[0].items()}
+                if "forward_input_shape" in per_sample:
+                    per_sample["forward_input_shape"] = torch.tensor(tuple(x.shape), dtype=torch.long)
                 x = self.ops[name](x, params=per_sample)
             for i, part in zip(members, x.split(sizes)):
                 out[i] = part

@@ -71,8 +71,6 @@ def class_major_batches(num_classes: int, ipc: int, batch_size: int) -> list[Ima
     return batches
 
 
-
-
 class PartialStore:
     """The finished units of one distillation, one safetensors file each (atomic writes).
 
@@ -137,11 +135,9 @@ def run_units(task: Any, names: Sequence[str], compute: Callable[[int], tuple[di
     results: dict[int, tuple[dict[str, torch.Tensor], dict[str, Any]]] = {}
     try:
         for index, name in enumerate(names):
-            saved = None if cheap and not shared else task.load_part(name)
+            saved = None if cheap and not shared else task.resume_part(name)  # counts the time it took then
             if saved is not None:
                 results[index] = _without_time(saved)
-                if task.partials is not None:
-                    task.partials.count_resumed(saved[1])
                 task.progress_resumed(work(index))
             elif task.owns(index):
                 started = time.perf_counter()
