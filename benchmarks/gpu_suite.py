@@ -88,7 +88,9 @@ def run_steps(steps: dict[str, list[str]], chosen: list[str], out: Path, deadlin
         left = None if deadline is None else deadline - (time.perf_counter() - started)
         if left is not None and left < MIN_STEP_SECONDS:
             summary[name] = {"skipped": f"{max(left, 0):.0f} s of the {deadline:.0f} s deadline left"}
-        else:
+        else:  # a step runs for minutes: say which, and where its own progress lines go
+            print(f"{name}: started ({out / f'{name}.log'}" + (f", {left:.0f} s of the deadline left)" if left else ")"),
+                  flush=True)
             summary[name] = run(steps[name], out / f"{name}.log", timeout=left)
         print(f"{name}: {outcome(summary[name])}", flush=True)
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -45,7 +45,7 @@ def test_steps_refuses_an_unknown_name_and_lists_the_steps(capsys):
     assert "unknown step(s) nope" in error and "ipc_table" in error and "cross_arch" in error
 
 
-def test_a_deadline_cuts_the_running_step_skips_the_rest_and_the_bundle_keeps_the_text(tmp_path, monkeypatch):
+def test_a_deadline_cuts_the_running_step_skips_the_rest_and_the_bundle_keeps_the_text(tmp_path, monkeypatch, capsys):
     import json
     import tarfile
 
@@ -68,6 +68,9 @@ def test_a_deadline_cuts_the_running_step_skips_the_rest_and_the_bundle_keeps_th
     assert "skipped" in summary["later"] and not (out / "later.log").exists()
     assert json.loads((out / "summary.json").read_text()).keys() == summary.keys()
     assert (out / "slow.log").read_text().startswith("started")
+    printed = capsys.readouterr().out.splitlines()  # a line as each step starts and as it ends
+    assert [line.split(":")[0] for line in printed] == ["quick", "quick", "slow", "slow", "later"]
+    assert "started" in printed[2] and "cut at the deadline" in printed[3] and "skipped" in printed[4]
     with tarfile.open(archive) as tar:
         names = set(tar.getnames())
     assert {"quick.log", "slow.log", "summary.json", "results/table.md"} <= names
