@@ -12,7 +12,8 @@
 
 Options are typed: a method's options dataclass (or a dict of its fields) per method, the
 evaluator's options dataclass or dict, a budget preset name plus a dict of fields (or an
-``EvalBudget``). Defaults are the command line's.
+``EvalBudget``). Defaults are the command line's. Like the command line, a call tunes glibc's
+``malloc`` for this process to keep freed blocks for reuse (:mod:`ddbench.runtime.host_allocator`).
 """
 
 from __future__ import annotations
@@ -63,6 +64,18 @@ def _config(methods: list[str], *, dataset: str, data_root: str | None, ipc: int
                      device=device, command="ddbench.run (Python API)", **fields)
 
 
+def _execute(config: Any, progress: bool) -> dict:
+    """Run ``config`` as the command line does: glibc's malloc keeps freed blocks for reuse
+    (:mod:`ddbench.runtime.host_allocator`), progress shown only if asked."""
+    from ddbench.reporting.console import ConsoleUI
+    from ddbench.runner import run as run_config
+    from ddbench.runtime.host_allocator import keep_freed_host_memory
+
+    keep_freed_host_memory()
+    with ConsoleUI(quiet=not progress) as ui:
+        return run_config(config, ui)
+
+
 def run(method: str, baselines: Sequence[str] = (), *, dataset: str = "digits", data_root: str | None = None,
         ipc: int = 10, arch: str = "convnet3-bn", verifier: str | None = None, evaluator: str = "relabel",
         seeds: int | Sequence[int] = 3, budget: Any = "quick", budget_fields: dict[str, Any] | None = None,
@@ -71,14 +84,10 @@ def run(method: str, baselines: Sequence[str] = (), *, dataset: str = "digits", 
     """Distil with ``method`` and each baseline on one observer, evaluate, and return the results
     dict (also written to ``<out>/results.json``). ``fields``: any other ``RunConfig`` field
     (``image_size``, ``validation_per_class``, ``distill_seeds``, ``compare_random``, ...)."""
-    from ddbench.reporting.console import ConsoleUI
-    from ddbench.runner import run as run_config
-
     config = _config([method, *baselines], dataset=dataset, data_root=data_root, ipc=ipc, arch=arch, verifier=verifier,
                      evaluator=evaluator, seeds=seeds, budget=budget, budget_fields=budget_fields, options=options,
                      eval_options=eval_options, out=out, cache_dir=cache_dir, device=device, **fields)
-    with ConsoleUI(quiet=not progress) as ui:
-        return run_config(config, ui)
+    return _execute(config, progress)
 
 
 def evaluate(sets: Any, *, dataset: str = "digits", data_root: str | None = None, labels: Any = None,
@@ -90,9 +99,6 @@ def evaluate(sets: Any, *, dataset: str = "digits", data_root: str | None = None
     of paths (any format ``ddbench eval`` reads), or an images tensor ``[K, C, H, W]`` in the
     dataset's normalised space with ``labels`` ``[K]``."""
     import torch
-
-    from ddbench.reporting.console import ConsoleUI
-    from ddbench.runner import run as run_config
 
     if isinstance(sets, torch.Tensor):
         if labels is None:
@@ -109,5 +115,4 @@ def evaluate(sets: Any, *, dataset: str = "digits", data_root: str | None = None
     config = _config([], dataset=dataset, data_root=data_root, ipc=ipc, arch=arch, verifier=verifier,
                      evaluator=evaluator, seeds=seeds, budget=budget, budget_fields=budget_fields, options=None,
                      eval_options=eval_options, out=out, cache_dir=cache_dir, device=device, saved_sets=paths, **fields)
-    with ConsoleUI(quiet=not progress) as ui:
-        return run_config(config, ui)
+    return _execute(config, progress)

@@ -10,6 +10,7 @@ from ddbench.cli.common import _with_config_file
 from ddbench.cli.harness_commands import cmd_ablate, cmd_bench, cmd_cross_arch, cmd_observer_train
 from ddbench.cli.listing import cmd_compare, cmd_plugins, plugin_records
 from ddbench.cli.run_commands import cmd_eval, cmd_export, cmd_run
+from ddbench.runtime.host_allocator import keep_freed_host_memory
 
 __all__ = ["main", "build_parser", "plugin_records", "user_error_line", "EXIT_USAGE"]
 
@@ -70,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         parser.print_help()
         return EXIT_USAGE
+    keep_freed_host_memory()
     try:
         return handler(args)
     except _user_errors() as exc:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from ddbench.runtime.host_allocator import release_freed_host_memory
+
 
 @dataclass
 class StageMeasure:
@@ -49,7 +51,12 @@ def _reset_vm_hwm() -> bool:
 
 @contextmanager
 def measure_stage(device: torch.device):
-    """``with measure_stage(device) as m: ...`` fills ``m.seconds`` and ``m.peak_memory_bytes``."""
+    """``with measure_stage(device) as m: ...`` fills ``m.seconds`` and ``m.peak_memory_bytes``.
+    On the CPU the heap that earlier work freed goes back to the system first (the allocator
+    keeps it for reuse, :mod:`ddbench.runtime.host_allocator`), so it is neither the stage's
+    start nor its peak."""
+    if device.type != "cuda":
+        release_freed_host_memory()
     result = StageMeasure(start_memory_bytes=current_memory_bytes(device))
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -87,14 +94,7 @@ def release_freed_memory(device: torch.device) -> bool:
     if device.type == "cuda":
         torch.cuda.empty_cache()
         return True
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc (macOS, musl): the allocator keeps what it keeps
-        return False
-    libc.malloc_trim(0)
-    return True
+    return release_freed_host_memory()
 
 
 def current_memory_bytes(device: torch.device) -> int:
