@@ -108,6 +108,12 @@ class Distiller:
         left unset), so a run records and keys the values it used; unchanged by default."""
         return options
 
+    def options_for_images(self, options: Any, dataset_name: str, image_shape: tuple[int, int, int]) -> Any:
+        """:meth:`resolve_options` once the run's images are loaded, for what follows their shape
+        ``(C, H, W)`` (e.g. LIC's N follows the image side): the run keys, records and writes to
+        ``config.toml`` these. By default :meth:`resolve_options`."""
+        return self.resolve_options(options, dataset_name)
+
     def default_iterations(self, task: DistillTask) -> tuple[int, str] | None:
         """For ``ddbench bench`` when the options leave ``iterations`` unset: the count a full run of
         ``task`` uses and where it comes from (e.g. SRe2L's per-dataset table), or ``None``

@@ -89,6 +89,9 @@ class LICDistiller(Distiller):
     def resolve_options(self, options: LICOptions, dataset_name: str) -> LICOptions:
         return options.for_dataset(dataset_name)
 
+    def options_for_images(self, options: LICOptions, dataset_name: str, image_shape: tuple[int, int, int]) -> LICOptions:
+        return options.for_dataset(dataset_name, image_side=side_of(image_shape))
+
     def default_iterations(self, task: DistillTask) -> tuple[int, str]:
         if self._options(task).n == 1:
             return 0, "N = 1: nothing squeezed, nothing to compensate"

@@ -79,3 +79,30 @@ def test_the_dotted_option_equals_the_old_flags():
 
     methods, budget, evaluator = route_dotted(["lic.lr=0.01", "budget.epochs=300", "eval.temperature=4", "lic.n=9"])
     assert methods == ["lic.lr=0.01", "lic.n=9"] and budget == ["epochs=300"] and evaluator == ["temperature=4"]
+
+
+@pytest.mark.parametrize("side,n,iterations", [(64, 1, 0), (32, 4, 200)])
+def test_options_that_follow_the_image_side_are_keyed_and_written_as_used(side, n, iterations):
+    """LIC's N follows the image side when unset (1 from 64 to 127 px, and then M = 0): once the
+    images are loaded the run resolves it, so config.toml says what ran and a run that gives those
+    values explicitly (as one repeated from that file does) has the same options, hence the same keys."""
+    from types import SimpleNamespace
+
+    from ddbench.contracts import options_to_dict
+    from ddbench.pipeline.config import RunConfig, plan_run, resolve_for_images
+    from ddbench.settings.config_file import resolved_config
+
+    images = SimpleNamespace(name="imagefolder", image_shape=(3, side, side))
+    unset = RunConfig(methods=["lic"], dataset="imagefolder", image_size=side)
+    plan = plan_run(unset)
+    assert plan.method_options["lic"].n is None and plan.method_options["lic"].iterations == 200  # before the images
+    resolve_for_images(plan, images)
+    assert (plan.method_options["lic"].n, plan.method_options["lic"].iterations) == (n, iterations)
+    text = resolved_config(unset, unset.budget, plan)
+    assert f"\nn = {n}\n" in text and f"\niterations = {iterations}\n" in text
+
+    given = RunConfig(methods=["lic"], dataset="imagefolder", image_size=side,
+                      method_options={"lic": [f"n={n}", f"iterations={iterations}"]})
+    plan_given = plan_run(given)
+    resolve_for_images(plan_given, images)
+    assert options_to_dict(plan_given.method_options["lic"]) == options_to_dict(plan.method_options["lic"])

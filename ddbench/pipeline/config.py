@@ -144,6 +144,14 @@ def plan_run(config: RunConfig) -> Plan:
                 hard_evaluator)
 
 
+def resolve_for_images(plan: Plan, dataset: Dataset) -> None:
+    """Each method's options with what follows the loaded images' shape filled in
+    (``Distiller.options_for_images``), before anything is keyed or recorded: a run that leaves
+    such an option unset and one that gives the value it resolves to are the same run."""
+    plan.method_options = {name: plan.distillers[name].options_for_images(options, dataset.name, dataset.image_shape)
+                           for name, options in plan.method_options.items()}
+
+
 def call_method_check(name: str, distiller: Any, hook: str, *args: Any, what: str = "") -> None:
     """A method's check ``hook(*args)`` (a :class:`~ddbench.plugin_base.Distiller` method; the base
     class accepts everything); its ValueError becomes a RunError naming the method (and ``what``

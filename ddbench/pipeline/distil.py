@@ -125,7 +125,7 @@ def distill_one(ctx: RunContext, name: str, distiller: Any, seed: int | None = N
     finished_parts = partials.finished()
     ctx.cluster.barrier()  # every rank has looked at the folder before any writes this method's parts
     if finished_parts:
-        ctx.ui.info(f"{name}: resuming, {len(finished_parts)} finished part(s) in {partials.folder}")
+        ctx.ui.info(f"{name}: resuming, {len(finished_parts)} part(s) a stopped run saved in {partials.folder}")
     cluster = ctx.cluster
     shardable = cluster.active and distiller.shardable
     task = DistillTask(
