@@ -15,6 +15,12 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
+# the allocator as ddbench's command line sets it, from the start: tests that call the command line
+# in this process would otherwise switch it part-way, and what runs after would depend on the order
+from ddbench.runtime.host_allocator import keep_freed_host_memory  # noqa: E402
+
+keep_freed_host_memory()
+
 
 def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """``python -m ddbench ARGS`` in a subprocess, text output captured."""
