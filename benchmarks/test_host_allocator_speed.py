@@ -56,7 +56,9 @@ SETTINGS = ("system", "tuned")
 
 
 def _measure(setting: str, method: str, ipc: int) -> dict:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("MALLOC_") and key != "GLIBC_TUNABLES"}
+    from ddbench.runtime.host_allocator import is_malloc_setting
+
+    env = {key: value for key, value in os.environ.items() if not is_malloc_setting(key)}
     done = subprocess.run([sys.executable, "-c", WORKER, setting, method, str(ipc), json.dumps(CASES[method])],
                           env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -34,7 +34,9 @@ PROBE = textwrap.dedent("""
 
 
 def _probe(mode: str, **env: str) -> str:
-    clean = {key: value for key, value in os.environ.items() if not key.startswith("MALLOC_") and key != "GLIBC_TUNABLES"}
+    from ddbench.runtime.host_allocator import is_malloc_setting
+
+    clean = {key: value for key, value in os.environ.items() if not is_malloc_setting(key)}
     done = subprocess.run([sys.executable, "-c", PROBE, mode], env={**clean, **env}, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     if done.stdout.strip() == "no mallinfo2":
@@ -50,6 +52,7 @@ def test_a_tuned_process_serves_megabyte_blocks_from_the_heap():
 def test_the_users_own_malloc_settings_are_left_alone():
     assert _probe("tune", MALLOC_TRIM_THRESHOLD_="131072") == "user settings 1"
     assert _probe("tune", GLIBC_TUNABLES="glibc.malloc.arena_max=2") == "user settings 1"
+    assert _probe("tune", MALLOC_ARENA_MAX="2") == "user settings 1"  # any MALLOC_* variable, as the README says
 
 
 def test_the_command_line_and_the_python_api_tune_before_any_work(monkeypatch, capsys):

@@ -19,15 +19,20 @@ happens.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 
 MMAP_THRESHOLD_BYTES = 32 << 20  # glibc's largest allowed on 64-bit systems
 TRIM_THRESHOLD_BYTES = 256 << 20
-USER_SETTINGS = ("GLIBC_TUNABLES", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_",
-                 "MALLOC_MMAP_MAX_")
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # malloc.h
 
 
+def is_malloc_setting(name: str) -> bool:
+    """Whether the environment variable ``name`` sets glibc's malloc (``MALLOC_*``, ``GLIBC_TUNABLES``)."""
+    return name.startswith("MALLOC_") or name == "GLIBC_TUNABLES"
+
+
+@functools.cache
 def _glibc() -> ctypes.CDLL | None:
     try:
         libc = ctypes.CDLL("libc.so.6")
@@ -39,7 +44,7 @@ def _glibc() -> ctypes.CDLL | None:
 def keep_freed_host_memory() -> str:
     """Tune this process's ``malloc`` (see the module). Returns what happened: ``"tuned"``,
     ``"user settings"`` (the environment sets glibc's malloc; left alone) or ``"not glibc"``."""
-    if any(name in os.environ for name in USER_SETTINGS):
+    if any(is_malloc_setting(name) for name in os.environ):
         return "user settings"
     libc = _glibc()
     if libc is None:
