@@ -44,6 +44,7 @@ CONFIGURATIONS: dict[str, tuple[str, list[str], list[str]]] = {
     "no-clamp": ("lic", ["clamp=none"], []),
     "after-pool": ("lic", ["feature_layer=features.block3.pool"], []),
     "block2": ("lic", ["feature_layer=features.block2.relu"], []),
+    "dsa-cim": ("lic", ["dsa_strategy=crop_cutout_flip"], []),  # the successor code's DSA families
     "cim": ("lic", ["loss=l1", "optimizer=adamw", "lr=0.01", "clamp=none", "feature_layer=features.block3.pool"], []),
     "iterations-50": ("lic", ["iterations=50"], []),
     "iterations-400": ("lic", ["iterations=400"], []),
@@ -58,6 +59,14 @@ CONFIGURATIONS: dict[str, tuple[str, list[str], list[str]]] = {
     # score the whole class, not a 300-image subset: with clusters keeping the picks diverse, the
     # subset's other purpose (cost) is small at a few hundred images per class
     "subset-500": ("lic", ["subset_size=500"], []),
+    # score (and cluster) each candidate as the distilled set shows it: one tile, expanded back
+    "tile-score": ("lic", ["score_view=tile"], []),
+    # RDED's realistic patches: the best of 5 random square crops of each scored image
+    "crops-5": ("lic", ["crops=5"], []),
+    "crops-5-scale-0.5": ("lic", ["crops=5", "crop_scale=0.5"], []),
+    "crops-5-tile-score": ("lic", ["crops=5", "score_view=tile"], []),
+    # the options that each came out a little (within a spread) ahead of the defaults, together
+    "stack": ("lic", ["crops=5", "crop_scale=0.5", "subset_size=500", "feature_layer=features.block3.pool"], []),
     "clusters-skip-0.1": ("lic", ["diversity=clusters", "selection_skip=0.1"], []),
     "clusters-factor-crop": ("lic", ["diversity=clusters"], ["region_sampling=factor-crop"]),
     "factor-crop": ("lic", [], ["region_sampling=factor-crop"]),

@@ -14,7 +14,7 @@ What is here:
   distiller that does not subclass it), and :class:`Evaluator`, the same for evaluators;
 - errors: :class:`NonFiniteLossError` (a loss turned NaN or infinite: the host names the method
   and the others go on);
-- building blocks shared by methods: tiles (:func:`squeeze`, :func:`expand`,
+- building blocks shared by methods: tiles (:func:`squeeze`, :func:`expand`, :func:`as_tiles`,
   :func:`check_tiles_fit`), DSA augmentation (:class:`DSA`, :data:`DEFAULT_STRATEGY`,
   :func:`parse_strategy`), reading an observer's features (:func:`read_features`,
   :class:`FeatureReader`, whose ``with_output`` also returns the logits of the same pass,
@@ -40,11 +40,11 @@ from ddbench.store.partials import ImageBatch, class_major_batches, run_units, u
 from ddbench.plugin_base import (Ablation, AblationPoint, AblationSetting, Distiller, Evaluator,
                                  ReferenceFigure)
 from ddbench.pipeline.planner import inference_memory, layer_output_bytes, parameter_bytes, stage
-from ddbench.tiles import check_tiles_fit, expand, squeeze
+from ddbench.tiles import as_tiles, check_tiles_fit, expand, squeeze
 
 __all__ = [
     "hookimpl", "Distiller", "Evaluator", "DistillTask", "UNIT_SECONDS", "DistilledSet", "ArchitectureSpec", "Normalization", "options_to_dict",
-    "NonFiniteLossError", "squeeze", "expand", "check_tiles_fit", "DSA", "DEFAULT_STRATEGY", "parse_strategy",
+    "NonFiniteLossError", "squeeze", "expand", "as_tiles", "check_tiles_fit", "DSA", "DEFAULT_STRATEGY", "parse_strategy",
     "read_features", "FeatureReader", "layer_output_sizes", "OBSERVER_MEMORY_FORMAT", "run_units", "unit_generator", "ImageBatch", "class_major_batches",
     "registered_names", "get_architecture", "stage", "inference_memory", "layer_output_bytes", "parameter_bytes",
     "Ablation", "AblationPoint", "AblationSetting", "ReferenceFigure",

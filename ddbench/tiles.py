@@ -34,7 +34,7 @@ def squeeze(images: torch.Tensor, side: int) -> torch.Tensor:
         raise ValueError(f"{total} images cannot be grouped in tiles of {side * side}")
     if side == 1:
         return images
-    small = F.interpolate(images, size=(height // side, width // side), mode="bilinear", align_corners=False, antialias=True)
+    small = shrink(images, side)
     batch = total // (side * side)
     tiles = small.view(batch, side, side, channels, height // side, width // side)
     # [B, row, col, C, h, w] -> [B, C, row, h, col, w] -> [B, C, H, W]
@@ -52,5 +52,24 @@ def expand(images: torch.Tensor, side: int) -> torch.Tensor:
     """[B, C, H, W] -> [B * side², C, H, W]: each tile resized back to full size (bilinear)."""
     if side == 1:
         return images
+    return enlarge(cut_tiles(images, side), *images.shape[-2:])
+
+
+def shrink(images: torch.Tensor, side: int) -> torch.Tensor:
+    """[B, C, H, W] -> [B, C, H/side, W/side]: each image resized to one tile (bilinear, antialiased)."""
     height, width = images.shape[-2:]
-    return F.interpolate(cut_tiles(images, side), size=(height, width), mode="bilinear", align_corners=False)
+    return F.interpolate(images, size=(height // side, width // side), mode="bilinear", align_corners=False,
+                         antialias=True)
+
+
+def enlarge(tiles: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """[B, C, h, w] -> [B, C, height, width]: tiles resized back to full size (bilinear)."""
+    return F.interpolate(tiles, size=(height, width), mode="bilinear", align_corners=False)
+
+
+def as_tiles(images: torch.Tensor, side: int) -> torch.Tensor:
+    """Each image as a distilled set shows it: shrunk to one tile of a ``side`` x ``side`` grid and
+    expanded back (``expand(squeeze(images, side), side)`` image by image, for any batch size)."""
+    if side == 1:
+        return images
+    return enlarge(shrink(images, side), *images.shape[-2:])

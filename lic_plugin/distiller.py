@@ -24,13 +24,13 @@ import time
 import torch
 
 from ddbench.api import (
-    check_tiles_fit, class_major_batches, DistilledSet, Distiller, DistillTask, DSA, ImageBatch, NonFiniteLossError,
-    run_units, squeeze, unit_generator,
+    as_tiles, check_tiles_fit, class_major_batches, DistilledSet, Distiller, DistillTask, DSA, ImageBatch,
+    NonFiniteLossError, run_units, squeeze, unit_generator,
 )
 from lic_plugin.compensation import SGD_MOMENTUM, automatic_chunk, compensate, resolve_feature_layer, scoring_batch
 from lic_plugin.options import LICOptions, default_iterations, side_of
-from lic_plugin.selection import (draw_subset, eval_mode, group_ranks, rank_diverse, rank_kept, score_and_embed,
-                                  score_images)
+from lic_plugin.selection import (crop_resized, draw_subset, eval_mode, group_ranks, random_square_boxes,
+                                  rank_diverse, rank_kept, score_and_embed, score_images)
 
 TRACE_POINTS = 10  # the loss is recorded every 10% of the iterations (plus the last one)
 
@@ -165,6 +165,7 @@ class LICDistiller(Distiller):
             extras={
                 "source_indices": merge_by_class(parts, "sources"),
                 "scores": merge_by_class(parts, "scores"),
+                "crops": merge_by_class(parts, "crops"),
                 "loss_trace": [part["trace"] for part in parts if part["trace"] is not None],
                 "feature_layer": layer,
                 "options": resolved,
@@ -175,43 +176,65 @@ class LICDistiller(Distiller):
         )
 
     def _select_class(self, task: DistillTask, options: LICOptions, label: int):
-        """Stage 1 for one class: (subset, [IPC, N] source indices, [IPC, N] scores)."""
+        """Stage 1 for one class: (subset, [IPC, N] source indices, [IPC, N] scores, [IPC, N, 4]
+        crop boxes or None)."""
         generator = unit_generator(task.seed, "lic-select", label)
         # the subset is drawn first, so it does not depend on lic.selection
         subset = draw_subset(task.train_indices_by_class()[label], options.subset_size, generator)
+        boxes = None
+        if options.crops > 1:
+            boxes = random_square_boxes(len(subset), options.crops, options.crop_scale, *task.image_shape[1:],
+                                        generator)
+        clustering = options.diversity == "clusters"
+        layer = resolve_feature_layer(task.observer_arch, task.observer, options.feature_layer) if clustering else ""
         with eval_mode(task.observer):
             batch_size = scoring_batch(task.observer, task.image_shape, task.device)
             subset_images = task.load_train(subset)
-            if options.diversity == "clusters":
-                layer = resolve_feature_layer(task.observer_arch, task.observer, options.feature_layer)
-                subset_scores, vectors = score_and_embed(task.observer, layer, subset_images, label, batch_size)
-                subset_scores = subset_scores.cpu()
-            else:
-                subset_scores = score_images(task.observer, subset_images, label, batch_size).cpu()
+            view_scores, view_vectors = [], []
+            for view in range(options.crops):
+                candidates = subset_images if boxes is None else crop_resized(subset_images, boxes[:, view])
+                if options.score_view == "tile":
+                    candidates = as_tiles(candidates, math.isqrt(options.n))
+                if clustering:
+                    scores, vectors = score_and_embed(task.observer, layer, candidates, label, batch_size)
+                    view_vectors.append(vectors)
+                else:
+                    scores = score_images(task.observer, candidates, label, batch_size)
+                view_scores.append(scores.cpu())
+        subset_scores, best_view = torch.stack(view_scores).max(dim=0)  # each image's best-scored view
         skip = int(options.selection_skip * len(subset_scores))
-        if options.diversity == "clusters":
+        if clustering:
+            vectors = torch.stack(view_vectors)[best_view, torch.arange(len(subset))]
             kept = rank_diverse(subset_scores, vectors, options.n * task.ipc, generator, skip=skip)
         else:
             kept = rank_kept(subset_scores, options.n * task.ipc, options.selection, generator, skip=skip)
+        kept_boxes = None
+        if boxes is not None:
+            kept_boxes = group_ranks(boxes[kept, best_view[kept]], task.ipc, options.n, options.grouping)
         return (subset, group_ranks(subset[kept], task.ipc, options.n, options.grouping),
-                group_ranks(subset_scores[kept], task.ipc, options.n, options.grouping))
+                group_ranks(subset_scores[kept], task.ipc, options.n, options.grouping), kept_boxes)
 
     def _distill_batch(self, task: DistillTask, options: LICOptions, side: int, layer: str, bounds,
                        batch: ImageBatch, timings: dict) -> tuple[dict, dict]:
         """One unit: selection for the batch's classes, then squeeze and compensation of its images."""
         started = time.perf_counter()
-        sources, scores, scored = [], [], {}
+        sources, scores, boxes, scored = [], [], [], {}
         for label in batch.classes:
-            subset, class_sources, class_scores = self._select_class(task, options, label)
+            subset, class_sources, class_scores, class_boxes = self._select_class(task, options, label)
             first = max(batch.start - label * task.ipc, 0)  # the batch's rows of this class
             last = min(batch.stop - label * task.ipc, task.ipc)
             sources.append(class_sources[first:last])
             scores.append(class_scores[first:last])
+            if class_boxes is not None:
+                boxes.append(class_boxes[first:last])
             scored[str(label)] = subset.tolist()
             task.progress(1)
         sources, scores = torch.cat(sources), torch.cat(scores)
+        boxes = torch.cat(boxes) if boxes else None
         selected = time.perf_counter()  # the scores were read back to the host: the device is idle
         originals = task.load_train(sources.reshape(-1))
+        if boxes is not None:  # the kept crops stand for their images from here on
+            originals = crop_resized(originals, boxes.reshape(-1, 4))
         squeezed = squeeze(originals, side)
         trace_record = None
         if options.compensation and options.iterations > 0:
@@ -243,6 +266,7 @@ class LICDistiller(Distiller):
             "batch": {"index": batch.index, "images": [batch.start, batch.stop], "classes": list(batch.classes)},
             "sources": {c: sources[rows].tolist() for c, rows in by_class.items()},
             "scores": {c: scores[rows].tolist() for c, rows in by_class.items()},
+            "crops": {c: boxes[rows].tolist() for c, rows in by_class.items()} if boxes is not None else {},
             "scored": scored,
             "trace": trace_record,
         }

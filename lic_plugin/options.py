@@ -17,6 +17,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 LOSSES = ("mse", "l1", "cosine")
 CLAMPS = ("pixel", "none")
 DIVERSITIES = ("none", "clusters")
+SCORE_VIEWS = ("original", "tile")
 PAPER_ITERATIONS = 200  # M in Section 3.1
 # M where a dataset needs fewer than the paper's 200, chosen on its validation split (lic_plugin/README.md)
 DATASET_ITERATIONS = {"digits": 50}
@@ -95,6 +96,17 @@ class LICOptions:
       ``clusters`` with ``selection`` and ``none`` without (random picks have no clusters).
       Chosen on three validation splits (``lic_plugin/README.md``): tiny-imagenet-10 at 32 px,
       Fashion-MNIST and the embedded digits, IPC 10.
+    - ``score_view``: what the observer scores (Eq. 1) and, with ``diversity=clusters``, embeds:
+      ``original``, each candidate image as it is (the paper); ``tile``, each candidate as the
+      distilled set will show it, shrunk to one of the N tiles and expanded back, which is what the
+      relabel teacher labels (Proposition 1 asks for the samples it labels most accurately). The
+      same with N = 1.
+    - ``crops``: views scored per subset image. 1 (default): the image itself (the paper). K > 1:
+      K random square crops of it, each covering a fraction of its area drawn from
+      ``[crop_scale, 1]`` and resized to the full size (RDED's realistic patches: torchvision's
+      ``RandomResizedCrop`` with aspect 1, best of 5, area from 0.08); the best-scored crop stands
+      for the image in selection, squeeze and compensation, and its box is recorded
+      (``extras["crops"]``).
     - ``dsa_strategy``: DSA families of the transformation group G in Eq. 8 (``none`` = identity).
     - ``batch_size``: distilled images optimised together (bounds memory only: each image's
       objective is its own Eq. 8 loss, so the result does not depend on how images are batched
@@ -120,6 +132,9 @@ class LICOptions:
     loss: str = "mse"
     selection_skip: float = 0.0
     diversity: str | None = None  # None: clusters with selection, none without
+    score_view: str = "original"
+    crops: int = 1
+    crop_scale: float = 0.08
     dsa_strategy: str = DEFAULT_STRATEGY
     batch_size: int = 100
     chunk: int = 0
@@ -136,6 +151,11 @@ class LICOptions:
             raise ValueError(f"lic option iterations={self.iterations}: must be 0 or more")
         if self.subset_size < 1:
             raise ValueError(f"lic option subset_size={self.subset_size}: must be at least 1")
+        if self.crops < 1:
+            raise ValueError(f"lic option crops={self.crops}: 1 (the whole image) or more random crops per image")
+        if not (0.0 < self.crop_scale <= 1.0):
+            raise ValueError(f"lic option crop_scale={self.crop_scale}: the smallest crop's share of the image "
+                             f"area, in (0, 1]")
         if self.batch_size < 1:
             raise ValueError(f"lic option batch_size={self.batch_size}: must be at least 1")
         if self.chunk < 0:
@@ -146,9 +166,13 @@ class LICOptions:
             raise ValueError(f"lic option selection_skip={self.selection_skip}: a fraction in [0, 1)")
         for key, value, allowed in (("grouping", self.grouping, GROUPINGS), ("optimizer", self.optimizer, OPTIMIZERS),
                                     ("clamp", self.clamp, CLAMPS), ("loss", self.loss, LOSSES),
-                                    ("diversity", self.resolved_diversity(), DIVERSITIES)):
+                                    ("diversity", self.resolved_diversity(), DIVERSITIES),
+                                    ("score_view", self.score_view, SCORE_VIEWS)):
             if value not in allowed:
                 raise ValueError(f"lic option {key}={value!r}: use one of {', '.join(allowed)}")
+        if self.crops > 1 and not self.selection:
+            raise ValueError(f"lic option crops={self.crops} keeps each image's best-scored crop, but selection=false "
+                             f"scores nothing; use crops=1 with selection=false")
         if self.diversity not in (None, "none") and not self.selection:
             raise ValueError(f"lic option diversity={self.diversity} picks among scored images, but selection=false "
                              f"keeps random ones; use diversity=none with selection=false")

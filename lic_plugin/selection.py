@@ -95,6 +95,33 @@ def _unit_mean(features: torch.Tensor) -> torch.Tensor:
     return F.normalize(features, dim=1)
 
 
+def random_square_boxes(images: int, crops: int, min_scale: float, height: int, width: int,
+                        generator: torch.Generator) -> torch.Tensor:
+    """``[images, crops, 4]`` boxes ``(left, top, width, height)`` as fractions of the image: square
+    in pixels, covering a fraction of the image's area drawn uniformly from ``[min_scale, 1]``
+    (torchvision's ``RandomResizedCrop`` with aspect ratio 1, as RDED crops), at a uniform
+    position. Drawn on the CPU ``generator``."""
+    area = min_scale + (1.0 - min_scale) * torch.rand(images, crops, generator=generator)
+    side = (area * height * width).sqrt().clamp(max=min(height, width))
+    box_w, box_h = side / width, side / height
+    left = (1.0 - box_w) * torch.rand(images, crops, generator=generator)
+    top = (1.0 - box_h) * torch.rand(images, crops, generator=generator)
+    return torch.stack([left, top, box_w, box_h], dim=-1)
+
+
+def crop_resized(images: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """Each image's box (``[B, 4]`` fractions, :func:`random_square_boxes`) resized to the image's
+    full size (bilinear, batched, on the images' device)."""
+    boxes = boxes.to(device=images.device, dtype=torch.float32)
+    left, top, box_w, box_h = boxes.unbind(dim=1)
+    theta = torch.zeros(len(images), 2, 3, device=images.device)
+    theta[:, 0, 0], theta[:, 0, 2] = box_w, 2 * left + box_w - 1
+    theta[:, 1, 1], theta[:, 1, 2] = box_h, 2 * top + box_h - 1
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="border",
+                         align_corners=False).to(images.dtype)
+
+
 def rank_kept(scores: torch.Tensor, count: int, selection: bool = True,
               generator: torch.Generator | None = None, skip: int = 0) -> torch.Tensor:
     """Positions (into ``scores``) of the ``count`` kept images, in rank order (CPU int64).

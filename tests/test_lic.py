@@ -14,12 +14,13 @@ from ddbench.contracts import DistillTask
 from ddbench.models.features import read_features
 from ddbench.settings.options import OptionError, apply_overrides
 from ddbench.runner import check_distilled
-from ddbench.tiles import expand, squeeze
+from ddbench.store.partials import unit_generator
+from ddbench.tiles import as_tiles, expand, squeeze
 from lic_plugin.compensation import alignment_loss, compensate, resolve_feature_layer
 from lic_plugin.distiller import LICDistiller
 from lic_plugin.options import LICOptions
-from lic_plugin.selection import (embed_images, group_ranks, kmeans_assign, rank_diverse, rank_kept, score_and_embed,
-                                  score_images)
+from lic_plugin.selection import (crop_resized, draw_subset, embed_images, group_ranks, kmeans_assign, random_square_boxes,
+                                  rank_diverse, rank_kept, score_and_embed, score_images)
 from tests.conftest import make_dataset
 
 CPU = torch.device("cpu")
@@ -381,6 +382,14 @@ def test_refusals(dataset):
         LICOptions(dsa_strategy="color_blur")
     with pytest.raises(ValueError, match="divisible by 3"):
         LICDistiller().distill(make_task(dataset, n=9))
+    with pytest.raises(ValueError, match="original, tile"):
+        LICOptions(score_view="squeezed")
+    with pytest.raises(ValueError, match="crops=0"):
+        LICOptions(crops=0)
+    with pytest.raises(ValueError, match=r"crop_scale=0.0.*\(0, 1\]"):
+        LICOptions(crop_scale=0.0)
+    with pytest.raises(ValueError, match="crops=1 with selection=false"):
+        LICOptions(crops=3, selection=False, diversity="none")
 
 
 def test_command_line_options_reach_the_dataclass():
@@ -499,3 +508,90 @@ def test_distilling_64_px_images_keeps_whole_real_images_unless_n_is_given():
     assert whole.extras["loss_trace"] == []
     squeezed = LICDistiller().distill(make_task(dataset, observer, ipc=1, subset_size=8, n=4, iterations=2))
     assert squeezed.tile_grid == 2 and squeezed.options["n"] == 4 and len(squeezed.extras["loss_trace"]) == 1
+
+
+def test_as_tiles_is_squeeze_then_expand_image_by_image():
+    images = torch.rand(7, 3, 8, 8)  # 7: not a multiple of N, which squeeze would refuse
+    first_four = expand(squeeze(images[:4], 2), 2)
+    torch.testing.assert_close(as_tiles(images, 2)[:4], first_four)
+    assert as_tiles(images, 2).shape == images.shape
+    assert as_tiles(images, 1) is images
+    assert not torch.allclose(as_tiles(images, 2), images)  # an 8 px image loses detail as a 4 px tile
+
+
+def test_score_view_tile_scores_the_images_as_the_distilled_set_shows_them(dataset):
+    observer = tiny_observer()
+    distilled = LICDistiller().distill(make_task(dataset, observer, subset_size=100, compensation=False,
+                                                   diversity="none", score_view="tile"))
+    by_tile = {}
+    for label, pool in dataset.train_indices_by_class().items():
+        views = as_tiles(dataset.train.load(pool), 2)
+        losses = F.cross_entropy(observer(views), torch.full((len(pool),), label), reduction="none")
+        order = torch.sort(losses, stable=True).indices[:8]
+        by_tile[label] = pool[order].tolist()
+        assert ranked_sources(distilled, label, 2) == by_tile[label]
+        kept = torch.tensor(distilled.extras["scores"][str(label)]).T.reshape(-1)  # spread: tile-major = rank order
+        torch.testing.assert_close(kept, -losses[order].detach(), atol=1e-5, rtol=0)
+    original = LICDistiller().distill(make_task(dataset, observer, subset_size=100, compensation=False, diversity="none"))
+    assert any(ranked_sources(original, c, 2) != by_tile[c] for c in range(3))  # the view changes what is kept
+
+
+def test_random_square_boxes_follow_randomresizedcrop_with_aspect_one():
+    boxes = random_square_boxes(2000, 5, 0.25, 32, 32, torch.Generator().manual_seed(0))
+    assert boxes.shape == (2000, 5, 4)
+    left, top, width, height = boxes.unbind(dim=-1)
+    area = width * height
+    assert torch.equal(width, height)  # square in pixels on a square image
+    assert float(area.min()) >= 0.25 - 1e-6 and float(area.max()) <= 1.0
+    assert 0.55 < float(area.mean()) < 0.70  # uniform on [0.25, 1]: mean 0.625
+    assert float(left.min()) >= 0 and float((left + width).max()) <= 1 + 1e-6
+    assert float(top.min()) >= 0 and float((top + height).max()) <= 1 + 1e-6
+    wide = random_square_boxes(100, 2, 0.5, 16, 32, torch.Generator().manual_seed(0))
+    assert torch.allclose(wide[..., 3] * 16, wide[..., 2] * 32)  # square in pixels on a 16 x 32 image
+    assert torch.equal(boxes, random_square_boxes(2000, 5, 0.25, 32, 32, torch.Generator().manual_seed(0)))
+
+
+def test_crop_resized_cuts_the_box_out_and_resizes_it():
+    images = torch.rand(2, 3, 8, 8)
+    assert torch.equal(crop_resized(images, torch.tensor([[0.0, 0.0, 1.0, 1.0]] * 2)), images)
+    # the top-right quarter, doubled: every output pixel of a 2x nearest-neighbour grid point lands
+    # on the quarter's own pixels, so the inner rows and columns equal bilinear upsampling of it
+    quarter = crop_resized(images, torch.tensor([[0.5, 0.0, 0.5, 0.5]] * 2))
+    reference = F.interpolate(images[:, :, :4, 4:], size=(8, 8), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(quarter[:, :, 1:7, 1:7], reference[:, :, 1:7, 1:7])
+
+
+def test_crops_keep_each_images_best_crop_and_compensate_it(dataset):
+    observer = tiny_observer()
+    distilled = LICDistiller().distill(make_task(dataset, observer, subset_size=100, compensation=False,
+                                                   diversity="none", crops=3, crop_scale=0.3))
+    for label in range(3):
+        sources = torch.tensor(distilled.extras["source_indices"][str(label)])  # [IPC, N]
+        boxes = torch.tensor(distilled.extras["crops"][str(label)])  # [IPC, N, 4]
+        assert boxes.shape == (2, 4, 4)
+        crops = crop_resized(dataset.train.load(sources.reshape(-1)), boxes.reshape(-1, 4))
+        images = distilled.images[distilled.labels == label]
+        torch.testing.assert_close(images, squeeze(crops, 2))  # the kept crops, squeezed
+        with torch.no_grad():
+            scores = -F.cross_entropy(observer(crops), torch.full((len(crops),), label), reduction="none")
+        torch.testing.assert_close(scores, torch.tensor(distilled.extras["scores"][str(label)]).reshape(-1),
+                                   atol=1e-5, rtol=0)
+    # each kept crop is its image's best of the three drawn from the class's generator after the subset
+    generator = unit_generator(0, "lic-select", 0)
+    subset = draw_subset(dataset.train_indices_by_class()[0], 100, generator)
+    drawn = random_square_boxes(len(subset), 3, 0.3, 8, 8, generator)
+    kept = torch.tensor(distilled.extras["source_indices"]["0"]).reshape(-1)
+    position = [subset.tolist().index(int(i)) for i in kept]
+    with torch.no_grad():
+        every = torch.stack([-F.cross_entropy(observer(crop_resized(dataset.train.load(kept), drawn[position, view])),
+                                              torch.zeros(len(kept), dtype=torch.int64), reduction="none")
+                             for view in range(3)])
+    torch.testing.assert_close(every.max(dim=0).values, torch.tensor(distilled.extras["scores"]["0"]).reshape(-1),
+                               atol=1e-5, rtol=0)
+    assert bool((every.max(dim=0).values > every.min(dim=0).values).all())  # the crops differ, so the pick matters
+    whole = LICDistiller().distill(make_task(dataset, observer, subset_size=100, compensation=False, diversity="none"))
+    assert whole.extras["crops"] == {}
+    compensated = LICDistiller().distill(make_task(dataset, observer, subset_size=100, iterations=2, crops=3,
+                                                     crop_scale=0.3, diversity="clusters"))
+    assert compensated.extras["crops"].keys() == {"0", "1", "2"}
+    assert not torch.equal(compensated.images, distilled.images)

@@ -48,6 +48,10 @@ def test_budget_presets_and_overrides():
     assert resolve_budget("paper-imagenet").epochs == 300
     changed = resolve_budget("quick", ["epochs=7"])
     assert changed.epochs == 7 and changed.preset == "quick*"
+    # the preset's notes describe its own values ("300 steps at 100 images"): changed ones are named
+    assert changed.notes.startswith(resolve_budget("quick").notes)
+    assert changed.notes.endswith("Changed from the preset 'quick': epochs 150 -> 7.")
+    assert resolve_budget("quick", ["epochs=150"]).notes == resolve_budget("quick").notes
     with pytest.raises(BudgetError, match="available: paper"):
         resolve_budget("slow")
     with pytest.raises(BudgetError, match="valid options"):

@@ -4,7 +4,6 @@ images load; and a screenshot is taken."""
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import subprocess

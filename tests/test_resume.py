@@ -5,7 +5,6 @@ distillation are independent units, so redoing some of them gives bit-identical 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -22,7 +21,6 @@ from ddbench.store.partials import PartialStore, class_major_batches
 from ddbench.host.registry import get_architecture
 from lic_plugin.distiller import LICDistiller
 from lic_plugin.options import LICOptions
-from tests.conftest import run_cli
 
 LIC_RUN = ["run", "--method", "lic", "--baseline", "random", "--ipc", "2", "--observer-epochs", "1",
            "--budget-set", "epochs=2", "--seeds", "2", "--evaluator", "train", "--quiet",

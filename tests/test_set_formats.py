@@ -5,7 +5,6 @@ tensor files load with their soft labels, and bad ones are named."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch

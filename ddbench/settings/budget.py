@@ -144,5 +144,14 @@ def resolve_budget(name: str, overrides: list[str] | None = None) -> EvalBudget:
         except ValueError as exc:
             raise BudgetError(str(exc)) from None
         if budget != PRESETS[name]:  # values equal to the preset's keep its name (a config file lists them all)
-            budget = dataclasses.replace(budget, preset=f"{name}*")
+            budget = dataclasses.replace(budget, preset=f"{name}*", notes=changed_notes(PRESETS[name], budget))
     return budget
+
+
+def changed_notes(preset: EvalBudget, budget: EvalBudget) -> str:
+    """The preset's notes, followed by what this budget changed (the notes describe the preset's
+    own values, so a table showing them beside changed values must say so)."""
+    before, after = preset.describe(), budget.describe()
+    changes = [f"{key} {before.get(key)} -> {value}" for key, value in after.items()
+               if key != "preset" and before.get(key) != value]
+    return f"{preset.notes} Changed from the preset {preset.preset!r}: {', '.join(changes)}."
