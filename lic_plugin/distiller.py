@@ -74,8 +74,9 @@ class LICDistiller(Distiller):
         chunk = options.chunk or automatic_chunk(observer, layer, shape.image, side, torch.device("cpu"), batch)
         iterations = options.iterations if options.compensation else 0
         subset = min(options.subset_size, shape.train // shape.classes)
-        return [stage("select", subset * shape.classes, 0, inference_memory(observer, shape.image, subset),
-                      f"{subset} scored images per class"),
+        views = f", {options.crops} crops each" if options.crops > 1 else ""
+        return [stage("select", subset * shape.classes * options.crops, 0, inference_memory(observer, shape.image, subset),
+                      f"{subset} scored images per class{views}"),
                 stage(f"compensate, M = {iterations}", 2 * iterations * options.n * images,
                       iterations * options.n * images, chunk * per_image,
                       f"{images} images x N = {options.n} tiles, chunks of {chunk} (all {batch} of a batch at once: "

@@ -37,6 +37,11 @@ def test_passes_follow_the_methods_options_and_the_budget():
     config.method_options["lic"] = ["iterations=7", "chunk=1"]
     small = {row["stage"]: row for row in estimate_run(config, plan_run(config), shape)}["lic: compensate, M = 7"]
     assert small["peak_memory_bytes"] * 3 == compensate["peak_memory_bytes"]
+    # selection scores every subset image once, or each of its crops
+    assert stages["lic: select"]["forward_passes"] == 20 * 100  # 2000 / 20 = 100 images a class, all of them
+    config.method_options["lic"] = ["iterations=7", "crops=5"]
+    cropped = {row["stage"]: row for row in estimate_run(config, plan_run(config), shape)}["lic: select"]
+    assert cropped["forward_passes"] == 5 * 20 * 100 and "5 crops each" in cropped["note"]
 
 
 def test_the_command_reads_no_data_and_trains_nothing(tmp_path):
