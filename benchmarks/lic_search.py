@@ -10,13 +10,16 @@ per class held out, the observer trained without them), never on the test split.
 one observer through ``--cache-dir``. A finished run is not redone: its ``results.json`` is read
 again. Rows go to ``benchmarks/results/lic_search.csv`` (one per configuration, IPC and observer: a
 row measured again under the same observer is replaced, one under another observer, such as a
-retrained one, is added) with the command that produced them.
+retrained one, is added) with the command that produced them. The file is read and rewritten
+under a lock, so several searches side by side (one process each) lose no row.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import fcntl
 import json
 import os
 import shlex
@@ -116,21 +119,36 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
     }
 
 
-def record(rows: list[dict]) -> None:
-    existing = []
-    if RESULTS.exists():
-        with open(RESULTS, newline="") as handle:
-            existing = list(csv.DictReader(handle))
+@contextlib.contextmanager
+def results_lock(path: Path):
+    """Hold an exclusive lock on ``path``'s lock file (searches run side by side, one process each,
+    read and rewrite the same results file: without it one could drop the other's new row)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def record(rows: list[dict], path: Path = RESULTS) -> None:
     def key(row: dict) -> tuple[str, ...]:  # a configuration under one observer: another observer is another row
         return tuple(str(row[column]) for column in ("dataset", "image_size", "ipc", "name", "observer_validation_accuracy"))
 
-    keys = {key(r) for r in rows}
-    kept = [r for r in existing if key(r) not in keys]
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    with open(RESULTS, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(kept + rows)
+    with results_lock(path):
+        existing = []
+        if path.exists():
+            with open(path, newline="") as handle:
+                existing = list(csv.DictReader(handle))
+        keys = {key(r) for r in rows}
+        kept = [r for r in existing if key(r) not in keys]
+        written = path.with_name(path.name + ".part")
+        with open(written, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+            writer.writeheader()
+            writer.writerows(kept + rows)
+        os.replace(written, path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,56 @@
+"""benchmarks/lic_search.py's results file: searches run side by side, one process each, and
+every row each of them records must be in the file afterwards."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import multiprocessing
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "lic_search.py"
+
+
+def load_search():
+    spec = importlib.util.spec_from_file_location("lic_search", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def row(search, name: str, accuracy: float = 50.0) -> dict:
+    values = {column: "" for column in search.COLUMNS}
+    values.update(dataset="imagefolder", image_size=32, ipc=10, name=name, method="lic",
+                  validation_accuracy_mean=accuracy, observer_validation_accuracy=60.4)
+    return values
+
+
+def record_many(path: str, writer: int, count: int) -> None:
+    search = load_search()
+    for index in range(count):
+        search.record([row(search, f"writer{writer}-row{index}")], Path(path))
+
+
+def test_rows_recorded_side_by_side_are_all_kept(tmp_path):
+    path = tmp_path / "results.csv"
+    context = multiprocessing.get_context("spawn")
+    writers = [context.Process(target=record_many, args=(str(path), writer, 25)) for writer in range(6)]
+    for process in writers:
+        process.start()
+    for process in writers:
+        process.join(timeout=120)
+        assert process.exitcode == 0
+    with open(path, newline="") as handle:
+        names = sorted(r["name"] for r in csv.DictReader(handle))
+    assert names == sorted(f"writer{w}-row{i}" for w in range(6) for i in range(25))
+
+
+def test_a_configuration_measured_again_replaces_its_row(tmp_path):
+    search = load_search()
+    path = tmp_path / "results.csv"
+    search.record([row(search, "defaults", 49.0), row(search, "random", 47.0)], path)
+    search.record([row(search, "defaults", 51.0)], path)
+    with open(path, newline="") as handle:
+        rows = {r["name"]: r["validation_accuracy_mean"] for r in csv.DictReader(handle)}
+    assert rows == {"defaults": "51.0", "random": "47.0"}
+    assert not list(tmp_path.glob("*.part"))  # written whole, then moved into place
