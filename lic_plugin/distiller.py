@@ -7,8 +7,8 @@ Stage 1 (:mod:`lic_plugin.selection`) for its classes, then Stage 2, squeeze (Eq
 its images together. Stage 3 is the host's relabel evaluator, told by ``soft_labels="observer"``
 and ``tile_grid = sqrt(N)``.
 
-Randomness: class c's subset (and, without selection, its random picks) come from the generator
-``unit_generator(seed, "lic-select", c)``, and batch b's DSA draws from
+Randomness: class c's subset (then, with ``crops``, its crop boxes; without selection, its random
+picks) come from the generator ``unit_generator(seed, "lic-select", c)``, and batch b's DSA draws from
 ``unit_generator(seed, "lic-dsa", b)``. So a batch's images depend on nothing but the seed and
 the batch layout: a stopped run resumes from its saved batches (``task.save_part``), and one seed
 gives bit-identical images on the CPU however the batches are run, including split over the

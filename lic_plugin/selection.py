@@ -7,7 +7,9 @@ observer with the loss-based importance score (Eq. 1)
 
 (observer in eval mode, no gradients), and the top ``N x IPC`` (highest score = lowest loss) are
 kept, best first (``diversity=clusters``: the best of each of ``N x IPC`` feature-space
-clusters of the subset, :func:`rank_diverse`). ``group_ranks`` then decides which N kept images share a distilled image.
+clusters of the subset, :func:`rank_diverse`). With ``crops=K`` each subset image is scored on K
+random square crops (:func:`random_square_boxes`, :func:`crop_resized`; RDED's patches) and its
+best-scored crop stands for it. ``group_ranks`` then decides which N kept images share a distilled image.
 
 Every function is pure (tensors and an observer in, tensors out) so that each is unit-testable.
 """
