@@ -20,6 +20,7 @@ import argparse
 import contextlib
 import csv
 import fcntl
+import io
 import json
 import os
 import shlex
@@ -28,6 +29,8 @@ import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from ddbench.store.io import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "lic_search.csv"
@@ -143,12 +146,11 @@ def record(rows: list[dict], path: Path = RESULTS) -> None:
                 existing = list(csv.DictReader(handle))
         keys = {key(r) for r in rows}
         kept = [r for r in existing if key(r) not in keys]
-        written = path.with_name(path.name + ".part")
-        with open(written, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-            writer.writeheader()
-            writer.writerows(kept + rows)
-        os.replace(written, path)
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(kept + rows)
+        atomic_write_text(path, text.getvalue())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -176,9 +176,9 @@ class LICDistiller(Distiller):
             },
         )
 
-    def _select_class(self, task: DistillTask, options: LICOptions, label: int):
+    def _select_class(self, task: DistillTask, options: LICOptions, layer: str, label: int):
         """Stage 1 for one class: (subset, [IPC, N] source indices, [IPC, N] scores, [IPC, N, 4]
-        crop boxes or None)."""
+        crop boxes or None). ``layer``: the resolved feature layer the clusters embed with."""
         generator = unit_generator(task.seed, "lic-select", label)
         # the subset is drawn first, so it does not depend on lic.selection
         subset = draw_subset(task.train_indices_by_class()[label], options.subset_size, generator)
@@ -187,7 +187,6 @@ class LICDistiller(Distiller):
             boxes = random_square_boxes(len(subset), options.crops, options.crop_scale, *task.image_shape[1:],
                                         generator)
         clustering = options.diversity == "clusters"
-        layer = resolve_feature_layer(task.observer_arch, task.observer, options.feature_layer) if clustering else ""
         with eval_mode(task.observer):
             batch_size = scoring_batch(task.observer, task.image_shape, task.device)
             subset_images = task.load_train(subset)
@@ -221,7 +220,7 @@ class LICDistiller(Distiller):
         started = time.perf_counter()
         sources, scores, boxes, scored = [], [], [], {}
         for label in batch.classes:
-            subset, class_sources, class_scores, class_boxes = self._select_class(task, options, label)
+            subset, class_sources, class_scores, class_boxes = self._select_class(task, options, layer, label)
             first = max(batch.start - label * task.ipc, 0)  # the batch's rows of this class
             last = min(batch.stop - label * task.ipc, task.ipc)
             sources.append(class_sources[first:last])

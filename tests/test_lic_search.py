@@ -53,4 +53,4 @@ def test_a_configuration_measured_again_replaces_its_row(tmp_path):
     with open(path, newline="") as handle:
         rows = {r["name"]: r["validation_accuracy_mean"] for r in csv.DictReader(handle)}
     assert rows == {"defaults": "51.0", "random": "47.0"}
-    assert not list(tmp_path.glob("*.part"))  # written whole, then moved into place
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["results.csv", "results.csv.lock"]  # no temporary left
