@@ -58,12 +58,14 @@ class DataOptions:
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """A dataset a plugin offers. ``load`` returns a :class:`ddbench.data.Dataset`."""
+    """A dataset a plugin offers. ``load`` returns a :class:`ddbench.data.Dataset`.
+    ``default_arch``: the observer architecture a run on it uses when none is named (``--arch``)."""
 
     name: str
     load: Callable[[DataOptions], "Dataset"]
     description: str
     needs_root: bool = False
+    default_arch: str = "convnet3-bn"
 
 
 @dataclass(frozen=True)

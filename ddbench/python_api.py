@@ -51,7 +51,7 @@ def _seeds(seeds: int | Sequence[int]) -> list[int]:
     return list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
 
 
-def _config(methods: list[str], *, dataset: str, data_root: str | None, ipc: int, arch: str, verifier: str | None,
+def _config(methods: list[str], *, dataset: str, data_root: str | None, ipc: int, arch: str | None, verifier: str | None,
             evaluator: str, seeds: Any, budget: Any, budget_fields: dict | None, options: dict | None,
             eval_options: Any, out: str | Path | None, cache_dir: str | Path | None, device: str, **fields: Any):
     from ddbench.runner import RunConfig
@@ -77,7 +77,7 @@ def _execute(config: Any, progress: bool) -> dict:
 
 
 def run(method: str, baselines: Sequence[str] = (), *, dataset: str = "digits", data_root: str | None = None,
-        ipc: int = 10, arch: str = "convnet3-bn", verifier: str | None = None, evaluator: str = "relabel",
+        ipc: int = 10, arch: str | None = None, verifier: str | None = None, evaluator: str = "relabel",
         seeds: int | Sequence[int] = 3, budget: Any = "quick", budget_fields: dict[str, Any] | None = None,
         options: dict[str, Any] | None = None, eval_options: Any = None, out: str | Path | None = None,
         cache_dir: str | Path | None = None, device: str = "auto", progress: bool = False, **fields: Any) -> dict:
@@ -91,7 +91,7 @@ def run(method: str, baselines: Sequence[str] = (), *, dataset: str = "digits", 
 
 
 def evaluate(sets: Any, *, dataset: str = "digits", data_root: str | None = None, labels: Any = None,
-             arch: str = "convnet3-bn", verifier: str | None = None, evaluator: str = "relabel",
+             arch: str | None = None, verifier: str | None = None, evaluator: str = "relabel",
              seeds: int | Sequence[int] = 3, budget: Any = "quick", budget_fields: dict[str, Any] | None = None,
              eval_options: Any = None, out: str | Path | None = None, cache_dir: str | Path | None = None,
              device: str = "auto", progress: bool = False, **fields: Any) -> dict:

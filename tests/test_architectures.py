@@ -26,14 +26,18 @@ CASES = [pytest.param(spec, shape, id=f"{spec.name}-{shape[0]}ch-{shape[2]}px") 
 def _convnet_depth(spec: ArchitectureSpec) -> int | None:
     if not spec.name.startswith("convnet"):
         return None
-    return int(spec.name.removeprefix("convnet").removesuffix("-bn"))
+    return int(spec.name.removeprefix("convnet").removesuffix("-w64").removesuffix("-bn"))
+
+
+def _convnet_width(spec: ArchitectureSpec) -> int:
+    return 64 if spec.name.endswith("-w64") else 128
 
 
 def _expected_features(spec: ArchitectureSpec, image_size: int) -> tuple[int, int]:
     """(channels, side) of the default feature layer's output."""
     depth = _convnet_depth(spec)
     if depth is not None:
-        return 128, image_size // 2 ** (depth - 1)  # the last block's activation, before its pooling
+        return _convnet_width(spec), image_size // 2 ** (depth - 1)  # the last block's activation, before its pooling
     if spec.name == "resnet18":
         return 512, image_size // 8  # small stem: only layer2..layer4 downsample
     if spec.name == "mobilenetv2":
@@ -43,7 +47,7 @@ def _expected_features(spec: ArchitectureSpec, image_size: int) -> tuple[int, in
 
 def test_registry_names() -> None:
     names = [spec.name for spec in SPECS]
-    expected = [f"convnet{d}" for d in range(1, 7)] + [f"convnet{d}-bn" for d in range(1, 7)]
+    expected = [f"convnet{d}{norm}{width}" for width in ("", "-w64") for norm in ("", "-bn") for d in range(1, 7)]
     assert names == expected + ["resnet18", "mobilenetv2"]
     for spec in SPECS:
         assert spec.description and "\n" not in spec.description

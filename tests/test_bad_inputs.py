@@ -419,7 +419,7 @@ KILLED_RUN = ["run", "--method", "random", "--baseline", "squeeze", "--observer-
               "--seeds", "2", "--ipc", "2", "--progress-every", "0.2", "--evaluator", "train"]
 KILL_AT = {  # stage -> a pattern of the progress line after which the process is killed
     # any step under way: heartbeats report the steps done at that moment, so a fast observer skips counts
-    "observer training": r"observer convnet3-bn: [1-9]\d*/\d+ \(",
+    "observer training": r"observer convnet3-bn-w64: [1-9]\d*/\d+ \(",
     "evaluation": r"evaluate squeeze seed 1: started",
 }
 

@@ -68,7 +68,7 @@ def test_rank_zero_alone_reports_and_the_numbers_match(runs):
     for method in ("lic", "squeeze"):  # seeds spread over ranks: each seed trained as in one process
         assert two["methods"][method]["accuracy"] == one["methods"][method]["accuracy"]
     said = ranks.stdout + ranks.stderr
-    assert said.count("results written to") == 1 and said.count("observer convnet3-bn: test accuracy") == 1
+    assert said.count("results written to") == 1 and said.count("observer convnet3-bn-w64: test accuracy") == 1
     assert "resuming" not in said
     assert not (root / "two" / "partial").exists()
     units = json.loads((root / "two" / "manifest.json").read_text())["units"].values()

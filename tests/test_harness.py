@@ -232,7 +232,8 @@ def test_ipc_sweep_writes_its_table_and_plot(cache, tmp_path):
 
 def test_a_validation_run_says_its_accuracies_are_on_the_validation_split(cache, tmp_path):
     talking = [arg for arg in FAST if arg != "--quiet"]
-    said = _cli("run", "--method", "random", *talking, "--cache-dir", str(cache), "--out", str(tmp_path / "v")).stderr
+    said = _cli("run", "--method", "random", *talking, "--arch", "convnet3-bn", "--cache-dir", str(cache),
+                "--out", str(tmp_path / "v")).stderr
     assert f"/ {10 * VALIDATION} validation images" in said, said
     assert "observer convnet3-bn: validation accuracy" in said and "test accuracy" not in said, said
 

@@ -53,7 +53,7 @@ def test_a_redirected_run_talks(tmp_path):
     text = log.read_text()
     assert code == 0, text
     # every stage has its start and end line, writing the results included
-    for stage in ("observer convnet3-bn", "distill random", "evaluate random seed 0",
+    for stage in ("observer convnet3-bn-w64", "distill random", "evaluate random seed 0",
                   "write results, tables, image grids and report"):
         assert re.search(rf"\] {stage}: started \(\d+ steps\)", text), stage
         assert re.search(rf"\] {stage}: done in", text), stage

@@ -51,3 +51,25 @@ def test_the_command_reads_no_data_and_trains_nothing(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "lic: compensate, M = 200" in result.stdout and "sre2l: recover, 4000 iterations" in result.stdout
     assert not (tmp_path / "cache").exists() and not (tmp_path / "out").exists()
+
+
+def test_the_observer_defaults_to_the_datasets_architecture(tmp_path):
+    # the embedded digits default to the width-64 ConvNet-3 (README: "Defaults and where they come
+    # from"); every other dataset to convnet3-bn; --arch always wins
+    assert RunConfig(methods=["lic"]).arch == "convnet3-bn-w64"
+    assert RunConfig(methods=["lic"], dataset="cifar10").arch == "convnet3-bn"
+    assert RunConfig(methods=["lic"], arch="convnet4-bn").arch == "convnet4-bn"
+    assert plan_run(RunConfig(methods=["lic"])).observer_arch.build(1, 10, 16).width == 64
+
+    def planned(*args: str) -> str:
+        result = run_cli("run", "--method", "lic", *args, "--plan", "classes=10,train=100,test=10,size=16,channels=1",
+                         "--cache-dir", str(tmp_path / "cache"), env={"COLUMNS": "200"})
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    assert "observer convnet3-bn-w64, verifier convnet3-bn-w64" in planned()
+    assert "observer convnet3-bn, verifier convnet3-bn" in planned("--dataset", "cifar10")
+    assert "observer convnet3-bn, verifier convnet3-bn-w64" in planned("--arch", "convnet3-bn", "--verifier",
+                                                                       "convnet3-bn-w64")
+    unknown = run_cli("run", "--method", "lic", "--dataset", "nosuch", "--plan", "cifar10")
+    assert unknown.returncode != 0 and "unknown dataset 'nosuch'" in unknown.stderr and "digits" in unknown.stderr

@@ -33,7 +33,7 @@ def test_results_json_schema(first_run):
     assert entry["images_per_class"] == 2 and entry["num_images"] == 20
     assert entry["distill_seconds"] >= 0 and entry["peak_memory_bytes"] > 0
     assert results["budget"]["epochs"] == 2 and results["budget"]["preset"] == "quick*"
-    assert results["observer"]["architecture"] == "convnet3-bn" and 0 < results["observer"]["test_accuracy"] <= 100
+    assert results["observer"]["architecture"] == "convnet3-bn-w64" and 0 < results["observer"]["test_accuracy"] <= 100
     assert results["dataset"]["name"] == "digits" and results["seeds"] == [0, 1]
     assert {"ddbench", "torch", "python"} <= set(results["versions"])
 
@@ -101,10 +101,10 @@ def test_exports_agree_with_results_json(first_run):
     latex = (out / "results.tex").read_text()
     assert "\\begin{tabular}" in latex and f"{entry['accuracy']['mean']:.2f} $\\pm$" in latex
     # every table carries the complete budget
-    observer = f"observer convnet3-bn ({results['observer']['test_accuracy']:.2f}% on the test split)"
+    observer = f"observer convnet3-bn-w64 ({results['observer']['test_accuracy']:.2f}% on the test split)"
     for part in ("2 epochs, adamw lr 0.001 wd 0.0001", "multistep (x0.1 at 0.5, 0.75 of the epochs)", "batch 50",
                  "augmentation dsa", "loss=kl", "temperature=4.0", "region_sampling=auto", "eval seeds 0, 1",
-                 "distill seeds 0", observer, "verifier convnet3-bn", "accuracy on the test"):
+                 "distill seeds 0", observer, "verifier convnet3-bn-w64", "accuracy on the test"):
         assert part in markdown and part in rows[0]["budget"], part
         assert part.replace("%", "\\%").replace("_", "\\_") in latex, part
     picture = Image.open(out / "grids" / "random.png")

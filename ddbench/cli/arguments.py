@@ -102,7 +102,9 @@ def _add_data_args(parser: argparse.ArgumentParser) -> None:
 def _add_observer_args(parser: argparse.ArgumentParser, single: bool = True, arch_help: str | None = None) -> None:
     """Observer arguments; ``single=False`` (grids of observers) leaves out ``--arch`` and ``--observer``."""
     if single:
-        parser.add_argument("--arch", default="convnet3-bn", help=arch_help or "observer architecture (default: convnet3-bn: BatchNorm, so every method, SRe2L included, can share it)")
+        parser.add_argument("--arch", help=arch_help or "observer architecture (default: the dataset's: convnet3-bn, BatchNorm, so "
+                                                        "every method, SRe2L included, can share it; convnet3-bn-w64 on the "
+                                                        "embedded digits)")
     parser.add_argument("--observer-seed", type=int, default=0, help="seed of the observer's training (default: 0)")
     parser.add_argument("--observer-epochs", type=_at_least("--observer-epochs", 1, "an untrained observer scores and labels nothing"), help="override the observer recipe's epochs")
     if single:
@@ -249,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="time to distill 100 images at batch size 100 and peak memory, per method and observer (Table 3)")
     bench.add_argument("--methods", type=_names, required=True, help="comma list of methods (lic,sre2l)")
     _add_data_args(bench)
-    _add_observer_args(bench, arch_help="observer architecture(s), a comma list (default: convnet3-bn)")
+    _add_observer_args(bench, arch_help="observer architecture(s), a comma list (default: the dataset's, as for run)")
     bench.add_argument("--bench-iterations", type=_at_least("--bench-iterations", 1), default=5, metavar="K",
                        help="timed runs of K and 2K iterations after a 1-iteration warm-up; the full run is projected (default: 5)")
     bench.add_argument("--batch-size", type=_at_least("--batch-size", 1), default=100, help="the methods' batch_size option (default: 100, as in the paper)")

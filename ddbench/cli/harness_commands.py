@@ -27,7 +27,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from ddbench.reporting.console import ConsoleUI
     from ddbench.runner import RunConfig
 
-    archs = _names(args.arch)
+    from ddbench.host import registry
+
+    archs = _names(args.arch or registry.get_dataset(args.dataset).default_arch)
     run = RunConfig(
         methods=args.methods, dataset=args.dataset, data_root=args.data_root, download=args.download,
         image_size=args.image_size, data_memory_gib=args.data_memory_gib, data_workers=args.data_workers, arch=archs[0],
@@ -84,8 +86,9 @@ def cmd_observer_train(args: argparse.Namespace) -> int:
     from ddbench.runner import data_options
     from ddbench.pipeline.preflight import fingerprint_ahead
 
-    arch = registry.get_architecture(args.arch)
-    dataset = registry.get_dataset(args.dataset).load(data_options(args))
+    spec = registry.get_dataset(args.dataset)
+    arch = registry.get_architecture(args.arch or spec.default_arch)
+    dataset = spec.load(data_options(args))
     device = resolve_device(args.device)
     with ConsoleUI(quiet=args.quiet, every=args.progress_every) as ui:
         fingerprint_ahead(dataset, ui)

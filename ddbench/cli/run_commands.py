@@ -57,10 +57,12 @@ def _observer_from_metadata(args: argparse.Namespace, meta: dict) -> None:
     that file is on this machine (and neither flag was given), else its architecture from the cache."""
     from pathlib import Path
 
+    from ddbench.host import registry
+
     recorded = meta.get("observer") or {}
     if not args.arch and not args.observer_checkpoint and Path(str(recorded.get("checkpoint"))).is_file():
         args.observer_checkpoint = recorded["checkpoint"]
-    args.arch = args.arch or recorded.get("architecture") or "convnet3-bn"
+    args.arch = args.arch or recorded.get("architecture") or registry.default_arch(args.dataset)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -86,7 +88,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                          observer_checkpoint=args.observer_checkpoint, saved_sets=list(args.paths),
                          saved_pixels=args.pixels)
     if not args.out:
-        config.out = str(Path("runs") / f"{args.dataset}-{args.arch}-eval")
+        config.out = str(Path("runs") / f"{args.dataset}-{config.arch}-eval")
     with ConsoleUI(quiet=args.quiet, every=args.progress_every) as ui:
         results = run(config, ui)
     failed = [name for name, entry in results["methods"].items() if "error" in entry]

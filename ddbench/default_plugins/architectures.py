@@ -2,6 +2,8 @@
 
 - ``convnet1`` .. ``convnet6``: ConvNet-D with instance norm (DC/DSA/MTT).
 - ``convnet1-bn`` .. ``convnet6-bn``: the same with BatchNorm.
+- ``convnet1-w64`` .. ``convnet6-bn-w64``: the same at width 64 instead of 128 (DC's ``ConvNetW64``);
+  the embedded digits' default observer is ``convnet3-bn-w64``.
 - ``resnet18``: torchvision ResNet-18, small-input stem at <= 64 px (SRe2L/RDED).
 - ``mobilenetv2``: torchvision MobileNet-V2, CIFAR-style strides at <= 64 px.
 
@@ -22,13 +24,15 @@ if TYPE_CHECKING:  # pragma: no cover
 
 CONVNET_DEPTHS = range(1, 7)
 CONVNET_WIDTH = 128
+CONVNET_NARROW_WIDTH = 64  # DC's width ablation (ConvNetW64): 4x fewer multiply-adds per layer
 MOBILENET_FEATURE_LAYERS = ("features.3", "features.6", "features.10", "features.13", "features.17", "features.18", "classifier")
 
 
-def build_convnet(channels: int, num_classes: int, image_size: int, *, depth: int, norm: str) -> "nn.Module":
+def build_convnet(channels: int, num_classes: int, image_size: int, *, depth: int, norm: str,
+                  width: int = CONVNET_WIDTH) -> "nn.Module":
     from ddbench.models.convnet import ConvNet
 
-    return ConvNet(channels, num_classes, image_size, depth=depth, norm=norm, width=CONVNET_WIDTH)
+    return ConvNet(channels, num_classes, image_size, depth=depth, norm=norm, width=width)
 
 
 def build_resnet18(channels: int, num_classes: int, image_size: int) -> "nn.Module":
@@ -43,17 +47,19 @@ def build_mobilenetv2(channels: int, num_classes: int, image_size: int) -> "nn.M
     return mobilenet_v2(channels, num_classes, image_size)
 
 
-def convnet_spec(depth: int, norm: str) -> ArchitectureSpec:
+def convnet_spec(depth: int, norm: str, width: int = CONVNET_WIDTH) -> ArchitectureSpec:
     # Each block's activation before its pooling, shallow to deep, then the logits.
     blocks = tuple(f"features.block{i}.relu" for i in range(1, depth + 1))
     if norm == "instance":
-        name, norm_text = f"convnet{depth}", f"instance norm (GroupNorm {CONVNET_WIDTH})"
+        name, norm_text = f"convnet{depth}", f"instance norm (GroupNorm {width})"
     else:
         name, norm_text = f"convnet{depth}-bn", "BatchNorm"
+    if width != CONVNET_WIDTH:
+        name += f"-w{width}"
     return ArchitectureSpec(
         name=name,
-        build=partial(build_convnet, depth=depth, norm=norm),
-        description=f"ConvNet-{depth}, width {CONVNET_WIDTH}, {norm_text}, DC/DSA/MTT",
+        build=partial(build_convnet, depth=depth, norm=norm, width=width),
+        description=f"ConvNet-{depth}, width {width}, {norm_text}, DC/DSA/MTT",
         has_batchnorm=norm == "batch",
         feature_layers=(*blocks, "classifier"),
         default_feature_layer=blocks[-1],
@@ -64,6 +70,7 @@ def all_specs() -> list[ArchitectureSpec]:
     """Every built-in architecture, in listing order."""
     specs = [convnet_spec(depth, "instance") for depth in CONVNET_DEPTHS]
     specs += [convnet_spec(depth, "batch") for depth in CONVNET_DEPTHS]
+    specs += [convnet_spec(depth, norm, CONVNET_NARROW_WIDTH) for norm in ("instance", "batch") for depth in CONVNET_DEPTHS]
     specs.append(
         ArchitectureSpec(
             name="resnet18",

@@ -106,3 +106,11 @@ def get_dataset(name: str) -> Any:
 
 def get_architecture(name: str) -> Any:
     return get("architectures", name)
+
+
+def default_arch(dataset: str) -> str | None:
+    """The observer architecture a run on ``dataset`` uses when none is named (its spec's
+    ``default_arch``); None for a dataset that is not installed, which the run's plan then
+    refuses by name, listing the installed ones."""
+    found = registered("datasets").get(dataset)
+    return found.item.default_arch if found else None

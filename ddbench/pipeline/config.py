@@ -36,7 +36,7 @@ class RunConfig:
     data_memory_gib: float = 2.0  # image-file splits that fit are decoded once (and cached under cache_dir)
     data_workers: int | None = None  # decoding processes (None: one less than the CPUs, at most 8)
     ipc: int = 10
-    arch: str = "convnet3-bn"
+    arch: str | None = None  # None: the dataset's default (convnet3-bn; convnet3-bn-w64 on the digits)
     verifier: str | None = None
     evaluator: str = "relabel"
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
@@ -60,6 +60,10 @@ class RunConfig:
     saved_sets: list[str] = field(default_factory=list)  # distilled-set files evaluated as they are (ddbench eval)
     saved_pixels: str = "normalized"  # how tensor files from other tools hold pixels: normalized or unit ([0, 1])
     dist_eval: str = "auto"  # under torchrun: "seeds" over ranks, "ddp" (all ranks train each seed), or auto
+
+    def __post_init__(self) -> None:
+        if self.arch is None:
+            self.arch = registry.default_arch(self.dataset)
 
     def distill_seed_list(self) -> list[int]:
         return [self.distill_seed + i for i in range(self.distill_seeds)]
