@@ -19,7 +19,6 @@ RandomResizedCrop), ``factor`` 1 at 32 and 64 px (CIFAR, Tiny-ImageNet) and 2 fr
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch

@@ -108,10 +108,13 @@ class Distiller:
         left unset), so a run records and keys the values it used; unchanged by default."""
         return options
 
-    def options_for_images(self, options: Any, dataset_name: str, image_shape: tuple[int, int, int]) -> Any:
+    def options_for_data(self, options: Any, dataset_name: str, image_shape: tuple[int, int, int], ipc: int,
+                         class_images: int) -> Any:
         """:meth:`resolve_options` once the run's images are loaded, for what follows their shape
-        ``(C, H, W)`` (e.g. LIC's N follows the image side): the run keys, records and writes to
-        ``config.toml`` these. By default :meth:`resolve_options`."""
+        ``(C, H, W)``, the IPC and ``class_images``, the training images of the smallest class
+        before any validation split (a validation run resolves as the run it stands for; e.g.
+        LIC's N follows the image side and the share of a class it would squeeze): the run keys,
+        records and writes to ``config.toml`` these. By default :meth:`resolve_options`."""
         return self.resolve_options(options, dataset_name)
 
     def default_iterations(self, task: DistillTask) -> tuple[int, str] | None:

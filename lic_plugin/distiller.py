@@ -65,7 +65,8 @@ class LICDistiller(Distiller):
         from lic_plugin.compensation import activation_bytes_per_image, automatic_chunk
 
         shape, observer = spec["shape"], spec["observer"]
-        options = options.for_dataset(spec["dataset"], image_side=side_of(shape.image))
+        options = options.for_dataset(spec["dataset"], image_side=side_of(shape.image), ipc=spec["ipc"],
+                                      class_images=shape.train // shape.classes)
         layer = resolve_feature_layer(spec["arch"], observer, options.feature_layer)
         side = math.isqrt(options.n)
         images = spec["ipc"] * shape.classes
@@ -85,13 +86,15 @@ class LICDistiller(Distiller):
     @staticmethod
     def _options(task: DistillTask) -> LICOptions:
         options = task.options if task.options is not None else LICOptions()
-        return options.for_dataset(task.dataset.name, image_side=side_of(task.image_shape))
+        return options.for_dataset(task.dataset.name, image_side=side_of(task.image_shape), ipc=task.ipc,
+                                   class_images=min(len(pool) for pool in task.dataset.full_train_by_class().values()))
 
     def resolve_options(self, options: LICOptions, dataset_name: str) -> LICOptions:
         return options.for_dataset(dataset_name)
 
-    def options_for_images(self, options: LICOptions, dataset_name: str, image_shape: tuple[int, int, int]) -> LICOptions:
-        return options.for_dataset(dataset_name, image_side=side_of(image_shape))
+    def options_for_data(self, options: LICOptions, dataset_name: str, image_shape: tuple[int, int, int], ipc: int,
+                         class_images: int) -> LICOptions:
+        return options.for_dataset(dataset_name, image_side=side_of(image_shape), ipc=ipc, class_images=class_images)
 
     def default_iterations(self, task: DistillTask) -> tuple[int, str]:
         if self._options(task).n == 1:

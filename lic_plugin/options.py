@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 
 from ddbench.api import DEFAULT_STRATEGY, parse_strategy
 
@@ -30,6 +31,15 @@ PAPER_N = 4  # N in Section 3.1
 # the authors' RDED scripts also squeeze nothing for Tiny-ImageNet. From 128 px on the paper's
 # N = 4 holds again: its ImageNet-1K results and the authors' RDED and CIM squeeze 2 x 2 there.
 UNSQUEEZED_SIDES = range(64, 128)
+# The largest share of a class's training images that N = 4 may squeeze into its IPC images.
+# Squeezing trades each image's resolution for more of the class: once 4 x IPC sources are a
+# large part of the class, more of it adds little and the lost resolution stays. On
+# tiny-imagenet-10's validation split at 32 px (500 images a class) N = 4 led N = 1 by 2.7
+# points at IPC 20 (80 sources, 16 %), the two were level at IPC 30 (24 %), and N = 1 led by
+# 1.7 at IPC 50 (40 %) (lic_plugin/README.md). A third sits between the level point and the
+# loss, and keeps the paper's N = 4 wherever the paper runs it on a large class (CIFAR-10 at
+# IPC 50: 200 of 5,000).
+SQUEEZED_SHARE = Fraction(1, 3)
 
 
 def side_of(image_shape: tuple[int, int, int]) -> int:
@@ -37,9 +47,17 @@ def side_of(image_shape: tuple[int, int, int]) -> int:
     return min(image_shape[1:])
 
 
-def default_n(image_side: int) -> int:
-    """N for images ``image_side`` pixels a side when ``n`` is not given (``UNSQUEEZED_SIDES``)."""
-    return 1 if image_side in UNSQUEEZED_SIDES else PAPER_N
+def default_n(image_side: int, ipc: int | None = None, class_images: int | None = None) -> int:
+    """N when ``n`` is not given, for images ``image_side`` pixels a side, ``ipc`` images per
+    class and ``class_images`` training images in the smallest class (of the whole training
+    split: a validation run takes the N of the run it stands for): 1 at the
+    ``UNSQUEEZED_SIDES`` and where ``PAPER_N * ipc`` is more than ``SQUEEZED_SHARE`` of the class
+    (left out, the side alone decides), else the paper's 4."""
+    if image_side in UNSQUEEZED_SIDES:
+        return 1
+    if ipc is not None and class_images is not None and PAPER_N * ipc > SQUEEZED_SHARE * class_images:
+        return 1
+    return PAPER_N
 
 
 def default_iterations(dataset_name: str) -> tuple[int, str]:
@@ -56,9 +74,11 @@ class LICOptions:
 
     - ``subset_size``: |T'_c|, real images per class drawn at random (seeded) and scored (paper: 300).
     - ``n``: images squeezed into one distilled image, a perfect square (paper: 4). Unset, it
-      follows the image size (``default_n``): 1 from 64 to 127 px a side (Tiny-ImageNet's scale,
-      where a 64 px validation split preferred one real image to four 32 px tiles), the paper's
-      4 below 64 px and from 128 px (ImageNet's scale).
+      follows the image size and the share of each class it would squeeze (``default_n``): 1
+      from 64 to 127 px a side (Tiny-ImageNet's scale, where a 64 px validation split preferred
+      one real image to four 32 px tiles) and where 4 x IPC is more than a third of the smallest
+      class's training images, counted before any validation split (tiny-imagenet-10 at IPC 50,
+      where a 32 px validation split preferred one real image); else the paper's 4.
     - ``iterations``: M, compensation steps per batch of distilled images (default: the paper's
       200; the embedded digits, 8 x 8 images shown at 16 px, take 50: see ``DATASET_ITERATIONS``).
       Always 0 with N = 1: nothing is squeezed, so Eq. 8 is at its minimum, Delta-x = 0, from
@@ -122,7 +142,7 @@ class LICOptions:
     """
 
     subset_size: int = 300
-    n: int | None = None  # None: default_n(image side)
+    n: int | None = None  # None: default_n(image side, IPC, class size)
     iterations: int | None = None  # None: default_iterations(dataset); 0 with N = 1
     grouping: str = "spread"
     feature_layer: str = ""
@@ -187,16 +207,18 @@ class LICOptions:
             return self.diversity
         return "clusters" if self.selection else "none"
 
-    def resolved_n(self, image_side: int) -> int:
-        """``n`` as used for images ``image_side`` pixels a side: when unset, ``default_n``."""
-        return self.n if self.n is not None else default_n(image_side)
+    def resolved_n(self, image_side: int, ipc: int | None = None, class_images: int | None = None) -> int:
+        """``n`` as used for images ``image_side`` pixels a side at ``ipc`` images per class from
+        classes of at least ``class_images`` training images: when unset, ``default_n``."""
+        return self.n if self.n is not None else default_n(image_side, ipc, class_images)
 
-    def for_dataset(self, dataset_name: str, image_side: int | None = None) -> "LICOptions":
+    def for_dataset(self, dataset_name: str, image_side: int | None = None, ipc: int | None = None,
+                    class_images: int | None = None) -> "LICOptions":
         """These options with what was left unset resolved for ``dataset_name``: M and diversity,
-        and N once the image side is known (the distillation knows it; a run's plan may not).
-        With N = 1 nothing is squeezed, so Eq. 8 is at its minimum (Delta-x = 0) from the start:
-        M is 0."""
-        n = self.n if image_side is None else self.resolved_n(image_side)
+        and N once the image side is known (the distillation knows it, with the IPC and the
+        smallest class's size; a run's plan may not). With N = 1 nothing is squeezed, so Eq. 8
+        is at its minimum (Delta-x = 0) from the start: M is 0."""
+        n = self.n if image_side is None else self.resolved_n(image_side, ipc, class_images)
         iterations = self.iterations if self.iterations is not None else default_iterations(dataset_name)[0]
         return dataclasses.replace(self, n=n, iterations=0 if n == 1 else iterations,
                                    diversity=self.resolved_diversity())

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from ddbench.cli import main
 
@@ -81,28 +82,32 @@ def test_the_dotted_option_equals_the_old_flags():
     assert methods == ["lic.lr=0.01", "lic.n=9"] and budget == ["epochs=300"] and evaluator == ["temperature=4"]
 
 
-@pytest.mark.parametrize("side,n,iterations", [(64, 1, 0), (32, 4, 200)])
-def test_options_that_follow_the_image_side_are_keyed_and_written_as_used(side, n, iterations):
-    """LIC's N follows the image side when unset (1 from 64 to 127 px, and then M = 0): once the
-    images are loaded the run resolves it, so config.toml says what ran and a run that gives those
-    values explicitly (as one repeated from that file does) has the same options, hence the same keys."""
+@pytest.mark.parametrize("side,ipc,n,iterations", [(64, 10, 1, 0), (32, 10, 4, 200), (32, 41, 4, 200), (32, 42, 1, 0),
+                                                  (32, 50, 1, 0)])
+def test_options_that_follow_the_images_and_ipc_are_keyed_and_written_as_used(side, ipc, n, iterations):
+    """LIC's N follows the image side and the share of a class it would squeeze when unset (1 from
+    64 to 127 px, and where 4 x IPC is more than a third of the smallest class: here 500 images,
+    so IPC 41 squeezes and IPC 42 does not; M = 0 with N = 1): once the images are loaded the run
+    resolves it, so config.toml says what ran and a run that gives those values explicitly (as
+    one repeated from that file does) has the same options, hence the same keys."""
     from types import SimpleNamespace
 
     from ddbench.contracts import options_to_dict
-    from ddbench.pipeline.config import RunConfig, plan_run, resolve_for_images
+    from ddbench.pipeline.config import RunConfig, plan_run, resolve_for_data
     from ddbench.settings.config_file import resolved_config
 
-    images = SimpleNamespace(name="imagefolder", image_shape=(3, side, side))
-    unset = RunConfig(methods=["lic"], dataset="imagefolder", image_size=side)
+    pools = {0: torch.arange(500), 1: torch.arange(500, 1100)}  # the smallest class decides
+    images = SimpleNamespace(name="imagefolder", image_shape=(3, side, side), full_train_by_class=lambda: pools)
+    unset = RunConfig(methods=["lic"], dataset="imagefolder", image_size=side, ipc=ipc)
     plan = plan_run(unset)
     assert plan.method_options["lic"].n is None and plan.method_options["lic"].iterations == 200  # before the images
-    resolve_for_images(plan, images)
+    resolve_for_data(plan, images, ipc)
     assert (plan.method_options["lic"].n, plan.method_options["lic"].iterations) == (n, iterations)
     text = resolved_config(unset, unset.budget, plan)
     assert f"\nn = {n}\n" in text and f"\niterations = {iterations}\n" in text
 
-    given = RunConfig(methods=["lic"], dataset="imagefolder", image_size=side,
+    given = RunConfig(methods=["lic"], dataset="imagefolder", image_size=side, ipc=ipc,
                       method_options={"lic": [f"n={n}", f"iterations={iterations}"]})
     plan_given = plan_run(given)
-    resolve_for_images(plan_given, images)
+    resolve_for_data(plan_given, images, ipc)
     assert options_to_dict(plan_given.method_options["lic"]) == options_to_dict(plan.method_options["lic"])

@@ -190,8 +190,10 @@ def test_bench_full_iterations_follow_the_plugins_own_config():
     from lic_plugin.distiller import LICDistiller
     from lic_plugin.options import LICOptions
 
-    def task(name, size, options):
-        return SimpleNamespace(dataset=SimpleNamespace(name=name), image_shape=(3, size, size), options=options)
+    def task(name, size, options, ipc=10, class_images=500):
+        pools = {0: torch.arange(class_images)}
+        return SimpleNamespace(dataset=SimpleNamespace(name=name, full_train_by_class=lambda: pools),
+                               image_shape=(3, size, size), options=options, ipc=ipc)
 
     assert full_iterations(SRe2LDistiller(), SRe2LOptions(), task("imagefolder", 64, SRe2LOptions()), False)[0] == 4000
     assert full_iterations(SRe2LDistiller(), SRe2LOptions(), task("cifar10", 32, SRe2LOptions()), False)[0] == 1000
@@ -202,6 +204,7 @@ def test_bench_full_iterations_follow_the_plugins_own_config():
         200, "the paper's M = 200")
     assert full_iterations(LICDistiller(), LICOptions(), task("imagefolder", 64, LICOptions()), False)[0] == 0  # N = 1
     assert full_iterations(LICDistiller(), LICOptions(), task("digits", 16, LICOptions()), False)[0] == 50
+    assert full_iterations(LICDistiller(), LICOptions(), task("imagefolder", 32, LICOptions(), ipc=50), False)[0] == 0
     assert full_iterations(LICDistiller(), LICOptions(iterations=9), None, True) == (9, "--option lic.iterations")
     assert images_per_class(10) == 10 and images_per_class(200) == 1
     assert paper_reference("lic", "convnet4-bn")["seconds"] == 13.02  # declared by the method, not the host

@@ -40,10 +40,12 @@ def tiny_observer(frozen: bool = True, classes: int = 3):
     return model
 
 
-def make_task(dataset, observer=None, ipc: int = 2, seed: int = 0, **options) -> DistillTask:
+def make_task(dataset, observer=None, ipc: int = 2, seed: int = 0, n: int | None = 4, **options) -> DistillTask:
+    """A LIC task on ``dataset``. N is the paper's 4 by name: these classes are small, and unset
+    N would be 1 wherever 4 x IPC is more than a third of a class (``n=None`` leaves it unset)."""
     arch = registry.get_architecture("convnet2")
     return DistillTask(dataset, observer if observer is not None else tiny_observer(), arch, ipc=ipc, device=CPU,
-                       seed=seed, options=LICOptions(**options))
+                       seed=seed, options=LICOptions(n=n, **options))
 
 
 def ranked_sources(distilled, label: int, ipc: int, n: int = 4) -> list[int]:
@@ -497,11 +499,32 @@ def test_n_follows_the_image_side_unless_given_and_n_1_compensates_nothing():
     assert LICOptions().for_dataset("imagefolder").n is None  # a plan without the image side leaves N to the run
 
 
+def test_n_is_1_where_four_times_the_ipc_is_more_than_a_third_of_the_smallest_class(dataset):
+    from lic_plugin.options import default_n
+
+    # tiny-imagenet-10 (500 a class, 450 on the validation split), the digits (139 in the smallest
+    # class), ImageNet-1K at IPC 100 (1,300 a class), CIFAR-10 at IPC 50 (5,000 a class)
+    assert [default_n(32, 10, 500), default_n(32, 41, 500), default_n(32, 42, 500), default_n(32, 50, 450)] == [4, 4, 1, 1]
+    assert [default_n(16, 10, 139), default_n(224, 100, 1300), default_n(32, 50, 5000)] == [4, 4, 4]
+    assert default_n(64, 1, 10**6) == 1 and default_n(32) == 4  # the side still decides; without a class size, it alone
+    assert LICOptions(n=4).for_dataset("imagefolder", 32, ipc=50, class_images=500).n == 4  # a given N wins
+    # a run: 20 training images a class here, so IPC 1 squeezes 4 of them and IPC 2 would take 8 (more than 20 / 3)
+    squeezed = LICDistiller().distill(make_task(dataset, ipc=1, n=None, compensation=False))
+    whole = LICDistiller().distill(make_task(dataset, ipc=2, n=None))
+    assert squeezed.tile_grid == 2 and squeezed.options["n"] == 4
+    assert whole.tile_grid == 1 and (whole.options["n"], whole.options["iterations"]) == (1, 0)
+    sources = [row[0] for label in range(3) for row in whole.extras["source_indices"][str(label)]]
+    assert torch.equal(whole.images, dataset.train.load(torch.tensor(sources)))  # the selected images as they are
+    # a validation split takes the N of the run it stands for: 11 images a class are left to train on, 20 decide
+    held_out = LICDistiller().distill(make_task(dataset.with_validation_split(9, 0), ipc=1, n=None, compensation=False))
+    assert held_out.tile_grid == 2 and held_out.options["n"] == 4
+
+
 def test_distilling_64_px_images_keeps_whole_real_images_unless_n_is_given():
     dataset = make_dataset(num_classes=3, per_class=8, size=64)
     torch.manual_seed(0)
     observer = registry.get_architecture("convnet2").build(1, 3, 64).eval().requires_grad_(False)
-    whole = LICDistiller().distill(make_task(dataset, observer, ipc=1, subset_size=8))
+    whole = LICDistiller().distill(make_task(dataset, observer, ipc=1, subset_size=8, n=None))
     assert whole.tile_grid == 1 and whole.options["n"] == 1 and whole.options["iterations"] == 0
     sources = [whole.extras["source_indices"][str(label)][0][0] for label in range(3)]
     assert torch.equal(whole.images, dataset.train.load(torch.tensor(sources)))  # the selected images as they are

@@ -34,7 +34,7 @@ def test_passes_follow_the_methods_options_and_the_budget():
     assert evaluate["backward_passes"] == 150 * 4 * 50  # 150 epochs x ceil(200 / 50) steps x batch 50
     assert all(row["peak_memory_bytes"] >= 0 for row in stages.values())
     # a smaller chunk bounds LIC's memory
-    config.method_options["lic"] = ["iterations=7", "chunk=1"]
+    config.method_options["lic"] = ["iterations=7", "n=4", "chunk=1"]
     small = {row["stage"]: row for row in estimate_run(config, plan_run(config), shape)}["lic: compensate, M = 7"]
     assert small["peak_memory_bytes"] * 3 == compensate["peak_memory_bytes"]
     # selection scores every subset image once, or each of its crops
@@ -42,6 +42,9 @@ def test_passes_follow_the_methods_options_and_the_budget():
     config.method_options["lic"] = ["iterations=7", "crops=5"]
     cropped = {row["stage"]: row for row in estimate_run(config, plan_run(config), shape)}["lic: select"]
     assert cropped["forward_passes"] == 5 * 20 * 100 and "5 crops each" in cropped["note"]
+    # unset N: 4 x IPC 10 is more than a third of these 100-image classes, so nothing is squeezed
+    unset = {row["stage"]: row for row in estimate_run(config, plan_run(config), shape)}
+    assert unset["lic: compensate, M = 0"]["backward_passes"] == 0 and "N = 1 tiles" in unset["lic: compensate, M = 0"]["note"]
 
 
 def test_the_command_reads_no_data_and_trains_nothing(tmp_path):

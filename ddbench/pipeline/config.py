@@ -148,11 +148,15 @@ def plan_run(config: RunConfig) -> Plan:
                 hard_evaluator)
 
 
-def resolve_for_images(plan: Plan, dataset: Dataset) -> None:
-    """Each method's options with what follows the loaded images' shape filled in
-    (``Distiller.options_for_images``), before anything is keyed or recorded: a run that leaves
-    such an option unset and one that gives the value it resolves to are the same run."""
-    plan.method_options = {name: plan.distillers[name].options_for_images(options, dataset.name, dataset.image_shape)
+def resolve_for_data(plan: Plan, dataset: Dataset, ipc: int) -> None:
+    """Each method's options with what follows the loaded images and the IPC filled in
+    (``Distiller.options_for_data``: the image shape, the IPC and the smallest class's training
+    images, counted before any validation split, so that a validation run resolves as the run it
+    stands for), before anything is keyed or recorded: a run that leaves such an option unset and
+    one that gives the value it resolves to are the same run."""
+    class_images = min(len(pool) for pool in dataset.full_train_by_class().values())
+    plan.method_options = {name: plan.distillers[name].options_for_data(options, dataset.name, dataset.image_shape, ipc,
+                                                                        class_images)
                            for name, options in plan.method_options.items()}
 
 

@@ -15,7 +15,7 @@ from ddbench.store.io import atomic_write_json, atomic_write_text
 from ddbench.runtime.measure import resolve_device
 from ddbench.observer import get_observer, load_teacher, run_recipe
 from ddbench.reporting.console import SilentUI, split_label
-from ddbench.pipeline.config import RESULTS_SCHEMA, RunConfig, check_devices, plan_run, resolve_for_images
+from ddbench.pipeline.config import RESULTS_SCHEMA, RunConfig, check_devices, plan_run, resolve_for_data
 from ddbench.pipeline.context import RunContext, versions
 from ddbench.pipeline.distil import add_ddranking_metrics, distill_and_evaluate
 from ddbench.pipeline.evaluate import evaluate_saved, saved_set_name
@@ -46,7 +46,7 @@ def run(config: RunConfig, ui) -> dict[str, Any]:
 
         check_writable(cache_dir(config.cache_dir), "the cache folder", "--cache-dir (or $DDBENCH_CACHE)")
     dataset = load_dataset(config, plan.dataset_spec, plan)
-    resolve_for_images(plan, dataset)
+    resolve_for_data(plan, dataset, config.ipc)
     fingerprint_ahead(dataset, ui)
     check_saved_sets_unseen(config.saved_sets, dataset)
     check_saved_sets_fit(config, dataset)
