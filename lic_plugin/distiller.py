@@ -87,7 +87,7 @@ class LICDistiller(Distiller):
     def _options(task: DistillTask) -> LICOptions:
         options = task.options if task.options is not None else LICOptions()
         return options.for_dataset(task.dataset.name, image_side=side_of(task.image_shape), ipc=task.ipc,
-                                   class_images=min(len(pool) for pool in task.dataset.full_train_by_class().values()))
+                                   class_images=task.dataset.smallest_class_size())
 
     def resolve_options(self, options: LICOptions, dataset_name: str) -> LICOptions:
         return options.for_dataset(dataset_name)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from ddbench.cli import main
 
@@ -96,8 +95,7 @@ def test_options_that_follow_the_images_and_ipc_are_keyed_and_written_as_used(si
     from ddbench.pipeline.config import RunConfig, plan_run, resolve_for_data
     from ddbench.settings.config_file import resolved_config
 
-    pools = {0: torch.arange(500), 1: torch.arange(500, 1100)}  # the smallest class decides
-    images = SimpleNamespace(name="imagefolder", image_shape=(3, side, side), full_train_by_class=lambda: pools)
+    images = SimpleNamespace(name="imagefolder", image_shape=(3, side, side), smallest_class_size=lambda: 500)
     unset = RunConfig(methods=["lic"], dataset="imagefolder", image_size=side, ipc=ipc)
     plan = plan_run(unset)
     assert plan.method_options["lic"].n is None and plan.method_options["lic"].iterations == 200  # before the images

@@ -385,3 +385,18 @@ def test_real_fashion_mnist():
     assert ds.image_shape == (1, 28, 28) and ds.class_names[0] == "T-shirt/top" and ds.num_classes == 10
     assert torch.bincount(ds.train.labels).tolist() == [6000] * 10
     assert ds.train.load(torch.arange(4)).shape == (4, 1, 28, 28)
+
+
+def test_smallest_class_size_counts_the_full_training_split():
+    """What LIC's N follows: the smallest class of the whole training split, so a validation run
+    resolves as the run it stands for."""
+    from ddbench.contracts import Normalization
+    from ddbench.data.base import Dataset, TensorSource
+
+    labels = torch.tensor([0] * 10 + [1] * 7 + [2] * 9)
+    pixels, norm = torch.rand(len(labels), 1, 8, 8), Normalization((0.5,), (0.25,))
+    uneven = Dataset("uneven", TensorSource(pixels, labels, norm, 8), TensorSource(pixels[:3], labels[:3], norm, 8),
+                     ("a", "b", "c"), 1, 8, norm, source="test")
+    assert uneven.smallest_class_size() == 7
+    held = uneven.with_validation_split(2, seed=0)
+    assert min(len(pool) for pool in held.train_indices_by_class().values()) == 5 and held.smallest_class_size() == 7

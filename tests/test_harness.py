@@ -191,8 +191,7 @@ def test_bench_full_iterations_follow_the_plugins_own_config():
     from lic_plugin.options import LICOptions
 
     def task(name, size, options, ipc=10, class_images=500):
-        pools = {0: torch.arange(class_images)}
-        return SimpleNamespace(dataset=SimpleNamespace(name=name, full_train_by_class=lambda: pools),
+        return SimpleNamespace(dataset=SimpleNamespace(name=name, smallest_class_size=lambda: class_images),
                                image_shape=(3, size, size), options=options, ipc=ipc)
 
     assert full_iterations(SRe2LDistiller(), SRe2LOptions(), task("imagefolder", 64, SRe2LOptions()), False)[0] == 4000

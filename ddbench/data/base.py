@@ -186,6 +186,12 @@ class Dataset:
             return self.train_indices_by_class()
         return indices_by_class(self.full_train.labels, self.num_classes)
 
+    def smallest_class_size(self) -> int:
+        """Training images in the smallest class of the full training split (before any validation
+        split: what a method that scales with the class size resolves, so that a validation run
+        resolves as the run it stands for)."""
+        return min(len(pool) for pool in self.full_train_by_class().values())
+
     def identity(self) -> dict[str, object]:
         """What this dataset's models are trained and judged on (:mod:`ddbench.data.identity`):
         digests of the full training split, of the training images in use and of the

@@ -154,7 +154,7 @@ def resolve_for_data(plan: Plan, dataset: Dataset, ipc: int) -> None:
     images, counted before any validation split, so that a validation run resolves as the run it
     stands for), before anything is keyed or recorded: a run that leaves such an option unset and
     one that gives the value it resolves to are the same run."""
-    class_images = min(len(pool) for pool in dataset.full_train_by_class().values())
+    class_images = dataset.smallest_class_size()
     plan.method_options = {name: plan.distillers[name].options_for_data(options, dataset.name, dataset.image_shape, ipc,
                                                                         class_images)
                            for name, options in plan.method_options.items()}
