@@ -55,7 +55,7 @@ CONFIGURATIONS: dict[str, tuple[str, list[str], list[str]]] = {
     "iterations-50": ("lic", ["iterations=50"], []),
     "iterations-400": ("lic", ["iterations=400"], []),
     "n1": ("lic", ["n=1", "iterations=0"], []),
-    "n4": ("lic", ["n=4"], []),  # the paper's N, at any size (unset, 64-127 px take N = 1)
+    "n4": ("lic", ["n=4"], []),  # the paper's N at any size and IPC (unset: N = 1 at 64-127 px and where 4 x IPC > a third of a class)
     "n9": ("lic", ["n=9"], []),
     "no-selection": ("lic", ["selection=false"], []),
     "skip-0.1": ("lic", ["selection_skip=0.1"], []),
