@@ -125,6 +125,16 @@ def test_unknown_name_lists_installed():
         registry.get_distiller("nosuch")
     message = str(info.value)
     assert "nosuch" in message and "random" in message
+    assert "entry points" not in message  # installed: the project's own plugins are there
+
+
+def test_unknown_name_says_when_no_plugin_package_is_installed(monkeypatch):
+    """A checkout on PYTHONPATH without installing it loads only the built-ins: the error says so."""
+    monkeypatch.setattr(registry, "entry_point_names", lambda: [])
+    with pytest.raises(registry.UnknownNameError) as info:
+        registry.get_distiller("lic-nosuch")
+    message = str(info.value)
+    assert "No package with 'ddbench' entry points is installed" in message and "pip install -e ." in message
 
 
 def _fake_distribution(site, name: str, module_source: str) -> None:

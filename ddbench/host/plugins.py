@@ -55,6 +55,11 @@ def _allowed_names() -> set[str] | None:
     return {part.strip() for part in raw.split(",") if part.strip()}
 
 
+def entry_point_names() -> list[str]:
+    """The names of every installed ``ddbench`` entry point, loaded or not."""
+    return [entry_point.name for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP)]
+
+
 def load_plugins() -> pluggy.PluginManager:
     """Register the default plugins and the entry points once; later calls are free."""
     global _loaded

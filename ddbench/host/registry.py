@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ddbench.host.plugins import PluginInfo, load_plugins, plugin_info, report_error
+from ddbench.host.plugins import ENTRY_POINT_GROUP, PluginInfo, entry_point_names, load_plugins, plugin_info, report_error
 from ddbench.plugin_base import Distiller, Evaluator
 
 KINDS = {
@@ -85,9 +85,13 @@ def get(kind: str, name: str) -> Any:
         installed = ", ".join(sorted(items)) or "(none)"
         close = difflib.get_close_matches(str(name), sorted(items), n=1, cutoff=0.6)
         guess = f" Did you mean {close[0]!r}?" if close else ""
+        uninstalled = "" if entry_point_names() else (
+            f" No package with {ENTRY_POINT_GROUP!r} entry points is installed, so only the built-ins load: "
+            f"ddbench's own methods (lic, sre2l, squeeze, rded, dm) come with installing it (pip install -e . "
+            f"in a checkout), not with a checkout on PYTHONPATH.")
         raise UnknownNameError(
             f"unknown {noun} {name!r}.{guess} Installed {kind}: {installed}. "
-            f"Run 'ddbench plugins' to see where each comes from."
+            f"Run 'ddbench plugins' to see where each comes from.{uninstalled}"
         )
     return items[name].item
 
