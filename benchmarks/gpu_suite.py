@@ -20,7 +20,8 @@ Runs, each as its own command, with its output kept under ``--out``:
 (a step still running then is stopped and recorded as cut; a ddbench run resumes from its
 manifest next time); ``--bundle FILE.tgz`` keeps the text they wrote (results, tables, logs) in one
 small archive, rewritten after each step. It prints a line per step and writes ``summary.json``
-after each. Nothing here runs without a GPU.
+after each. Nothing here runs without a GPU. ddbench must be installed there (``pip install .``,
+or its wheel): its methods load through entry points, which a checkout on ``PYTHONPATH`` lacks.
 """
 
 from __future__ import annotations
