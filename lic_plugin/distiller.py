@@ -65,8 +65,9 @@ class LICDistiller(Distiller):
         from lic_plugin.compensation import activation_bytes_per_image, automatic_chunk
 
         shape, observer = spec["shape"], spec["observer"]
+        per_class = shape.train // shape.classes  # a shape gives totals: its classes taken as equal
         options = options.for_dataset(spec["dataset"], image_side=side_of(shape.image), ipc=spec["ipc"],
-                                      class_images=shape.train // shape.classes)
+                                      class_images=per_class)
         layer = resolve_feature_layer(spec["arch"], observer, options.feature_layer)
         side = math.isqrt(options.n)
         images = spec["ipc"] * shape.classes
@@ -74,7 +75,7 @@ class LICDistiller(Distiller):
         per_image = activation_bytes_per_image(observer, layer, shape.image, side, torch.device("cpu"))
         chunk = options.chunk or automatic_chunk(observer, layer, shape.image, side, torch.device("cpu"), batch)
         iterations = options.iterations if options.compensation else 0
-        subset = min(options.subset_size, shape.train // shape.classes)
+        subset = min(options.subset_size, per_class)
         views = f", {options.crops} crops each" if options.crops > 1 else ""
         return [stage("select", subset * shape.classes * options.crops, 0, inference_memory(observer, shape.image, subset),
                       f"{subset} scored images per class{views}"),
