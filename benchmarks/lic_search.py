@@ -50,6 +50,10 @@ CONFIGURATIONS: dict[str, tuple[str, list[str], list[str]]] = {
     "no-clamp": ("lic", ["clamp=none"], []),
     "after-pool": ("lic", ["feature_layer=features.block3.pool"], []),
     "block2": ("lic", ["feature_layer=features.block2.relu"], []),
+    # several layers aligned together (texture from the shallower, semantics from the deepest:
+    # the balance of the paper's Section 2.2), each weighing the same per feature
+    "layers-2-3": ("lic", ["feature_layer=features.block2.relu+features.block3.relu"], []),
+    "layers-1-2-3": ("lic", ["feature_layer=features.block1.relu+features.block2.relu+features.block3.relu"], []),
     "dsa-cim": ("lic", ["dsa_strategy=crop_cutout_flip"], []),  # the successor code's DSA families
     "cim": ("lic", ["loss=l1", "optimizer=adamw", "lr=0.01", "clamp=none", "feature_layer=features.block3.pool"], []),
     "iterations-50": ("lic", ["iterations=50"], []),

@@ -16,7 +16,7 @@ What is here:
   and the others go on);
 - building blocks shared by methods: tiles (:func:`squeeze`, :func:`expand`, :func:`as_tiles`,
   :func:`check_tiles_fit`), DSA augmentation (:class:`DSA`, :data:`DEFAULT_STRATEGY`,
-  :func:`parse_strategy`), reading an observer's features (:func:`read_features`,
+  :func:`parse_strategy`), reading an observer's features (:func:`read_features`, :func:`read_layers` for several at once,
   :class:`FeatureReader`, whose ``with_output`` also returns the logits of the same pass,
   :func:`layer_output_sizes`, and :data:`OBSERVER_MEMORY_FORMAT`, the memory format to give an
   observer its inputs in), units of work that resume and shard (:func:`run_units`,
@@ -35,7 +35,7 @@ from ddbench.augment.dsa import DEFAULT_STRATEGY, DSA, parse_strategy
 from ddbench.contracts import UNIT_SECONDS, ArchitectureSpec, DistilledSet, DistillTask, Normalization, options_to_dict
 from ddbench.evaluators.training import NonFiniteLossError
 from ddbench.host.hookspecs import hookimpl
-from ddbench.models.features import OBSERVER_MEMORY_FORMAT, FeatureReader, layer_output_sizes, read_features
+from ddbench.models.features import OBSERVER_MEMORY_FORMAT, FeatureReader, layer_output_sizes, read_features, read_layers
 from ddbench.store.partials import ImageBatch, class_major_batches, run_units, unit_generator
 from ddbench.plugin_base import (Ablation, AblationPoint, AblationSetting, Distiller, Evaluator,
                                  ReferenceFigure)
@@ -45,7 +45,7 @@ from ddbench.tiles import as_tiles, check_tiles_fit, expand, squeeze
 __all__ = [
     "hookimpl", "Distiller", "Evaluator", "DistillTask", "UNIT_SECONDS", "DistilledSet", "ArchitectureSpec", "Normalization", "options_to_dict",
     "NonFiniteLossError", "squeeze", "expand", "as_tiles", "check_tiles_fit", "DSA", "DEFAULT_STRATEGY", "parse_strategy",
-    "read_features", "FeatureReader", "layer_output_sizes", "OBSERVER_MEMORY_FORMAT", "run_units", "unit_generator", "ImageBatch", "class_major_batches",
+    "read_features", "read_layers", "FeatureReader", "layer_output_sizes", "OBSERVER_MEMORY_FORMAT", "run_units", "unit_generator", "ImageBatch", "class_major_batches",
     "registered_names", "get_architecture", "stage", "inference_memory", "layer_output_bytes", "parameter_bytes",
     "Ablation", "AblationPoint", "AblationSetting", "ReferenceFigure",
 ]

@@ -22,25 +22,43 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from ddbench.api import OBSERVER_MEMORY_FORMAT, ArchitectureSpec, DSA, expand, layer_output_sizes, read_features
+from ddbench.api import OBSERVER_MEMORY_FORMAT, ArchitectureSpec, DSA, expand, layer_output_sizes, read_layers
 
 SGD_MOMENTUM = 0.0  # Algorithm 1 writes a plain gradient step
+
+
+LAYER_SEPARATOR = "+"  # feature_layer=a+b aligns several layers at once
+
+
+def split_layers(layer: str) -> list[str]:
+    """The layers of a resolved ``feature_layer``: one name, or several joined by ``+``."""
+    return layer.split(LAYER_SEPARATOR)
+
+
+def deepest_layer(layer: str) -> str:
+    """The last of a resolved ``feature_layer``'s layers in the forward pass: what the selection's
+    clusters embed with and where the compensation's forward stops."""
+    return split_layers(layer)[-1]
 
 
 def resolve_feature_layer(arch: ArchitectureSpec, observer: nn.Module, name: str = "") -> str:
     """The observer layer Eq. 8 reads: ``name``, or the architecture's ``default_feature_layer``
     when ``name`` is empty. Any name in ``arch.feature_layers`` or ``observer.named_modules()`` is
-    accepted; anything else raises ``ValueError`` listing ``arch.feature_layers``."""
+    accepted; anything else raises ``ValueError`` listing ``arch.feature_layers``. Several layers
+    joined by ``+`` are aligned together (see :func:`alignment_loss`); they come back in the order
+    the forward pass runs them, each once."""
     listed = ", ".join(arch.feature_layers) or "(none listed)"
     chosen = name or arch.default_feature_layer
     if not chosen:
         raise ValueError(f"architecture {arch.name!r} names no default feature layer; set lic.feature_layer "
                          f"to one of: {listed}")
-    modules = {module_name for module_name, _ in observer.named_modules() if module_name}
-    if chosen not in modules:
-        raise ValueError(f"lic feature_layer {chosen!r} is not a layer of the {arch.name!r} observer; "
-                         f"valid feature layers: {listed} (or any named_modules() name)")
-    return chosen
+    order = [module_name for module_name, _ in observer.named_modules() if module_name]
+    for part in split_layers(chosen):
+        if part not in order:
+            raise ValueError(f"lic feature_layer {part!r} is not a layer of the {arch.name!r} observer; "
+                             f"valid feature layers: {listed} (or any named_modules() name; several joined by "
+                             f"{LAYER_SEPARATOR!r})")
+    return LAYER_SEPARATOR.join(sorted(set(split_layers(chosen)), key=order.index))
 
 
 LOSSES = ("mse", "l1", "cosine")
@@ -71,11 +89,22 @@ def alignment_loss(observer: nn.Module, layer: str, targets: torch.Tensor, expan
     images g(x^_i), both ``[N * B, C, H, W]`` in the same order. The target features are computed
     without gradients; only ``expanded`` is differentiated through. The forward stops at ``layer``.
     The result is a float32 scalar (features are compared in float32 also under autocast).
+
+    Several layers (``a+b``, from :func:`resolve_feature_layer`) are read in one forward pass and
+    their distances summed, each ``mse`` distance scaled by the deepest layer's feature count over
+    its own, so that every layer weighs the same per feature (``l1`` and ``cosine`` are per
+    feature already); with one layer this is Eq. 8 as above.
     """
+    layers = split_layers(layer)
     with torch.no_grad():
-        target_features = read_features(observer, layer, targets, stop_early=True).float()
-    features = read_features(observer, layer, expanded, stop_early=True).float()
-    return feature_distance(features, target_features, loss)
+        target_features = read_layers(observer, layers, targets)
+    features = read_layers(observer, layers, expanded)
+    deepest_size = features[-1][0].numel()
+    total = torch.zeros((), dtype=torch.float32, device=expanded.device)
+    for ours, theirs in zip(features, target_features):
+        weight = deepest_size / ours[0].numel() if loss == "mse" else 1.0
+        total = total + weight * feature_distance(ours.float(), theirs.float(), loss)
+    return total
 
 
 def activation_bytes_per_image(observer: nn.Module, layer: str, image_shape: tuple[int, int, int], side: int,
@@ -83,7 +112,8 @@ def activation_bytes_per_image(observer: nn.Module, layer: str, image_shape: tup
     """An estimate of the memory one distilled image's compensation step holds: the outputs of
     every observer module up to ``layer`` for its N expanded tiles and its N originals (kept for
     the backward pass), doubled for the gradients flowing back; measured with one probe forward."""
-    sizes = layer_output_sizes(observer, torch.zeros(side * side, *image_shape, device=device), stop_at=layer)
+    sizes = layer_output_sizes(observer, torch.zeros(side * side, *image_shape, device=device),
+                               stop_at=deepest_layer(layer))
     return 4 * sum(sizes) + 8 * side * side * int(torch.tensor(image_shape).prod()) * 4
 
 

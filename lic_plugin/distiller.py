@@ -27,7 +27,8 @@ from ddbench.api import (
     as_tiles, check_tiles_fit, class_major_batches, DistilledSet, Distiller, DistillTask, DSA, ImageBatch,
     NonFiniteLossError, run_units, squeeze, unit_generator,
 )
-from lic_plugin.compensation import SGD_MOMENTUM, automatic_chunk, compensate, resolve_feature_layer, scoring_batch
+from lic_plugin.compensation import (SGD_MOMENTUM, automatic_chunk, compensate, deepest_layer, resolve_feature_layer,
+                                     scoring_batch)
 from lic_plugin.options import LICOptions, default_iterations, side_of
 from lic_plugin.selection import (crop_resized, draw_subset, eval_mode, group_ranks, random_square_boxes,
                                   rank_diverse, rank_kept, score_and_embed, score_images)
@@ -182,7 +183,7 @@ class LICDistiller(Distiller):
 
     def _select_class(self, task: DistillTask, options: LICOptions, layer: str, label: int):
         """Stage 1 for one class: (subset, [IPC, N] source indices, [IPC, N] scores, [IPC, N, 4]
-        crop boxes or None). ``layer``: the resolved feature layer the clusters embed with."""
+        crop boxes or None). ``layer``: the resolved feature layer; the clusters embed with its deepest."""
         generator = unit_generator(task.seed, "lic-select", label)
         # the subset is drawn first, so it does not depend on lic.selection
         subset = draw_subset(task.train_indices_by_class()[label], options.subset_size, generator)
@@ -200,7 +201,8 @@ class LICDistiller(Distiller):
                 if options.score_view == "tile":
                     candidates = as_tiles(candidates, math.isqrt(options.n))
                 if clustering:
-                    scores, vectors = score_and_embed(task.observer, layer, candidates, label, batch_size)
+                    scores, vectors = score_and_embed(task.observer, deepest_layer(layer), candidates, label,
+                                                      batch_size)
                     view_vectors.append(vectors)
                 else:
                     scores = score_images(task.observer, candidates, label, batch_size)

@@ -87,6 +87,10 @@ class LICOptions:
       distilled image i holds score ranks i, IPC+i, 2 IPC+i, ...; ``consecutive``: ranks iN .. iN+N-1.
     - ``feature_layer``: observer layer whose output Eq. 8 aligns; ``""`` = the observer
       architecture's ``default_feature_layer`` (last conv block, before pooling and classifier).
+      Several layers joined by ``+`` (``features.block2.relu+features.block3.relu``) are aligned
+      together from one forward pass, their distances summed, each ``mse`` distance scaled to the
+      deepest layer's feature count so every layer weighs the same per feature; the clusters of
+      ``diversity`` embed with the deepest.
     - ``optimizer`` / ``lr``: optimiser of Delta-x and its learning rate in normalised pixel units
       (not in the paper; see "Defaults measured" below). ``sgd`` is Algorithm 1's plain gradient
       step (no momentum); its good lr depends on the loss scale of the observer and layer.

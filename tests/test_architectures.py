@@ -9,7 +9,7 @@ from torch import nn
 from ddbench.contracts import ArchitectureSpec
 from ddbench.default_plugins import architectures
 from ddbench.models.convnet import ConvNet
-from ddbench.models.features import read_features
+from ddbench.models.features import read_features, read_layers
 
 
 def _registered() -> list[ArchitectureSpec]:
@@ -164,3 +164,24 @@ def test_read_features_removes_hook_on_error() -> None:
     with pytest.raises(RuntimeError):
         read_features(model, "features.block2", torch.randn(1, 5, 16, 16))  # wrong channel count
     assert all(not m._forward_hooks for m in model.modules())
+
+
+def test_read_layers_is_one_forward_with_each_layers_output() -> None:
+    torch.manual_seed(0)
+    model = ConvNet(3, 10, 16, depth=3).eval()
+    x = torch.randn(2, 3, 16, 16, requires_grad=True)
+    ran: list[str] = []
+    for name in ("block1", "block2", "block3"):
+        getattr(model.features, name).conv.register_forward_hook(lambda *args, name=name: ran.append(name))
+    shallow, deep = read_layers(model, ["features.block1.relu", "features.block2.relu"], x)
+    assert ran == ["block1", "block2"]  # one pass, stopped after the last layer asked for
+    assert torch.equal(shallow, read_features(model, "features.block1.relu", x))
+    assert torch.equal(deep, read_features(model, "features.block2.relu", x))
+    # the order asked for, not the forward's; both differentiable
+    first, second = read_layers(model, ["features.block2.relu", "features.block1.relu"], x)
+    assert torch.equal(first, deep) and torch.equal(second, shallow)
+    (grad,) = torch.autograd.grad(first.sum() + second.sum(), x)
+    assert grad.abs().sum() > 0
+    with pytest.raises(ValueError, match=r"no layer named 'features\.block9'.*features\.block2"):
+        read_layers(model, ["features.block1.relu", "features.block9"], x)
+    assert not model.features.block1.relu._forward_hooks and not model.features.block2.relu._forward_hooks

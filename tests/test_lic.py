@@ -310,6 +310,36 @@ def test_feature_layer_of_each_architecture(name):
         resolve_feature_layer(arch, model, "no.such.layer")
 
 
+def test_several_layers_are_aligned_together_each_weighing_the_same_per_feature(dataset):
+    from lic_plugin.compensation import feature_distance
+
+    arch = registry.get_architecture("convnet2")
+    observer = tiny_observer()
+    # resolved in forward order, each once, whatever order they were given in
+    assert resolve_feature_layer(arch, observer, "features.block2.relu+features.block1.relu+features.block2.relu") == \
+        "features.block1.relu+features.block2.relu"
+    with pytest.raises(ValueError, match="'block9' is not a layer"):
+        resolve_feature_layer(arch, observer, "features.block1.relu+block9")
+    originals = dataset.train.load(torch.arange(8))
+    expanded = expand(squeeze(originals, 2), 2)
+    both = "features.block1.relu+features.block2.relu"
+    with torch.no_grad():
+        one, two = (read_features(observer, layer, originals) for layer in both.split("+"))
+        one_hat, two_hat = (read_features(observer, layer, expanded) for layer in both.split("+"))
+        scale = two[0].numel() / one[0].numel()  # block1's squared distance counted per block2 feature
+        for loss, weight in (("mse", scale), ("l1", 1.0), ("cosine", 1.0)):
+            expected = weight * feature_distance(one_hat, one, loss) + feature_distance(two_hat, two, loss)
+            assert float(alignment_loss(observer, both, originals, expanded, loss)) == pytest.approx(float(expected))
+        # one layer: Eq. 8 as before
+        assert float(alignment_loss(observer, LAYER, originals, expanded)) == pytest.approx(
+            float(feature_distance(two_hat, two, "mse")))
+    distilled = LICDistiller().distill(make_task(dataset, observer, ipc=1, iterations=3,
+                                                 feature_layer="features.block2.relu+features.block1.relu"))
+    assert distilled.extras["feature_layer"] == both
+    trace = distilled.extras["loss_trace"][0]["loss"]
+    assert len(trace) == 3 and all(value > 0 for value in trace)
+
+
 def test_named_module_layer_accepted_and_recorded(dataset):
     distilled = LICDistiller().distill(make_task(dataset, ipc=1, iterations=2, feature_layer="features.block1.conv"))
     assert distilled.extras["feature_layer"] == "features.block1.conv"

@@ -83,6 +83,37 @@ def read_features(model: nn.Module, layer_name: str, x: torch.Tensor, stop_early
     return FeatureReader(model, layer_name, stop_early=stop_early)(x)
 
 
+def read_layers(model: nn.Module, names: list[str], x: torch.Tensor) -> list[torch.Tensor]:
+    """The outputs of several submodules of ``model`` for input ``x`` from ONE forward pass,
+    in the order of ``names`` (differentiable); the forward stops once all have run."""
+    modules = dict(model.named_modules())
+    unknown = [name for name in names if not name or name not in modules]
+    if unknown or not names:
+        raise ValueError(f"{type(model).__name__} has no layer named {unknown[0] if unknown else ''!r}; "
+                         f"valid names: {', '.join(layer_names(model))}")
+    captured: dict[str, torch.Tensor] = {}
+
+    def hook_for(name: str):
+        def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+            captured.setdefault(name, output)
+            if len(captured) == len(set(names)):
+                raise _StopForward
+        return hook
+
+    handles = [modules[name].register_forward_hook(hook_for(name)) for name in dict.fromkeys(names)]
+    try:
+        model(x)
+    except _StopForward:
+        pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    missing = [name for name in names if name not in captured]
+    if missing:
+        raise RuntimeError(f"layer {missing[0]!r} of {type(model).__name__} did not run in the forward pass")
+    return [captured[name] for name in names]
+
+
 @torch.no_grad()
 def layer_output_sizes(model: nn.Module, x: torch.Tensor, stop_at: str | None = None) -> list[int]:
     """Bytes of every leaf layer's output in one forward of ``x`` (up to ``stop_at`` when given):
