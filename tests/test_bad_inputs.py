@@ -50,6 +50,8 @@ REFUSED_BEFORE_WORK = {
     "negative validation": (["--validation", "-5"], r"--validation must be at least 0, got -5"),
     "observer epochs 0": (["--observer-epochs", "0"], r"--observer-epochs must be at least 1, got 0"),
     "negative observer epochs": (["--observer-epochs", "-2"], r"--observer-epochs must be at least 1"),
+    "observer shift too large": (["--observer-shift", "0.5"],
+                                 r"--observer-shift is a fraction of the image side in \[0, 0.5\), got 0.5"),
     "repeated seeds": (["--seeds", "0,0"], r"--seeds lists seed 0 more than once"),
     "seeds 0": (["--seeds", "0"], r"--seeds needs at least one seed, got 0: a number is a count .*\(2, = seed 2 alone\)"),
     "image size 0": (["--image-size", "0"], r"--image-size must be at least 8, got 0"),

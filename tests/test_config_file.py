@@ -41,6 +41,7 @@ method = "random"
 ipc = 1
 seeds = 1
 observer_epochs = 1
+observer_shift = 0.25
 cache_dir = "{tmp_path / 'cache'}"
 out = "{tmp_path / 'from-file'}"
 
@@ -56,6 +57,7 @@ temperature = 2
     results = json.loads((tmp_path / "from-flag" / "results.json").read_text())  # the flag's --out won
     assert not (tmp_path / "from-file").exists()
     assert results["budget"]["epochs"] == 1 and results["seeds"] == [0]
+    assert results["observer"]["recipe"]["shift"] == 0.25  # the digits' default is no shift
     assert results["evaluator"]["options"]["temperature"] == 5.0  # applied after the file's 2
 
 

@@ -34,7 +34,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         methods=args.methods, dataset=args.dataset, data_root=args.data_root, download=args.download,
         image_size=args.image_size, data_memory_gib=args.data_memory_gib, data_workers=args.data_workers, arch=archs[0],
         distill_seed=args.distill_seed, method_options=_method_options(args.option), observer_seed=args.observer_seed,
-        observer_epochs=args.observer_epochs, observer_checkpoint=args.observer_checkpoint, cache_dir=args.cache_dir,
+        observer_epochs=args.observer_epochs, observer_shift=args.observer_shift, observer_checkpoint=args.observer_checkpoint,
+        cache_dir=args.cache_dir,
         device=args.device, out=args.out, command=_command_line())
     config = BenchConfig(run=run, archs=archs, bench_iterations=args.bench_iterations, batch_size=args.batch_size)
     with ConsoleUI(quiet=args.quiet, every=args.progress_every) as ui:
@@ -94,7 +95,7 @@ def cmd_observer_train(args: argparse.Namespace) -> int:
         fingerprint_ahead(dataset, ui)
         observer = get_observer(
             dataset, arch, device, seed=args.observer_seed,
-            recipe=run_recipe(dataset.name, device, epochs=args.observer_epochs),
+            recipe=run_recipe(dataset.name, device, epochs=args.observer_epochs, shift=args.observer_shift),
             cache=Path(args.cache_dir) if args.cache_dir else None,
             checkpoint=Path(args.observer_checkpoint) if args.observer_checkpoint else None,
             progress_factory=ui.progress,

@@ -120,7 +120,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     arch = registry.get_architecture(args.arch)
     device = resolve_device(args.device)
     observer = get_observer(dataset, arch, device, seed=args.observer_seed,
-                            recipe=run_recipe(dataset.name, device, epochs=args.observer_epochs),
+                            recipe=run_recipe(dataset.name, device, epochs=args.observer_epochs,
+                                              shift=args.observer_shift),
                             cache=Path(args.cache_dir) if args.cache_dir else None,
                             checkpoint=Path(args.observer_checkpoint) if args.observer_checkpoint else None)
     logits = teacher_logits(observer.model, distilled.images, device)

@@ -134,7 +134,7 @@ def bench(config: BenchConfig, ui) -> dict[str, Any]:
     for arch_name in config.archs:  # train or load once here, so a worker only loads
         observer = get_observer(
             dataset, registry.get_architecture(arch_name), device, seed=config.run.observer_seed,
-            recipe=run_recipe(dataset.name, device, epochs=config.run.observer_epochs),
+            recipe=run_recipe(dataset.name, device, epochs=config.run.observer_epochs, shift=config.run.observer_shift),
             cache=Path(config.run.cache_dir) if config.run.cache_dir else None,
             checkpoint=Path(config.run.observer_checkpoint) if config.run.observer_checkpoint else None,
             progress_factory=ui.progress)
@@ -153,6 +153,7 @@ def bench(config: BenchConfig, ui) -> dict[str, Any]:
                 "iterations_given": any(a.split("=", 1)[0].strip() == "iterations" for a in config.run.method_options.get(method, [])),
                 "bench_iterations": config.bench_iterations, "seed": config.run.distill_seed,
                 "observer_seed": config.run.observer_seed, "observer_epochs": config.run.observer_epochs,
+                "observer_shift": config.run.observer_shift,
                 "observer_checkpoint": config.run.observer_checkpoint, "cache_dir": config.run.cache_dir, "device": str(device),
             }
             started = time.perf_counter()

@@ -52,7 +52,8 @@ def measure_method(spec: dict[str, Any], log: Callable[[str], None]) -> dict[str
     device = resolve_device(spec["device"])
     arch = registry.get_architecture(spec["arch"])
     observer = get_observer(
-        dataset, arch, device, seed=spec["observer_seed"], recipe=run_recipe(dataset.name, device, epochs=spec["observer_epochs"]),
+        dataset, arch, device, seed=spec["observer_seed"], recipe=run_recipe(dataset.name, device, epochs=spec["observer_epochs"],
+                                                                          shift=spec.get("observer_shift")),
         cache=Path(spec["cache_dir"]) if spec["cache_dir"] else None,
         checkpoint=Path(spec["observer_checkpoint"]) if spec["observer_checkpoint"] else None)
     distiller = registry.get_distiller(spec["method"])

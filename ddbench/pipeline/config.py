@@ -48,6 +48,7 @@ class RunConfig:
     evaluator_options: list[str] = field(default_factory=list)
     observer_seed: int = 0
     observer_epochs: int | None = None
+    observer_shift: float | None = None  # None: the dataset's default recipe
     observer_checkpoint: str | None = None
     teacher_checkpoint: str | None = None
     validation_per_class: int = 0
@@ -136,6 +137,9 @@ def plan_run(config: RunConfig) -> Plan:
     if config.observer_epochs is not None and config.observer_epochs < 1:
         raise RunError(f"--observer-epochs must be at least 1, got {config.observer_epochs}: an untrained observer "
                        f"scores and labels nothing")
+    if config.observer_shift is not None and not 0.0 <= config.observer_shift < 0.5:
+        raise RunError(f"--observer-shift is a fraction of the image side in [0, 0.5), got {config.observer_shift}: "
+                       f"0 for flips only, 0.125 for CIFAR's pad-4 crops at 32 px")
     if config.image_size is not None and config.image_size < 1:
         raise RunError(f"--image-size must be a positive number of pixels, got {config.image_size}; leave it out for "
                        f"the dataset's own size")

@@ -74,7 +74,8 @@ def full_data_accuracy(ctx: RunContext) -> tuple[float, str]:
         return ctx.observer.test_accuracy, str(ctx.observer.checkpoint)
     config = ctx.config
     model = get_observer(ctx.dataset, ctx.plan.verifier_arch, ctx.device, seed=config.observer_seed,
-                         recipe=run_recipe(ctx.dataset.name, ctx.device, epochs=config.observer_epochs, budget=config.budget),
+                         recipe=run_recipe(ctx.dataset.name, ctx.device, epochs=config.observer_epochs,
+                                           budget=config.budget, shift=config.observer_shift),
                          cache=Path(config.cache_dir) if config.cache_dir else None, progress_factory=ctx.ui.progress)
     return model.test_accuracy, str(model.checkpoint)
 

@@ -65,7 +65,8 @@ def run(config: RunConfig, ui) -> dict[str, Any]:
     # rank 0 trains the observer if it must; the others then load it from the cache
     observer = main_first(cluster, lambda: get_observer(
         dataset, plan.observer_arch, device, seed=config.observer_seed,
-        recipe=run_recipe(dataset.name, device, epochs=config.observer_epochs, budget=budget),
+        recipe=run_recipe(dataset.name, device, epochs=config.observer_epochs, budget=budget,
+                          shift=config.observer_shift),
         cache=Path(config.cache_dir) if config.cache_dir else None,
         checkpoint=Path(config.observer_checkpoint) if config.observer_checkpoint else None,
         progress_factory=ui.progress,

@@ -95,7 +95,7 @@ def estimate_run(config: Any, plan: Any, shape: PlanShape) -> list[dict[str, Any
     image = shape.image
     observer = plan.observer_arch.build(shape.channels, shape.classes, shape.size)
     verifier = plan.verifier_arch.build(shape.channels, shape.classes, shape.size)
-    recipe = default_recipe(config.dataset, epochs=config.observer_epochs)
+    recipe = default_recipe(config.dataset, epochs=config.observer_epochs, shift=config.observer_shift)
     pixels = shape.train * math.prod(image)
     budget = int(getattr(config, "data_memory_gib", 2.0) * 2**30)
     stages = [stage("decode training images", 0, 0, pixels if pixels <= budget else 0,

@@ -1,0 +1,69 @@
+"""The observer recipe: random shift crops (``shift``), their defaults per dataset and the cache key."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ddbench.host.registry import get_architecture
+from ddbench.observer import ObserverRecipe, default_recipe, random_shift_crops, run_recipe, shift_padding, train_observer
+from tests.conftest import make_dataset
+
+
+def test_shift_crops_are_windows_of_the_padded_images_at_every_offset():
+    images = torch.randn(64, 3, 6, 5)
+    crops = random_shift_crops(images, 2, torch.Generator().manual_seed(0))
+    padded = F.pad(images, (2, 2, 2, 2))
+    seen = set()
+    for index in range(len(images)):
+        matches = [(top, left) for top in range(5) for left in range(5)
+                   if torch.equal(crops[index], padded[index, :, top:top + 6, left:left + 5])]
+        assert matches, f"crop {index} is no window of its padded image"
+        seen.update(matches)
+    assert len(seen) > 15  # offsets spread over the 25 possible, not one fixed shift
+    assert torch.equal(crops, random_shift_crops(images, 2, torch.Generator().manual_seed(0)))
+
+
+def test_shift_is_a_fraction_of_the_side_in_pixels():
+    assert shift_padding(0.125, (3, 32, 32)) == 4  # CIFAR's pad-4 crops
+    assert shift_padding(0.125, (1, 28, 28)) == 3
+    assert shift_padding(0.125, (3, 64, 48)) == 6  # of the smaller side
+    assert shift_padding(0.0, (3, 32, 32)) == 0
+
+
+def test_shift_defaults_on_colour_images_and_keys_its_own_observer():
+    for colour in ("imagefolder", "cifar10", "cifar100", "tiny-imagenet", "imagenet"):
+        assert default_recipe(colour).shift == 0.125
+    for grey in ("digits", "mnist", "fashion-mnist"):
+        assert default_recipe(grey).shift == 0.0
+    assert default_recipe("imagefolder", shift=0.0).shift == 0.0
+    flips_only = run_recipe("imagefolder", torch.device("cpu"), shift=0.0)
+    fields = dataclasses.asdict(flips_only)
+    del fields["shift"]
+    for name, default in (("precision", "fp32"), ("channels_last", False), ("compile", "off")):
+        if fields[name] == default:  # left out of keys at their defaults, as before
+            del fields[name]
+    # flips only is keyed as before the field existed: its cached observers are found again
+    assert flips_only.key() == hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
+    assert run_recipe("imagefolder", torch.device("cpu")).key() != flips_only.key()
+    for bad in (-0.1, 0.5):
+        with pytest.raises(ValueError, match="shift is a fraction"):
+            ObserverRecipe(epochs=30, shift=bad)
+
+
+def test_training_with_shift_crops_differs_from_training_without():
+    dataset = make_dataset(num_classes=3, per_class=8, size=8)
+    arch = get_architecture("convnet1")
+
+    def weights(shift):
+        model = train_observer(dataset, arch, ObserverRecipe(epochs=2, batch_size=8, shift=shift), 0, torch.device("cpu"))
+        return dict(model.state_dict())
+
+    plain, shifted, again = weights(0.0), weights(0.25), weights(0.25)
+    assert any(not torch.equal(plain[k], shifted[k]) for k in plain)
+    assert all(torch.equal(shifted[k], again[k]) for k in shifted)
