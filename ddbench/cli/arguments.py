@@ -107,10 +107,7 @@ def _add_observer_args(parser: argparse.ArgumentParser, single: bool = True, arc
                                                         "embedded digits)")
     parser.add_argument("--observer-seed", type=int, default=0, help="seed of the observer's training (default: 0)")
     parser.add_argument("--observer-epochs", type=_at_least("--observer-epochs", 1, "an untrained observer scores and labels nothing"), help="override the observer recipe's epochs")
-    parser.add_argument("--observer-shift", type=float, metavar="FRACTION",
-                        help="override the observer recipe's random shift crops, up to this fraction of the image side "
-                             "(default: 0.125, CIFAR's pad-4 crops at 32 px, on colour datasets; 0 on the digits, "
-                             "MNIST and Fashion-MNIST; 0: flips only, the recipe before 0.125)")
+    parser.add_argument("--observer-shift", type=float, metavar="FRACTION", help="override the observer recipe's random shift crops, up to this fraction of the image side (default: 0.125, CIFAR's pad-4 crops at 32 px, on colour datasets; 0 on the digits, MNIST and Fashion-MNIST; 0: flips only, the recipe before 0.125)")
     if single:
         parser.add_argument("--observer", dest="observer_checkpoint", metavar="PATH", help="use this observer checkpoint instead of the cache: a ddbench safetensors file, or a .pt/.pth state_dict of --arch (loaded with weights_only=True)")
     parser.add_argument("--cache-dir", help="where observers are cached (default: $DDBENCH_CACHE or ~/.cache/ddbench)")
