@@ -7,7 +7,8 @@ result appended to a results file in the repository, so the search can be re-rea
 Each NAME is a row of ``CONFIGURATIONS`` (method options and evaluator options). Every
 configuration is scored on the validation split only (``--validation 50``: 50 training images
 per class held out, the observer trained without them), never on the test split. Runs share
-one observer through ``--cache-dir``. A finished run is not redone: its ``results.json`` is read
+one observer through ``--cache-dir`` (``--observer-epochs`` and ``--observer-shift`` pick its
+recipe; each row names the recipe it ran under). A finished run is not redone: its ``results.json`` is read
 again. Rows go to ``benchmarks/results/lic_search.csv`` (one per configuration, IPC and observer: a
 row measured again under the same observer is replaced, one under another observer, such as a
 retrained one, is added) with the command that produced them. The file is read and rewritten
@@ -35,7 +36,7 @@ from ddbench.store.io import atomic_write_text
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "lic_search.csv"
 COLUMNS = ("dataset", "image_size", "ipc", "name", "method", "options", "eval_options", "validation_accuracy_mean",
-           "validation_accuracy_std", "per_seed", "distill_seconds", "observer_validation_accuracy", "command")
+           "validation_accuracy_std", "per_seed", "distill_seconds", "observer_validation_accuracy", "observer_recipe", "command")
 
 # name -> (method, method options, evaluator options)
 CONFIGURATIONS: dict[str, tuple[str, list[str], list[str]]] = {
@@ -98,6 +99,10 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
         command += ["--arch", args.arch]
     if args.seeds:
         command += ["--seeds", args.seeds]
+    if args.observer_epochs is not None:
+        command += ["--observer-epochs", str(args.observer_epochs)]
+    if args.observer_shift is not None:
+        command += ["--observer-shift", str(args.observer_shift)]
     if args.data_root:
         command += ["--data-root", args.data_root]
     command += [part for option in options for part in ("--option", f"{method}.{option}")]
@@ -122,8 +127,16 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
         "per_seed": " ".join(f"{a:.2f}" for a in entry["accuracy"]["per_seed"]),
         "distill_seconds": entry.get("distill_seconds"),
         "observer_validation_accuracy": results["observer"].get("test_accuracy"),
+        "observer_recipe": describe_recipe(results["observer"].get("recipe", {})),
         "command": shlex.join(command),
     }
+
+
+def describe_recipe(recipe: dict) -> str:
+    """The observer recipe's fields that tell one search's observer from another's, in words."""
+    shift = recipe.get("shift", 0.0)
+    crops = f"shift crops {shift:g}" if shift else "flips only"
+    return f"{recipe.get('epochs')} epochs, {crops}, {recipe.get('precision')}"
 
 
 @contextlib.contextmanager
@@ -141,7 +154,8 @@ def results_lock(path: Path):
 
 def record(rows: list[dict], path: Path = RESULTS) -> None:
     def key(row: dict) -> tuple[str, ...]:  # a configuration under one observer: another observer is another row
-        return tuple(str(row[column]) for column in ("dataset", "image_size", "ipc", "name", "observer_validation_accuracy"))
+        return tuple(str(row.get(column)) for column in ("dataset", "image_size", "ipc", "name", "observer_validation_accuracy",
+                                                         "observer_recipe"))
 
     with results_lock(path):
         existing = []
@@ -168,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arch", help="observer and verifier architecture (default: ddbench's, convnet3-bn); "
                                        "the paper's Conv-4 at 64 px: convnet4-bn")
     parser.add_argument("--seeds", help="evaluation seeds, as ddbench run takes them (default: ddbench's, 3)")
+    parser.add_argument("--observer-epochs", type=int, help="the observer recipe's epochs (default: ddbench's)")
+    parser.add_argument("--observer-shift", type=float, help="the observer's shift crops (default: ddbench's; 0: flips only)")
     parser.add_argument("--cache-dir", default=os.environ.get("DDBENCH_CACHE", str(Path.home() / ".cache" / "ddbench")))
     parser.add_argument("--runs", default="runs/lic-search")
     parser.add_argument("--jobs", type=int, default=1, help="configurations run side by side (one thread each)")

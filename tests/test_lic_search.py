@@ -8,6 +8,8 @@ import importlib.util
 import multiprocessing
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "lic_search.py"
 
 
@@ -54,3 +56,35 @@ def test_a_configuration_measured_again_replaces_its_row(tmp_path):
         rows = {r["name"]: r["validation_accuracy_mean"] for r in csv.DictReader(handle)}
     assert rows == {"defaults": "51.0", "random": "47.0"}
     assert sorted(f.name for f in tmp_path.iterdir()) == ["results.csv", "results.csv.lock"]  # no temporary left
+
+
+def test_a_row_under_another_observer_recipe_is_kept_beside_the_first(tmp_path):
+    search = load_search()
+    path = tmp_path / "results.csv"
+    flips = search.describe_recipe({"epochs": 30, "shift": 0.0, "precision": "fp32"})
+    shifted = search.describe_recipe({"epochs": 30, "shift": 0.125, "precision": "bf16"})
+    assert (flips, shifted) == ("30 epochs, flips only, fp32", "30 epochs, shift crops 0.125, bf16")
+    search.record([{**row(search, "defaults", 49.0), "observer_recipe": flips}], path)
+    search.record([{**row(search, "defaults", 51.0), "observer_recipe": shifted}], path)
+    with open(path, newline="") as handle:
+        rows = {r["observer_recipe"]: r["validation_accuracy_mean"] for r in csv.DictReader(handle)}
+    assert rows == {flips: "49.0", shifted: "51.0"}
+
+
+def test_the_observer_options_reach_the_run_command(tmp_path, monkeypatch):
+    search = load_search()
+    commands = []
+
+    def fake_run(command, **kwargs):  # records the command and fails it: nothing is trained here
+        commands.append(command)
+        return type("Done", (), {"returncode": 2})()
+
+    monkeypatch.setattr(search.subprocess, "run", fake_run)
+    args = search.argparse.Namespace(ipc=10, validation=50, cache_dir=str(tmp_path), runs=str(tmp_path), arch=None,
+                                     seeds=None, data_root=None, dataset="imagefolder", image_size=32,
+                                     observer_epochs=15, observer_shift=0.0)
+    with pytest.raises(search.ConfigurationFailed, match="defaults: ddbench exited with 2"):
+        search.run_one("defaults", args)
+    command = commands[0]
+    assert command[command.index("--observer-epochs") + 1] == "15"
+    assert command[command.index("--observer-shift") + 1] == "0.0"
