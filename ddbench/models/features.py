@@ -26,6 +26,46 @@ def layer_names(model: nn.Module) -> list[str]:
     return [name for name, _ in model.named_modules() if name]
 
 
+def _named_modules(model: nn.Module, names: list[str]) -> dict[str, nn.Module]:
+    """``model``'s submodules called ``names`` (the first time each is named), or a ValueError
+    that lists the valid names."""
+    modules = dict(model.named_modules())
+    unknown = [name for name in names if not name or name not in modules]
+    if unknown or not names:
+        raise ValueError(f"{type(model).__name__} has no layer named {unknown[0] if unknown else ''!r}; "
+                         f"valid names: {', '.join(layer_names(model))}")
+    return {name: modules[name] for name in names}
+
+
+def _capture(model: nn.Module, modules: dict[str, nn.Module], x: torch.Tensor,
+             stop_early: bool) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+    """One forward of ``x`` through ``model`` with a hook on each of ``modules``: the first output
+    of each (by name) and the model's output, ``None`` when ``stop_early`` ended the pass once
+    every module had run. The hooks are removed, also when the forward fails."""
+    captured: dict[str, torch.Tensor] = {}
+
+    def hook_for(name: str):
+        def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+            captured.setdefault(name, output)
+            if stop_early and len(captured) == len(modules):
+                raise _StopForward
+        return hook
+
+    handles = [module.register_forward_hook(hook_for(name)) for name, module in modules.items()]
+    output = None
+    try:
+        output = model(x)
+    except _StopForward:
+        pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    missing = [name for name in modules if name not in captured]
+    if missing:
+        raise RuntimeError(f"layer {missing[0]!r} of {type(model).__name__} did not run in the forward pass")
+    return captured, output
+
+
 class FeatureReader:
     """Reads the output of ``model``'s submodule ``layer_name``: ``reader(x) -> Tensor``.
 
@@ -35,15 +75,10 @@ class FeatureReader:
     """
 
     def __init__(self, model: nn.Module, layer_name: str, stop_early: bool = True) -> None:
-        modules = dict(model.named_modules())
-        if layer_name not in modules or not layer_name:
-            valid = ", ".join(layer_names(model))
-            raise ValueError(
-                f"{type(model).__name__} has no layer named {layer_name!r}; valid names: {valid}"
-            )
         self.model = model
         self.layer_name = layer_name
-        self.module = modules[layer_name]
+        self.modules = _named_modules(model, [layer_name])
+        self.module = self.modules[layer_name]
         self.stop_early = stop_early
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -54,28 +89,8 @@ class FeatureReader:
         return self._forward(x, stop_early=False)
 
     def _forward(self, x: torch.Tensor, stop_early: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-        captured: list[torch.Tensor] = []
-
-        def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-            if captured:
-                return
-            captured.append(output)
-            if stop_early:
-                raise _StopForward
-
-        handle = self.module.register_forward_hook(hook)
-        output = None
-        try:
-            output = self.model(x)
-        except _StopForward:
-            pass
-        finally:
-            handle.remove()
-        if not captured:
-            raise RuntimeError(
-                f"layer {self.layer_name!r} of {type(self.model).__name__} did not run in the forward pass"
-            )
-        return captured[0], output
+        captured, output = _capture(self.model, self.modules, x, stop_early)
+        return captured[self.layer_name], output
 
 
 def read_features(model: nn.Module, layer_name: str, x: torch.Tensor, stop_early: bool = True) -> torch.Tensor:
@@ -86,31 +101,7 @@ def read_features(model: nn.Module, layer_name: str, x: torch.Tensor, stop_early
 def read_layers(model: nn.Module, names: list[str], x: torch.Tensor) -> list[torch.Tensor]:
     """The outputs of several submodules of ``model`` for input ``x`` from ONE forward pass,
     in the order of ``names`` (differentiable); the forward stops once all have run."""
-    modules = dict(model.named_modules())
-    unknown = [name for name in names if not name or name not in modules]
-    if unknown or not names:
-        raise ValueError(f"{type(model).__name__} has no layer named {unknown[0] if unknown else ''!r}; "
-                         f"valid names: {', '.join(layer_names(model))}")
-    captured: dict[str, torch.Tensor] = {}
-
-    def hook_for(name: str):
-        def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-            captured.setdefault(name, output)
-            if len(captured) == len(set(names)):
-                raise _StopForward
-        return hook
-
-    handles = [modules[name].register_forward_hook(hook_for(name)) for name in dict.fromkeys(names)]
-    try:
-        model(x)
-    except _StopForward:
-        pass
-    finally:
-        for handle in handles:
-            handle.remove()
-    missing = [name for name in names if name not in captured]
-    if missing:
-        raise RuntimeError(f"layer {missing[0]!r} of {type(model).__name__} did not run in the forward pass")
+    captured, _ = _capture(model, _named_modules(model, names), x, stop_early=True)
     return [captured[name] for name in names]
 
 
