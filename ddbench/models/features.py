@@ -77,8 +77,7 @@ class FeatureReader:
     def __init__(self, model: nn.Module, layer_name: str, stop_early: bool = True) -> None:
         self.model = model
         self.layer_name = layer_name
-        self.modules = _named_modules(model, [layer_name])
-        self.module = self.modules[layer_name]
+        self.module = _named_modules(model, [layer_name])[layer_name]
         self.stop_early = stop_early
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -89,7 +88,7 @@ class FeatureReader:
         return self._forward(x, stop_early=False)
 
     def _forward(self, x: torch.Tensor, stop_early: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-        captured, output = _capture(self.model, self.modules, x, stop_early)
+        captured, output = _capture(self.model, {self.layer_name: self.module}, x, stop_early)
         return captured[self.layer_name], output
 
 
