@@ -31,6 +31,7 @@ from ddbench.data.identity import describe_record
 from ddbench.evaluators.training import compiled, precision_context
 from ddbench.store.io import TORCH_SUFFIXES, ArtifactError, read_metadata
 from ddbench.runtime.metrics import accuracy
+from ddbench.settings.observer_fields import recipe_overrides
 from ddbench.observer_files import (TORCH_STATE_DICT, _freeze, check_cached, load_observer_checkpoint, observer_metadata,
                                     save_observer)
 
@@ -48,22 +49,27 @@ class ObserverRecipe:
     weight_decay: float = 5e-4
     flip: bool = True  # random horizontal flips (off for digits)
     shift: float = 0.0  # > 0: random shift crops of up to this fraction of the side (CIFAR's pad-4 crops: 0.125)
+    low_res: float = 0.0  # > 0: this share of the training views shrunk to half the side and enlarged back
     version: int = 1
     precision: str = "fp32"  # fp32, or bf16: bfloat16 autocast of the forward passes (CUDA)
     channels_last: bool = False  # the channels-last memory format (CUDA)
     compile: str = "off"  # opt-in torch.compile backend (see ddbench.settings.budget.COMPILE_BACKENDS)
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.shift < 0.5:
-            raise ValueError(f"an observer recipe's shift is a fraction of the image side in [0, 0.5) (0: no shift "
-                             f"crops, 0.125: CIFAR's pad-4 crops at 32 px); got {self.shift}")
         if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError(f"an observer recipe needs epochs >= 1 and batch_size >= 1, got {self.epochs} and "
-                             f"{self.batch_size}: an untrained observer scores and labels nothing")
+            raise ValueError(f"observer epochs (--observer-epochs) and batch_size must be at least 1, got {self.epochs} "
+                             f"and {self.batch_size}: an untrained observer scores and labels nothing")
+        if not 0.0 <= self.shift < 0.5:
+            raise ValueError(f"observer shift (--observer-shift) is a fraction of the image side in [0, 0.5), got "
+                             f"{self.shift}: 0 for flips only, 0.125 for CIFAR's pad-4 crops at 32 px")
+        if not 0.0 <= self.low_res <= 1.0:
+            raise ValueError(f"observer low_res (--observer-low-res) is the share of training views shown at half "
+                             f"resolution, in [0, 1], got {self.low_res}: 0 for none, 0.5 for half of them")
 
     def key(self) -> str:
         fields = dataclasses.asdict(self)
-        for name, default in (("precision", "fp32"), ("channels_last", False), ("compile", "off"), ("shift", 0.0)):  # keys from before these fields hold
+        for name, default in (("precision", "fp32"), ("channels_last", False), ("compile", "off"), ("shift", 0.0),
+                              ("low_res", 0.0)):  # keys from before these fields hold
             if fields[name] == default:
                 del fields[name]
         blob = json.dumps(fields, sort_keys=True).encode()
@@ -89,17 +95,30 @@ def default_recipe(dataset_name: str, **overrides) -> ObserverRecipe:
     return dataclasses.replace(recipe, **{k: v for k, v in overrides.items() if v is not None})
 
 
-def run_recipe(dataset_name: str, device: torch.device, epochs: int | None = None, budget=None,
-               shift: float | None = None) -> ObserverRecipe:
-    """The recipe ``ddbench run`` trains and caches its observer with on ``device``: the budget's
-    precision, memory format and compile backend as resolved there (``budget`` None: the default
-    ``quick`` budget). Every command that finds an observer in the cache (run, eval, bench,
-    observer train, export) goes through here, so they all find the same one."""
+def run_recipe(dataset_name: str, device: torch.device, budget=None, **overrides) -> ObserverRecipe:
+    """The recipe ``ddbench run`` trains and caches its observer with on ``device``: the dataset's
+    default with ``overrides`` (recipe fields; None keeps the default), and the budget's precision,
+    memory format and compile backend as resolved there (``budget`` None: the default ``quick``
+    budget). Every command that finds an observer in the cache (run, eval, bench, observer train,
+    export) goes through here, so they all find the same one."""
     from ddbench.settings.budget import resolve_budget
 
     resolved = (budget if budget is not None else resolve_budget("quick")).resolve_for(device)
-    return default_recipe(dataset_name, epochs=epochs, shift=shift, precision=resolved.precision,
+    return default_recipe(dataset_name, **overrides, precision=resolved.precision,
                           channels_last=resolved.channels_last == "on", compile=resolved.compile)
+
+
+def observer_for(settings, dataset: Dataset, arch: ArchitectureSpec, device: torch.device, *, budget=None,
+                 use_checkpoint: bool = True, progress_factory=None) -> "Observer":
+    """The observer ``settings`` (anything with the ``OBSERVER_SETTINGS`` attributes) name for
+    ``arch`` on ``dataset``: their checkpoint (unless ``use_checkpoint`` is False, for another
+    architecture than the one it holds) or the cached or newly trained one of their seed and
+    recipe (:func:`run_recipe` under ``budget``)."""
+    checkpoint = settings.observer_checkpoint if use_checkpoint else None
+    return get_observer(dataset, arch, device, seed=settings.observer_seed,
+                        recipe=run_recipe(dataset.name, device, budget, **recipe_overrides(settings)),
+                        cache=Path(settings.cache_dir) if settings.cache_dir else None,
+                        checkpoint=Path(checkpoint) if checkpoint else None, progress_factory=progress_factory)
 
 
 def cache_dir(explicit: str | None = None) -> Path:
@@ -163,6 +182,17 @@ def random_shift_crops(images: torch.Tensor, padding: int, generator: torch.Gene
     return padded[batch, channels, rows, cols]
 
 
+def random_low_res(images: torch.Tensor, share: float, generator: torch.Generator) -> torch.Tensor:
+    """Each image, with probability ``share`` (drawn on the CPU ``generator``), shrunk to half its
+    side and enlarged back: the view of it that one tile of a 2 x 2 squeeze (LIC's N = 4, expanded
+    by F^-1) shows a teacher. The other images pass unchanged."""
+    from ddbench.tiles import as_tiles
+
+    chosen = (torch.rand(len(images), generator=generator) < share).to(images.device)
+    blurred = as_tiles(images, 2)
+    return torch.where(chosen.view(-1, 1, 1, 1), blurred, images)
+
+
 def train_observer(
     dataset: Dataset,
     arch: ArchitectureSpec,
@@ -194,6 +224,8 @@ def train_observer(
                 images = torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
             if padding:
                 images = random_shift_crops(images, padding, generator)
+            if recipe.low_res:
+                images = random_low_res(images, recipe.low_res, generator)
             with autocast():
                 loss = F.cross_entropy(net(images).float(), labels[batch].to(device, non_blocking=True))
             optimizer.zero_grad(set_to_none=True)

@@ -22,6 +22,16 @@ from ddbench.runtime.host_allocator import keep_freed_host_memory  # noqa: E402
 keep_freed_host_memory()
 
 
+def load_benchmark(name: str):
+    """The script ``benchmarks/<name>.py`` as a module (the benchmarks folder is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """``python -m ddbench ARGS`` in a subprocess, text output captured."""
     full_env = {**os.environ, **(env or {})}

@@ -51,7 +51,10 @@ REFUSED_BEFORE_WORK = {
     "observer epochs 0": (["--observer-epochs", "0"], r"--observer-epochs must be at least 1, got 0"),
     "negative observer epochs": (["--observer-epochs", "-2"], r"--observer-epochs must be at least 1"),
     "observer shift too large": (["--observer-shift", "0.5"],
-                                 r"--observer-shift is a fraction of the image side in \[0, 0.5\), got 0.5"),
+                                 r"--observer-shift\) is a fraction of the image side in \[0, 0.5\), got 0.5"),
+    "observer low-res share above 1": (["--observer-low-res", "1.5"],
+                                       r"--observer-low-res\) is the share of training views shown at half resolution, "
+                                       r"in \[0, 1\], got 1.5"),
     "repeated seeds": (["--seeds", "0,0"], r"--seeds lists seed 0 more than once"),
     "seeds 0": (["--seeds", "0"], r"--seeds needs at least one seed, got 0: a number is a count .*\(2, = seed 2 alone\)"),
     "image size 0": (["--image-size", "0"], r"--image-size must be at least 8, got 0"),

@@ -42,6 +42,7 @@ ipc = 1
 seeds = 1
 observer_epochs = 1
 observer_shift = 0.25
+observer_low_res = 0.5
 cache_dir = "{tmp_path / 'cache'}"
 out = "{tmp_path / 'from-file'}"
 
@@ -58,6 +59,7 @@ temperature = 2
     assert not (tmp_path / "from-file").exists()
     assert results["budget"]["epochs"] == 1 and results["seeds"] == [0]
     assert results["observer"]["recipe"]["shift"] == 0.25  # the digits' default is no shift
+    assert results["observer"]["recipe"]["low_res"] == 0.5  # the default is none
     assert results["evaluator"]["options"]["temperature"] == 5.0  # applied after the file's 2
 
 

@@ -4,20 +4,15 @@ every row each of them records must be in the file afterwards."""
 from __future__ import annotations
 
 import csv
-import importlib.util
 import multiprocessing
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "lic_search.py"
-
+from tests.conftest import load_benchmark
 
 def load_search():
-    spec = importlib.util.spec_from_file_location("lic_search", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("lic_search")
 
 
 def row(search, name: str, accuracy: float = 50.0) -> dict:

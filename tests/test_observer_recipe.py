@@ -1,17 +1,22 @@
-"""The observer recipe: random shift crops (``shift``), their defaults per dataset and the cache key."""
+"""The observer recipe: random shift crops (``shift``), half-resolution views (``low_res``), their
+defaults per dataset, the cache key, and the settings every command reads it from."""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from ddbench.host.registry import get_architecture
-from ddbench.observer import ObserverRecipe, default_recipe, random_shift_crops, run_recipe, shift_padding, train_observer
+from ddbench.observer import (ObserverRecipe, default_recipe, observer_for, random_low_res, random_shift_crops, run_recipe,
+                              shift_padding, train_observer)
+from ddbench.settings.observer_fields import recipe_overrides
+from ddbench.tiles import as_tiles
 from tests.conftest import make_dataset
 
 
@@ -44,7 +49,7 @@ def test_shift_defaults_on_colour_images_and_keys_its_own_observer():
     assert default_recipe("imagefolder", shift=0.0).shift == 0.0
     flips_only = run_recipe("imagefolder", torch.device("cpu"), shift=0.0)
     fields = dataclasses.asdict(flips_only)
-    del fields["shift"]
+    del fields["shift"], fields["low_res"]
     for name, default in (("precision", "fp32"), ("channels_last", False), ("compile", "off")):
         if fields[name] == default:  # left out of keys at their defaults, as before
             del fields[name]
@@ -52,7 +57,7 @@ def test_shift_defaults_on_colour_images_and_keys_its_own_observer():
     assert flips_only.key() == hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
     assert run_recipe("imagefolder", torch.device("cpu")).key() != flips_only.key()
     for bad in (-0.1, 0.5):
-        with pytest.raises(ValueError, match="shift is a fraction"):
+        with pytest.raises(ValueError, match=r"shift \(--observer-shift\) is a fraction"):
             ObserverRecipe(epochs=30, shift=bad)
 
 
@@ -67,3 +72,42 @@ def test_training_with_shift_crops_differs_from_training_without():
     plain, shifted, again = weights(0.0), weights(0.25), weights(0.25)
     assert any(not torch.equal(plain[k], shifted[k]) for k in plain)
     assert all(torch.equal(shifted[k], again[k]) for k in shifted)
+
+
+def test_low_res_views_are_the_squeezed_tiles_of_a_seeded_share_of_the_batch():
+    images = torch.randn(64, 3, 8, 8)
+    assert torch.equal(random_low_res(images, 1.0, torch.Generator().manual_seed(0)), as_tiles(images, 2))
+    assert torch.equal(random_low_res(images, 0.0, torch.Generator().manual_seed(0)), images)
+    half = random_low_res(images, 0.5, torch.Generator().manual_seed(0))
+    blurred = torch.tensor([torch.equal(a, b) for a, b in zip(half, as_tiles(images, 2))])
+    assert 16 < int(blurred.sum()) < 48  # about half the images, and the rest untouched:
+    assert torch.equal(half[~blurred], images[~blurred])
+    assert torch.equal(half, random_low_res(images, 0.5, torch.Generator().manual_seed(0)))
+
+
+def test_low_res_keys_its_own_observer_and_is_refused_outside_zero_to_one():
+    plain = default_recipe("imagefolder")
+    assert plain.low_res == 0.0 and default_recipe("imagefolder", low_res=None) == plain
+    assert default_recipe("imagefolder", low_res=0.5).key() != plain.key()
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match=r"low_res \(--observer-low-res\) is the share"):
+            ObserverRecipe(epochs=30, low_res=bad)
+
+
+def test_every_command_reads_the_observer_settings_into_one_recipe(tmp_path):
+    """``observer_for`` takes its seed, recipe overrides, cache and checkpoint from any settings
+    object (a RunConfig, the CLI's arguments, a bench spec): the observer it trains has them."""
+    dataset = make_dataset(num_classes=3, per_class=8, size=8)
+    arch = get_architecture("convnet1")
+    settings = SimpleNamespace(observer_seed=3, observer_epochs=1, observer_shift=0.25, observer_low_res=0.5,
+                               observer_checkpoint=None, cache_dir=str(tmp_path))
+    assert recipe_overrides(settings) == {"epochs": 1, "shift": 0.25, "low_res": 0.5}
+    trained = observer_for(settings, dataset, arch, torch.device("cpu"))
+    assert trained.trained_now and trained.seed == 3 and trained.checkpoint.parent == tmp_path / "observers"
+    assert (trained.recipe["epochs"], trained.recipe["shift"], trained.recipe["low_res"]) == (1, 0.25, 0.5)
+    assert not observer_for(settings, dataset, arch, torch.device("cpu")).trained_now  # found in the cache
+    settings.observer_checkpoint = str(trained.checkpoint)
+    assert observer_for(settings, dataset, arch, torch.device("cpu")).checkpoint == trained.checkpoint
+    settings.observer_checkpoint, settings.observer_low_res = str(tmp_path / "missing.safetensors"), None
+    retrained = observer_for(settings, dataset, arch, torch.device("cpu"), use_checkpoint=False)  # another architecture's file
+    assert retrained.trained_now and retrained.recipe["low_res"] == 0.0

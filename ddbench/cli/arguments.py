@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 
-
 EXIT_USAGE = 2
 
 
@@ -108,6 +107,7 @@ def _add_observer_args(parser: argparse.ArgumentParser, single: bool = True, arc
     parser.add_argument("--observer-seed", type=int, default=0, help="seed of the observer's training (default: 0)")
     parser.add_argument("--observer-epochs", type=_at_least("--observer-epochs", 1, "an untrained observer scores and labels nothing"), help="override the observer recipe's epochs")
     parser.add_argument("--observer-shift", type=float, metavar="FRACTION", help="override the observer recipe's random shift crops, up to this fraction of the image side (default: 0.125, CIFAR's pad-4 crops at 32 px, on colour datasets; 0 on the digits, MNIST and Fashion-MNIST; 0: flips only, the recipe before 0.125)")
+    parser.add_argument("--observer-low-res", type=float, metavar="SHARE", help="override the observer recipe's share of training views shown at half resolution, shrunk and enlarged back as the tiles of a 2 x 2 squeeze are (default: 0, none)")
     if single:
         parser.add_argument("--observer", dest="observer_checkpoint", metavar="PATH", help="use this observer checkpoint instead of the cache: a ddbench safetensors file, or a .pt/.pth state_dict of --arch (loaded with weights_only=True)")
     parser.add_argument("--cache-dir", help="where observers are cached (default: $DDBENCH_CACHE or ~/.cache/ddbench)")
@@ -148,7 +148,7 @@ HELP_GROUPS = {
              "e.g. --dataset fashion-mnist --data-root ../shared/data; "
              "--dataset imagefolder --data-root ../shared/data/tiny-imagenet-10 --image-size 32"),
     "methods": (["method", "baseline", "ipc", "option", "distill_seed", "distill_seeds", "arch", "observer_seed",
-                 "observer_epochs", "observer_shift", "observer_checkpoint", "cache_dir", "plan"],
+                 "observer_epochs", "observer_shift", "observer_low_res", "observer_checkpoint", "cache_dir", "plan"],
                 "e.g. --method lic --baseline sre2l --ipc 10; --method lic --option lic.n=9 --arch convnet4-bn"),
     "evaluation": (["evaluator", "teacher_checkpoint", "validation", "validation_seed", "seeds", "budget", "budget_set",
                     "eval_option", "compare_random", "verifier", "pixels"],

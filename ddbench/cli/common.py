@@ -30,6 +30,7 @@ def _run_config(args: argparse.Namespace, methods: list[str], **fields):
     """A RunConfig from the arguments every comparison command shares; ``fields`` add the rest."""
     from ddbench.settings.budget import resolve_budget
     from ddbench.settings.config_file import route_dotted
+    from ddbench.settings.observer_fields import recipe_settings
     from ddbench.runner import RunConfig
 
     method_assignments, budget_set, eval_options = route_dotted(getattr(args, "option", []))
@@ -41,7 +42,7 @@ def _run_config(args: argparse.Namespace, methods: list[str], **fields):
         seeds=args.seeds, distill_seed=args.distill_seed, budget=resolve_budget(args.budget, args.budget_set),
         distill_seeds=getattr(args, "distill_seeds", 1), compare_random=getattr(args, "compare_random", False),
         method_options=_method_options(args.option), evaluator_options=args.eval_option,
-        observer_seed=args.observer_seed, observer_epochs=args.observer_epochs, observer_shift=args.observer_shift,
+        observer_seed=args.observer_seed, **recipe_settings(args),
         teacher_checkpoint=args.teacher_checkpoint,
         validation_per_class=args.validation, validation_seed=args.validation_seed,
         cache_dir=args.cache_dir, device=args.device, out=args.out, command=_command_line(), dist_eval=args.dist_eval,

@@ -25,6 +25,7 @@ def cmd_cross_arch(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from ddbench.harness.bench import BenchConfig, bench
     from ddbench.reporting.console import ConsoleUI
+    from ddbench.settings.observer_fields import observer_settings
     from ddbench.runner import RunConfig
 
     from ddbench.host import registry
@@ -33,9 +34,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     run = RunConfig(
         methods=args.methods, dataset=args.dataset, data_root=args.data_root, download=args.download,
         image_size=args.image_size, data_memory_gib=args.data_memory_gib, data_workers=args.data_workers, arch=archs[0],
-        distill_seed=args.distill_seed, method_options=_method_options(args.option), observer_seed=args.observer_seed,
-        observer_epochs=args.observer_epochs, observer_shift=args.observer_shift, observer_checkpoint=args.observer_checkpoint,
-        cache_dir=args.cache_dir,
+        distill_seed=args.distill_seed, method_options=_method_options(args.option), **observer_settings(args),
         device=args.device, out=args.out, command=_command_line())
     config = BenchConfig(run=run, archs=archs, bench_iterations=args.bench_iterations, batch_size=args.batch_size)
     with ConsoleUI(quiet=args.quiet, every=args.progress_every) as ui:
@@ -78,11 +77,9 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
 
 def cmd_observer_train(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from ddbench.host import registry
     from ddbench.runtime.measure import resolve_device
-    from ddbench.observer import get_observer, run_recipe
+    from ddbench.observer import observer_for
     from ddbench.reporting.console import ConsoleUI
     from ddbench.runner import data_options
     from ddbench.pipeline.preflight import fingerprint_ahead
@@ -93,13 +90,7 @@ def cmd_observer_train(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     with ConsoleUI(quiet=args.quiet, every=args.progress_every) as ui:
         fingerprint_ahead(dataset, ui)
-        observer = get_observer(
-            dataset, arch, device, seed=args.observer_seed,
-            recipe=run_recipe(dataset.name, device, epochs=args.observer_epochs, shift=args.observer_shift),
-            cache=Path(args.cache_dir) if args.cache_dir else None,
-            checkpoint=Path(args.observer_checkpoint) if args.observer_checkpoint else None,
-            progress_factory=ui.progress,
-        )
+        observer = observer_for(args, dataset, arch, device, progress_factory=ui.progress)
     state = "trained now" if observer.trained_now else "loaded"
     print(f"observer {arch.name} on {dataset.name}: test accuracy {observer.test_accuracy:.2f}% ({state}) at {observer.checkpoint}")
     return 0

@@ -101,7 +101,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from ddbench.host import registry
     from ddbench.store.artifacts import load_distilled
     from ddbench.runtime.measure import resolve_device
-    from ddbench.observer import get_observer, run_recipe
+    from ddbench.observer import observer_for
     from ddbench.runner import check_saved_fits, data_options
     from ddbench.interop.ddranking_format import ddranking_dataset, export_ddranking
     from ddbench.interop.set_formats import export_imagefolder, teacher_logits
@@ -119,11 +119,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     _observer_from_metadata(args, meta)
     arch = registry.get_architecture(args.arch)
     device = resolve_device(args.device)
-    observer = get_observer(dataset, arch, device, seed=args.observer_seed,
-                            recipe=run_recipe(dataset.name, device, epochs=args.observer_epochs,
-                                              shift=args.observer_shift),
-                            cache=Path(args.cache_dir) if args.cache_dir else None,
-                            checkpoint=Path(args.observer_checkpoint) if args.observer_checkpoint else None)
+    observer = observer_for(args, dataset, arch, device)
     logits = teacher_logits(observer.model, distilled.images, device)
     target, theirs = export_ddranking(distilled, logits, dataset, Path(args.out), {
         "ddbench_dataset": dataset.name, "class_names": list(dataset.class_names), "source": str(path),

@@ -122,7 +122,8 @@ def bench(config: BenchConfig, ui) -> dict[str, Any]:
     from ddbench.store.io import atomic_write_json
     from ddbench.runner import data_options
     from ddbench.runtime.measure import resolve_device
-    from ddbench.observer import get_observer, run_recipe
+    from ddbench.observer import observer_for
+    from ddbench.settings.observer_fields import observer_settings
 
     assignments = plan_bench(config)
     dataset = registry.get_dataset(config.run.dataset).load(data_options(config.run))
@@ -132,12 +133,8 @@ def bench(config: BenchConfig, ui) -> dict[str, Any]:
     ui.info(f"bench on {dataset.name} at {dataset.image_size} px ({dataset.num_classes} classes, "
             f"{images_per_class(dataset.num_classes)} image(s) per class), device {device}")
     for arch_name in config.archs:  # train or load once here, so a worker only loads
-        observer = get_observer(
-            dataset, registry.get_architecture(arch_name), device, seed=config.run.observer_seed,
-            recipe=run_recipe(dataset.name, device, epochs=config.run.observer_epochs, shift=config.run.observer_shift),
-            cache=Path(config.run.cache_dir) if config.run.cache_dir else None,
-            checkpoint=Path(config.run.observer_checkpoint) if config.run.observer_checkpoint else None,
-            progress_factory=ui.progress)
+        observer = observer_for(config.run, dataset, registry.get_architecture(arch_name), device,
+                                progress_factory=ui.progress)
         ui.info(f"observer {arch_name}: {observer.test_accuracy:.2f}% test ({observer.checkpoint})")
         del observer
     if device.type == "cuda":
@@ -152,9 +149,7 @@ def bench(config: BenchConfig, ui) -> dict[str, Any]:
                 "data_memory_gib": config.run.data_memory_gib, "data_workers": config.run.data_workers, "options": assignments[method],
                 "iterations_given": any(a.split("=", 1)[0].strip() == "iterations" for a in config.run.method_options.get(method, [])),
                 "bench_iterations": config.bench_iterations, "seed": config.run.distill_seed,
-                "observer_seed": config.run.observer_seed, "observer_epochs": config.run.observer_epochs,
-                "observer_shift": config.run.observer_shift,
-                "observer_checkpoint": config.run.observer_checkpoint, "cache_dir": config.run.cache_dir, "device": str(device),
+                **observer_settings(config.run), "device": str(device),
             }
             started = time.perf_counter()
             row = run_worker(root / "workers", spec, ui)

@@ -41,21 +41,18 @@ def measure_method(spec: dict[str, Any], log: Callable[[str], None]) -> dict[str
     from ddbench.contracts import DistillTask
     from ddbench.runtime.measure import measure_stage, release_freed_memory, resolve_device
     from ddbench.runner import data_options
-    from ddbench.observer import get_observer, run_recipe
+    from ddbench.observer import observer_for
     from ddbench.settings.options import apply_overrides
 
-    dataset = registry.get_dataset(spec["dataset"]).load(data_options(SimpleNamespace(**spec)))
+    settings = SimpleNamespace(**spec)
+    dataset = registry.get_dataset(spec["dataset"]).load(data_options(settings))
     ipc = images_per_class(dataset.num_classes)
     smallest = min(len(pool) for pool in dataset.train_indices_by_class().values())
     if ipc > smallest:
         raise ValueError(f"{ipc} images per class needed, the smallest class of {dataset.name} has {smallest}")
     device = resolve_device(spec["device"])
     arch = registry.get_architecture(spec["arch"])
-    observer = get_observer(
-        dataset, arch, device, seed=spec["observer_seed"], recipe=run_recipe(dataset.name, device, epochs=spec["observer_epochs"],
-                                                                          shift=spec.get("observer_shift")),
-        cache=Path(spec["cache_dir"]) if spec["cache_dir"] else None,
-        checkpoint=Path(spec["observer_checkpoint"]) if spec["observer_checkpoint"] else None)
+    observer = observer_for(settings, dataset, arch, device)
     distiller = registry.get_distiller(spec["method"])
     options = apply_overrides(distiller.options_class(), spec["options"], what=f"method {spec['method']!r}")
     has_iterations = "iterations" in _option_fields(type(options))

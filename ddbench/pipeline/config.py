@@ -49,6 +49,7 @@ class RunConfig:
     observer_seed: int = 0
     observer_epochs: int | None = None
     observer_shift: float | None = None  # None: the dataset's default recipe
+    observer_low_res: float | None = None  # None: the dataset's default recipe
     observer_checkpoint: str | None = None
     teacher_checkpoint: str | None = None
     validation_per_class: int = 0
@@ -134,12 +135,13 @@ def plan_run(config: RunConfig) -> Plan:
     if config.validation_per_class < 0:
         raise RunError(f"--validation must be 0 (the test split) or a number of images per class, got "
                        f"{config.validation_per_class}")
-    if config.observer_epochs is not None and config.observer_epochs < 1:
-        raise RunError(f"--observer-epochs must be at least 1, got {config.observer_epochs}: an untrained observer "
-                       f"scores and labels nothing")
-    if config.observer_shift is not None and not 0.0 <= config.observer_shift < 0.5:
-        raise RunError(f"--observer-shift is a fraction of the image side in [0, 0.5), got {config.observer_shift}: "
-                       f"0 for flips only, 0.125 for CIFAR's pad-4 crops at 32 px")
+    from ddbench.observer import default_recipe
+    from ddbench.settings.observer_fields import recipe_overrides
+
+    try:  # the recipe's own checks, before the data loads or anything trains
+        default_recipe(config.dataset, **recipe_overrides(config))
+    except ValueError as error:
+        raise RunError(str(error)) from None
     if config.image_size is not None and config.image_size < 1:
         raise RunError(f"--image-size must be a positive number of pixels, got {config.image_size}; leave it out for "
                        f"the dataset's own size")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import statistics
-from pathlib import Path
 from typing import Any
 
 from ddbench.host import registry
@@ -14,7 +13,7 @@ from ddbench.store.artifacts import RunStore, load_distilled, save_distilled, un
 from ddbench.reporting.exports import write_image_grid
 from ddbench.store.io import ArtifactError
 from ddbench.runtime.measure import measure_stage
-from ddbench.observer import get_observer, run_recipe
+from ddbench.observer import observer_for
 from ddbench.store.partials import PartialStore
 from ddbench.pipeline.context import RunContext, summarize, training_identity, versions
 from ddbench.pipeline.evaluate import evaluate_one
@@ -72,11 +71,8 @@ def full_data_accuracy(ctx: RunContext) -> tuple[float, str]:
     architecture, else one trained with the observer recipe and cached."""
     if ctx.plan.verifier_arch.name == ctx.observer.arch.name:
         return ctx.observer.test_accuracy, str(ctx.observer.checkpoint)
-    config = ctx.config
-    model = get_observer(ctx.dataset, ctx.plan.verifier_arch, ctx.device, seed=config.observer_seed,
-                         recipe=run_recipe(ctx.dataset.name, ctx.device, epochs=config.observer_epochs,
-                                           budget=config.budget, shift=config.observer_shift),
-                         cache=Path(config.cache_dir) if config.cache_dir else None, progress_factory=ctx.ui.progress)
+    model = observer_for(ctx.config, ctx.dataset, ctx.plan.verifier_arch, ctx.device, budget=ctx.config.budget,
+                         use_checkpoint=False, progress_factory=ctx.ui.progress)
     return model.test_accuracy, str(model.checkpoint)
 
 

@@ -13,7 +13,7 @@ from ddbench.store.artifacts import RunStore, git_revision
 from ddbench.reporting.exports import write_step_outputs, write_tables
 from ddbench.store.io import atomic_write_json, atomic_write_text
 from ddbench.runtime.measure import resolve_device
-from ddbench.observer import get_observer, load_teacher, run_recipe
+from ddbench.observer import load_teacher, observer_for
 from ddbench.reporting.console import SilentUI, split_label
 from ddbench.pipeline.config import RESULTS_SCHEMA, RunConfig, check_devices, plan_run, resolve_for_data
 from ddbench.pipeline.context import RunContext, versions
@@ -63,14 +63,8 @@ def run(config: RunConfig, ui) -> dict[str, Any]:
         teacher = load_teacher(Path(config.teacher_checkpoint), dataset, device)
         ui.info(f"teacher for soft labels: {teacher.arch.name}, {split} accuracy {teacher.test_accuracy:.2f}% ({teacher.checkpoint})")
     # rank 0 trains the observer if it must; the others then load it from the cache
-    observer = main_first(cluster, lambda: get_observer(
-        dataset, plan.observer_arch, device, seed=config.observer_seed,
-        recipe=run_recipe(dataset.name, device, epochs=config.observer_epochs, budget=budget,
-                          shift=config.observer_shift),
-        cache=Path(config.cache_dir) if config.cache_dir else None,
-        checkpoint=Path(config.observer_checkpoint) if config.observer_checkpoint else None,
-        progress_factory=ui.progress,
-    ), "observer")
+    observer = main_first(cluster, lambda: observer_for(config, dataset, plan.observer_arch, device, budget=budget,
+                                                        progress_factory=ui.progress), "observer")
     if cluster.active:
         check_same_file(cluster, observer.checkpoint, "the observer checkpoint", "--cache-dir")
     ui.info(f"observer {observer.arch.name}: {split} accuracy {observer.test_accuracy:.2f}% "

@@ -91,11 +91,12 @@ def estimate_run(config: Any, plan: Any, shape: PlanShape) -> list[dict[str, Any
     """Every stage of ``ddbench run`` for ``config`` (methods resolved in ``plan``) on ``shape``."""
     from ddbench.evaluators.regions import DEVICE_SET_BYTES
     from ddbench.observer import default_recipe
+    from ddbench.settings.observer_fields import recipe_overrides
 
     image = shape.image
     observer = plan.observer_arch.build(shape.channels, shape.classes, shape.size)
     verifier = plan.verifier_arch.build(shape.channels, shape.classes, shape.size)
-    recipe = default_recipe(config.dataset, epochs=config.observer_epochs, shift=config.observer_shift)
+    recipe = default_recipe(config.dataset, **recipe_overrides(config))
     pixels = shape.train * math.prod(image)
     budget = int(getattr(config, "data_memory_gib", 2.0) * 2**30)
     stages = [stage("decode training images", 0, 0, pixels if pixels <= budget else 0,

@@ -126,6 +126,7 @@ def resolved_config(config: Any, budget: Any, plan: Any) -> str:
     import dataclasses
 
     from ddbench.contracts import options_to_dict
+    from ddbench.settings.observer_fields import recipe_settings
 
     methods = list(config.methods)
     top = {
@@ -135,7 +136,7 @@ def resolved_config(config: Any, budget: Any, plan: Any) -> str:
         "ipc": config.ipc, "arch": config.arch, "verifier": config.verifier, "evaluator": config.evaluator,
         "seeds": list(config.seeds), "distill_seed": config.distill_seed, "distill_seeds": config.distill_seeds,
         "compare_random": config.compare_random, "observer_seed": config.observer_seed,
-        "observer_epochs": config.observer_epochs, "observer_shift": config.observer_shift,
+        **recipe_settings(config),
         "observer": config.observer_checkpoint,
         "teacher": config.teacher_checkpoint, "validation": config.validation_per_class,
         "validation_seed": config.validation_seed, "cache_dir": config.cache_dir, "device": config.device,
