@@ -1,13 +1,15 @@
-"""benchmarks/observer_views.py: an observer's accuracy on whole images and on the expanded tiles
-a squeeze shows it, found or trained from the same observer flags as ``ddbench run``."""
+"""benchmarks/observer_views.py: an observer's accuracy on whole images, on the expanded tiles a
+squeeze shows it and on a saved set's tiles, found or trained from the same observer flags as
+``ddbench run``."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from ddbench.contracts import DistilledSet
 from ddbench.runtime.metrics import accuracy
-from ddbench.tiles import as_tiles
+from ddbench.tiles import as_tiles, expand
 from tests.conftest import load_benchmark, make_dataset
 
 def load_views():
@@ -37,3 +39,19 @@ def test_the_script_finds_the_observer_of_the_given_recipe(tmp_path, capsys):
     assert len(list((tmp_path / "observers").glob("digits-minusval5s0-*.safetensors"))) == 1
     views.main(flags + ["--sides", "1"])  # the default recipe: another observer
     assert len(list((tmp_path / "observers").glob("digits-minusval5s0-*.safetensors"))) == 2
+
+
+def test_a_saved_set_is_scored_on_each_expanded_tile_against_its_images_class():
+    views = load_views()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 3))
+    images, labels = torch.randn(5, 1, 8, 8), torch.tensor([0, 1, 2, 1, 0])
+    squeezed = DistilledSet(images=images, labels=labels, method="lic", tile_grid=2)
+    top1, probability = views.set_scores(model, squeezed, torch.device("cpu"), batch_size=3)
+    with torch.no_grad():
+        logits = model(expand(images, 2))  # 20 tiles, four per image, each of its image's class
+    classes = labels.repeat_interleave(4)
+    assert top1 == 100.0 * (logits.argmax(1) == classes).sum().item() / 20
+    assert abs(probability - 100.0 * logits.softmax(1)[torch.arange(20), classes].mean().item()) < 1e-4
+    whole = DistilledSet(images=images, labels=labels, method="random")
+    assert views.set_scores(model, whole, torch.device("cpu"))[0] == 100.0 * (model(images).argmax(1) == labels).sum().item() / 5
