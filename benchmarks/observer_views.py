@@ -8,9 +8,9 @@ are drawn from).
     python benchmarks/observer_views.py --dataset imagefolder --data-root ../shared/data/tiny-imagenet-10 \\
         --image-size 32 --validation 50 [--observer-low-res 0.5] [--sides 1,2,3] [--set RUN/distilled/lic-*.safetensors]
 
-The observer is found (or trained) as ``ddbench run`` finds it, from the same observer flags
-(``--observer-seed``, ``--observer-epochs``, ``--observer-shift``, ``--observer-low-res``,
-``--cache-dir``); ``--validation N`` scores the held-out images of the validation split, never
+The observer is found (or trained) as ``ddbench run`` finds it, from the same data and observer
+flags (``--observer-seed``, ``--observer-epochs``, ``--observer-shift``, ``--observer-low-res``,
+``--observer``, ``--cache-dir``, ``--device``); ``--validation N`` scores the held-out images of the validation split, never
 the test split, as a search must. Prints one markdown row per side.
 """
 
@@ -19,29 +19,32 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 
 from ddbench.data.base import Dataset
-from ddbench.data.batches import BatchReader
 from ddbench.contracts import DistilledSet
+from ddbench.runtime.metrics import accuracy
 from ddbench.tiles import as_tiles, expand
+
+
+class ShownAsTiles(torch.nn.Module):
+    """``model`` looking at each image as one tile of a ``side`` x ``side`` squeeze expanded back."""
+
+    def __init__(self, model: torch.nn.Module, side: int) -> None:
+        super().__init__()
+        self.model, self.side = model, side
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(as_tiles(images, self.side))
 
 
 def view_accuracies(model: torch.nn.Module, dataset: Dataset, device: torch.device, sides: list[int],
                     batch_size: int = 500) -> dict[int, float]:
-    """Top-1 accuracy (%) of ``model`` on ``dataset.test``, each image shown as one tile of a
-    ``side`` x ``side`` squeeze expanded back (side 1: the image itself), for every side."""
-    correct = torch.zeros(len(sides), dtype=torch.long, device=device)
-    model.eval()
-    reader = BatchReader(dataset.test, device)
-    with torch.no_grad():
-        for batch, images in reader(torch.arange(len(dataset.test)), batch_size):
-            labels = dataset.test.labels[batch].to(device)
-            for row, side in enumerate(sides):
-                correct[row] += (model(as_tiles(images, side)).argmax(1) == labels).sum()
-    return {side: 100.0 * int(count) / len(dataset.test) for side, count in zip(sides, correct.tolist())}
+    """Top-1 accuracy (%) of ``model`` on ``dataset.test`` (``ddbench.runtime.metrics.accuracy``),
+    each image shown as one tile of a ``side`` x ``side`` squeeze expanded back (side 1: the
+    image itself), for every side."""
+    return {side: accuracy(ShownAsTiles(model, side), dataset.test, device, batch_size) for side in sides}
 
 
 def set_scores(model: torch.nn.Module, distilled: DistilledSet, device: torch.device,
@@ -63,19 +66,16 @@ def set_scores(model: torch.nn.Module, distilled: DistilledSet, device: torch.de
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
+    """The data and observer flags of ``ddbench run`` (the same parser pieces, so a recipe setting
+    added there is one here too), the validation split, and this script's own."""
+    from ddbench.cli.arguments import _add_data_args, _add_observer_args, _at_least
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", default="digits")
-    parser.add_argument("--data-root")
-    parser.add_argument("--image-size", type=int)
-    parser.add_argument("--arch", help="observer architecture (default: the dataset's)")
-    parser.add_argument("--validation", type=int, default=0, help="images per class held out (0: the test split)")
+    _add_data_args(parser)
+    _add_observer_args(parser)
+    parser.add_argument("--validation", type=_at_least("--validation", 0, "0 scores the test split"), default=0,
+                        metavar="N", help="images per class held out (0: the test split)")
     parser.add_argument("--validation-seed", type=int, default=0)
-    parser.add_argument("--observer-seed", type=int, default=0)
-    parser.add_argument("--observer-epochs", type=int)
-    parser.add_argument("--observer-shift", type=float)
-    parser.add_argument("--observer-low-res", type=float)
-    parser.add_argument("--cache-dir")
-    parser.add_argument("--device", default="auto")
     parser.add_argument("--sides", default="1,2,3", help="tile grid sides to show the images at (1: whole)")
     parser.add_argument("--set", action="append", default=[], metavar="PATH",
                         help="a saved distilled set of this dataset (repeatable): score the observer on its tiles")
@@ -86,19 +86,18 @@ def main(argv: list[str] | None = None) -> int:
     from ddbench.host import registry
     from ddbench.observer import observer_for
     from ddbench.pipeline.config import data_options
+    from ddbench.pipeline.preflight import check_saved_fits
     from ddbench.runtime.measure import resolve_device
+    from ddbench.store.artifacts import load_distilled
 
     args = parse(sys.argv[1:] if argv is None else argv)
     sides = [int(part) for part in args.sides.split(",") if part.strip()]
     if not sides or min(sides) < 1:
         raise SystemExit(f"--sides takes grid sides of at least 1 (1,2,3), got {args.sides!r}")
     spec = registry.get_dataset(args.dataset)
-    dataset = spec.load(data_options(SimpleNamespace(**vars(args), download=False)))
+    dataset = spec.load(data_options(args))
     if args.validation:
         dataset = dataset.with_validation_split(args.validation, args.validation_seed)
-    from ddbench.pipeline.preflight import check_saved_fits
-    from ddbench.store.artifacts import load_distilled
-
     saved = []
     for path in args.set:  # refused before the observer is found or trained
         distilled, meta = load_distilled(Path(path))
@@ -106,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         saved.append((path, distilled))
     device = resolve_device(args.device)
     arch = registry.get_architecture(args.arch or spec.default_arch)
-    observer = observer_for(SimpleNamespace(**vars(args), observer_checkpoint=None), dataset, arch, device)
+    observer = observer_for(args, dataset, arch, device)
     accuracies = view_accuracies(observer.model, dataset, device, sides)
     recipe = observer.recipe
     print(f"observer {arch.name} ({observer.checkpoint.name}; shift {recipe.get('shift', 0.0)}, low_res "
