@@ -28,6 +28,9 @@ from ddbench.runtime.metrics import accuracy
 from ddbench.tiles import as_tiles, expand
 
 
+PROGRESS_EVERY = 60.0  # seconds between progress lines when the output is a log file
+
+
 class ShownAsTiles(torch.nn.Module):
     """``model`` looking at each image as one tile of a ``side`` x ``side`` squeeze expanded back."""
 
@@ -86,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     from ddbench.host import registry
     from ddbench.observer import observer_for
     from ddbench.pipeline.config import data_options
-    from ddbench.pipeline.preflight import check_saved_fits
+    from ddbench.pipeline.preflight import check_saved_fits, fingerprint_ahead
+    from ddbench.reporting.console import ConsoleUI
     from ddbench.runtime.measure import resolve_device
     from ddbench.store.artifacts import load_distilled
 
@@ -105,7 +109,9 @@ def main(argv: list[str] | None = None) -> int:
         saved.append((path, distilled))
     device = resolve_device(args.device)
     arch = registry.get_architecture(args.arch or spec.default_arch)
-    observer = observer_for(args, dataset, arch, device)
+    with ConsoleUI(every=PROGRESS_EVERY) as ui:  # an observer trained here reports its progress
+        fingerprint_ahead(dataset, ui)
+        observer = observer_for(args, dataset, arch, device, progress_factory=ui.progress)
     accuracies = view_accuracies(observer.model, dataset, device, sides)
     recipe = observer.recipe
     print(f"observer {arch.name} ({observer.checkpoint.name}; shift {recipe.get('shift', 0.0)}, low_res "

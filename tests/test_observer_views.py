@@ -33,7 +33,9 @@ def test_the_script_finds_the_observer_of_the_given_recipe(tmp_path, capsys):
     views = load_views()
     flags = ["--observer-epochs", "1", "--cache-dir", str(tmp_path), "--validation", "5", "--device", "cpu"]
     assert views.main(flags + ["--observer-low-res", "0.5", "--sides", "1,2"]) == 0
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
+    assert "started (" in captured.out + captured.err  # the observer's training reports its progress
     assert "low_res 0.5" in out and "validation (5 per class" in out
     assert "| whole image |" in out and "| one tile of 2 x 2, expanded |" in out
     assert len(list((tmp_path / "observers").glob("digits-minusval5s0-*.safetensors"))) == 1
