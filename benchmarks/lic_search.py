@@ -7,8 +7,8 @@ result appended to a results file in the repository, so the search can be re-rea
 Each NAME is a row of ``CONFIGURATIONS`` (method options and evaluator options). Every
 configuration is scored on the validation split only (``--validation 50``: 50 training images
 per class held out, the observer trained without them), never on the test split. Runs share
-one observer through ``--cache-dir`` (``--observer-epochs`` and ``--observer-shift`` pick its
-recipe; each row names the recipe it ran under). A finished run is not redone: its ``results.json`` is read
+one observer through ``--cache-dir`` (``--observer-epochs``, ``--observer-shift`` and
+``--observer-low-res`` pick its recipe; each row names the recipe it ran under). A finished run is not redone: its ``results.json`` is read
 again. Rows go to ``benchmarks/results/lic_search.csv`` (one per configuration, IPC and observer: a
 row measured again under the same observer is replaced, one under another observer, such as a
 retrained one, is added) with the command that produced them. The file is read and rewritten
@@ -85,6 +85,19 @@ CONFIGURATIONS: dict[str, tuple[str, list[str], list[str]]] = {
 }
 
 
+# the observer recipe's settings passed on to ``ddbench run`` (``RECIPE_SETTINGS``' names: a test
+# keeps the two in step), with their type and what they set
+OBSERVER_FLAGS: dict[str, tuple[type, str]] = {
+    "observer_epochs": (int, "the observer recipe's epochs"),
+    "observer_shift": (float, "the observer's shift crops, a fraction of the side (0: flips only)"),
+    "observer_low_res": (float, "the share of the observer's training views shown at half resolution"),
+}
+
+
+def flag(setting: str) -> str:
+    return "--" + setting.replace("_", "-")
+
+
 class ConfigurationFailed(RuntimeError):
     """A configuration whose ``ddbench run`` failed; the message names it and its log."""
 
@@ -99,10 +112,9 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
         command += ["--arch", args.arch]
     if args.seeds:
         command += ["--seeds", args.seeds]
-    if args.observer_epochs is not None:
-        command += ["--observer-epochs", str(args.observer_epochs)]
-    if args.observer_shift is not None:
-        command += ["--observer-shift", str(args.observer_shift)]
+    for setting in OBSERVER_FLAGS:
+        if getattr(args, setting) is not None:
+            command += [flag(setting), str(getattr(args, setting))]
     if args.data_root:
         command += ["--data-root", args.data_root]
     command += [part for option in options for part in ("--option", f"{method}.{option}")]
@@ -134,9 +146,10 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
 
 def describe_recipe(recipe: dict) -> str:
     """The observer recipe's fields that tell one search's observer from another's, in words."""
-    shift = recipe.get("shift", 0.0)
+    shift, low_res = recipe.get("shift", 0.0), recipe.get("low_res", 0.0)
     crops = f"shift crops {shift:g}" if shift else "flips only"
-    return f"{recipe.get('epochs')} epochs, {crops}, {recipe.get('precision')}"
+    views = f", low-res views {low_res:g}" if low_res else ""  # the rows before low_res existed keep their words
+    return f"{recipe.get('epochs')} epochs, {crops}{views}, {recipe.get('precision')}"
 
 
 @contextlib.contextmanager
@@ -182,8 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arch", help="observer and verifier architecture (default: ddbench's, convnet3-bn); "
                                        "the paper's Conv-4 at 64 px: convnet4-bn")
     parser.add_argument("--seeds", help="evaluation seeds, as ddbench run takes them (default: ddbench's, 3)")
-    parser.add_argument("--observer-epochs", type=int, help="the observer recipe's epochs (default: ddbench's)")
-    parser.add_argument("--observer-shift", type=float, help="the observer's shift crops (default: ddbench's; 0: flips only)")
+    for setting, (kind, words) in OBSERVER_FLAGS.items():
+        parser.add_argument(flag(setting), type=kind, help=f"{words} (default: ddbench's)")
     parser.add_argument("--cache-dir", default=os.environ.get("DDBENCH_CACHE", str(Path.home() / ".cache" / "ddbench")))
     parser.add_argument("--runs", default="runs/lic-search")
     parser.add_argument("--jobs", type=int, default=1, help="configurations run side by side (one thread each)")

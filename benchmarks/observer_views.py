@@ -87,11 +87,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     from ddbench.host import registry
-    from ddbench.observer import observer_for
+    from ddbench.observer import default_recipe, observer_for
     from ddbench.pipeline.config import data_options
     from ddbench.pipeline.preflight import check_saved_fits, fingerprint_ahead
     from ddbench.reporting.console import ConsoleUI
     from ddbench.runtime.measure import resolve_device
+    from ddbench.settings.observer_fields import recipe_overrides
     from ddbench.store.artifacts import load_distilled
 
     args = parse(sys.argv[1:] if argv is None else argv)
@@ -99,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     if not sides or min(sides) < 1:
         raise SystemExit(f"--sides takes grid sides of at least 1 (1,2,3), got {args.sides!r}")
     spec = registry.get_dataset(args.dataset)
+    try:  # the recipe's own checks (they name the flag and its range), before the data loads
+        default_recipe(args.dataset, **recipe_overrides(args))
+    except ValueError as error:
+        raise SystemExit(f"observer_views.py: {error}") from None
     dataset = spec.load(data_options(args))
     if args.validation:
         dataset = dataset.with_validation_split(args.validation, args.validation_seed)

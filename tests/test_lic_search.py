@@ -59,6 +59,8 @@ def test_a_row_under_another_observer_recipe_is_kept_beside_the_first(tmp_path):
     flips = search.describe_recipe({"epochs": 30, "shift": 0.0, "precision": "fp32"})
     shifted = search.describe_recipe({"epochs": 30, "shift": 0.125, "precision": "bf16"})
     assert (flips, shifted) == ("30 epochs, flips only, fp32", "30 epochs, shift crops 0.125, bf16")
+    low_res = search.describe_recipe({"epochs": 30, "shift": 0.125, "low_res": 0.5, "precision": "fp32"})
+    assert low_res == "30 epochs, shift crops 0.125, low-res views 0.5, fp32"
     search.record([{**row(search, "defaults", 49.0), "observer_recipe": flips}], path)
     search.record([{**row(search, "defaults", 51.0), "observer_recipe": shifted}], path)
     with open(path, newline="") as handle:
@@ -77,9 +79,17 @@ def test_the_observer_options_reach_the_run_command(tmp_path, monkeypatch):
     monkeypatch.setattr(search.subprocess, "run", fake_run)
     args = search.argparse.Namespace(ipc=10, validation=50, cache_dir=str(tmp_path), runs=str(tmp_path), arch=None,
                                      seeds=None, data_root=None, dataset="imagefolder", image_size=32,
-                                     observer_epochs=15, observer_shift=0.0)
+                                     observer_epochs=15, observer_shift=0.0, observer_low_res=0.5)
     with pytest.raises(search.ConfigurationFailed, match="defaults: ddbench exited with 2"):
         search.run_one("defaults", args)
     command = commands[0]
     assert command[command.index("--observer-epochs") + 1] == "15"
     assert command[command.index("--observer-shift") + 1] == "0.0"
+    assert command[command.index("--observer-low-res") + 1] == "0.5"
+
+
+def test_every_observer_recipe_setting_has_a_search_flag():
+    from ddbench.settings.observer_fields import RECIPE_SETTINGS
+
+    search = load_search()
+    assert set(search.OBSERVER_FLAGS) == set(RECIPE_SETTINGS.values())

@@ -57,3 +57,15 @@ def test_a_saved_set_is_scored_on_each_expanded_tile_against_its_images_class():
     assert abs(probability - 100.0 * logits.softmax(1)[torch.arange(20), classes].mean().item()) < 1e-4
     whole = DistilledSet(images=images, labels=labels, method="random")
     assert views.set_scores(model, whole, torch.device("cpu"))[0] == 100.0 * (model(images).argmax(1) == labels).sum().item() / 5
+
+
+def test_a_recipe_setting_out_of_range_is_one_line_naming_the_flag_before_any_work(tmp_path):
+    views = load_views()
+    try:
+        views.main(["--observer-low-res", "1.5", "--cache-dir", str(tmp_path), "--device", "cpu"])
+    except SystemExit as stop:
+        message = str(stop.code)
+    else:
+        raise AssertionError("an out-of-range --observer-low-res was accepted")
+    assert "--observer-low-res" in message and "got 1.5" in message
+    assert not (tmp_path / "observers").exists()  # nothing trained, nothing cached
