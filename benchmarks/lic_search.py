@@ -7,8 +7,9 @@ result appended to a results file in the repository, so the search can be re-rea
 Each NAME is a row of ``CONFIGURATIONS`` (method options and evaluator options). Every
 configuration is scored on the validation split only (``--validation 50``: 50 training images
 per class held out, the observer trained without them), never on the test split. Runs share
-one observer through ``--cache-dir`` (``--observer-epochs``, ``--observer-shift`` and
-``--observer-low-res`` pick its recipe; each row names the recipe it ran under). A finished run is not redone: its ``results.json`` is read
+one observer through ``--cache-dir`` (``ddbench run``'s observer flags, ``--observer-seed``,
+``--observer-epochs``, ``--observer-shift``, ``--observer-low-res``, pick it and are passed on;
+each row names the recipe it ran under). A finished run is not redone: its ``results.json`` is read
 again. Rows go to ``benchmarks/results/lic_search.csv`` (one per configuration, IPC and observer: a
 row measured again under the same observer is replaced, one under another observer, such as a
 retrained one, is added) with the command that produced them. The file is read and rewritten
@@ -31,6 +32,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from ddbench.cli.arguments import _add_observer_args
+from ddbench.settings.observer_fields import RECIPE_SETTINGS
 from ddbench.store.io import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,13 +88,10 @@ CONFIGURATIONS: dict[str, tuple[str, list[str], list[str]]] = {
 }
 
 
-# the observer recipe's settings passed on to ``ddbench run`` (``RECIPE_SETTINGS``' names: a test
-# keeps the two in step), with their type and what they set
-OBSERVER_FLAGS: dict[str, tuple[type, str]] = {
-    "observer_epochs": (int, "the observer recipe's epochs"),
-    "observer_shift": (float, "the observer's shift crops, a fraction of the side (0: flips only)"),
-    "observer_low_res": (float, "the share of the observer's training views shown at half resolution"),
-}
+# the observer settings passed on to ``ddbench run``: its own flags (``ddbench.cli.arguments``'
+# observer pieces parse them here, with their range checks), the recipe's included, so a recipe
+# setting added there reaches every search run without an edit here
+FORWARDED = ("observer_seed", *RECIPE_SETTINGS.values(), "device")
 
 
 def flag(setting: str) -> str:
@@ -106,13 +106,14 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
     method, options, eval_options = CONFIGURATIONS[name]
     out = Path(args.runs) / f"ipc{args.ipc}" / name
     command = ["ddbench", "run", "--method", method, "--dataset", args.dataset, "--image-size", str(args.image_size),
-               "--ipc", str(args.ipc), "--validation", str(args.validation), "--cache-dir", args.cache_dir,
-               "--out", str(out), "--data-workers", "0"]
+               "--ipc", str(args.ipc), "--validation", str(args.validation), "--out", str(out), "--data-workers", "0"]
+    if args.cache_dir:
+        command += ["--cache-dir", args.cache_dir]
     if args.arch:
         command += ["--arch", args.arch]
     if args.seeds:
         command += ["--seeds", args.seeds]
-    for setting in OBSERVER_FLAGS:
+    for setting in FORWARDED:
         if getattr(args, setting) is not None:
             command += [flag(setting), str(getattr(args, setting))]
     if args.data_root:
@@ -184,7 +185,7 @@ def record(rows: list[dict], path: Path = RESULTS) -> None:
         atomic_write_text(path, text.getvalue())
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("names", nargs="+", help=f"configurations: {', '.join(CONFIGURATIONS)}")
     parser.add_argument("--dataset", default="imagefolder")
@@ -195,11 +196,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arch", help="observer and verifier architecture (default: ddbench's, convnet3-bn); "
                                        "the paper's Conv-4 at 64 px: convnet4-bn")
     parser.add_argument("--seeds", help="evaluation seeds, as ddbench run takes them (default: ddbench's, 3)")
-    for setting, (kind, words) in OBSERVER_FLAGS.items():
-        parser.add_argument(flag(setting), type=kind, help=f"{words} (default: ddbench's)")
-    parser.add_argument("--cache-dir", default=os.environ.get("DDBENCH_CACHE", str(Path.home() / ".cache" / "ddbench")))
+    _add_observer_args(parser, single=False)  # ddbench run's observer flags, --cache-dir and --device
     parser.add_argument("--runs", default="runs/lic-search")
     parser.add_argument("--jobs", type=int, default=1, help="configurations run side by side (one thread each)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     unknown = [n for n in args.names if n not in CONFIGURATIONS]
     if unknown:

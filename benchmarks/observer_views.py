@@ -53,19 +53,22 @@ def view_accuracies(model: torch.nn.Module, dataset: Dataset, device: torch.devi
 def set_scores(model: torch.nn.Module, distilled: DistilledSet, device: torch.device,
                batch_size: int = 500) -> tuple[float, float]:
     """``model``'s top-1 accuracy (%) on every expanded tile of ``distilled`` against the class of
-    its image, and the mean probability (%) it gives that class."""
-    tiles = expand(distilled.images, distilled.tile_grid)
-    labels = distilled.labels.repeat_interleave(distilled.tile_grid ** 2)
+    its image, and the mean probability (%) it gives that class. Tiles are expanded a batch of
+    images at a time (about ``batch_size`` tiles), never the whole set up front."""
+    per_image = distilled.tile_grid ** 2
+    images_per_batch = max(1, batch_size // per_image)
     correct = torch.zeros((), dtype=torch.long, device=device)
     probability = torch.zeros((), dtype=torch.float64, device=device)
     model.eval()
     with torch.no_grad():
-        for start in range(0, len(tiles), batch_size):
-            logits = model(tiles[start:start + batch_size].to(device)).float()
-            target = labels[start:start + batch_size].to(device)
+        for start in range(0, len(distilled.images), images_per_batch):
+            images = distilled.images[start:start + images_per_batch].to(device)
+            logits = model(expand(images, distilled.tile_grid)).float()
+            target = distilled.labels[start:start + images_per_batch].to(device).repeat_interleave(per_image)
             correct += (logits.argmax(1) == target).sum()
             probability += logits.softmax(1).gather(1, target.view(-1, 1)).sum()
-    return 100.0 * int(correct) / len(tiles), 100.0 * float(probability) / len(tiles)
+    tiles = len(distilled.images) * per_image
+    return 100.0 * int(correct) / tiles, 100.0 * float(probability) / tiles
 
 
 def parse(argv: list[str]) -> argparse.Namespace:

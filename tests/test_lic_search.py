@@ -79,17 +79,28 @@ def test_the_observer_options_reach_the_run_command(tmp_path, monkeypatch):
     monkeypatch.setattr(search.subprocess, "run", fake_run)
     args = search.argparse.Namespace(ipc=10, validation=50, cache_dir=str(tmp_path), runs=str(tmp_path), arch=None,
                                      seeds=None, data_root=None, dataset="imagefolder", image_size=32,
-                                     observer_epochs=15, observer_shift=0.0, observer_low_res=0.5)
+                                     observer_seed=1, observer_epochs=15, observer_shift=0.0, observer_low_res=0.5,
+                                     device="cpu")
     with pytest.raises(search.ConfigurationFailed, match="defaults: ddbench exited with 2"):
         search.run_one("defaults", args)
     command = commands[0]
     assert command[command.index("--observer-epochs") + 1] == "15"
     assert command[command.index("--observer-shift") + 1] == "0.0"
     assert command[command.index("--observer-low-res") + 1] == "0.5"
+    assert command[command.index("--observer-seed") + 1] == "1"
+    assert command[command.index("--device") + 1] == "cpu"
+    assert command[command.index("--cache-dir") + 1] == str(tmp_path)
 
 
-def test_every_observer_recipe_setting_has_a_search_flag():
+def test_the_search_parses_every_observer_recipe_setting_as_ddbench_run_does(capsys):
     from ddbench.settings.observer_fields import RECIPE_SETTINGS
 
     search = load_search()
-    assert set(search.OBSERVER_FLAGS) == set(RECIPE_SETTINGS.values())
+    parser = search.build_parser()
+    args = parser.parse_args(["defaults", "--observer-epochs", "15", "--observer-shift", "0", "--observer-low-res", "0.5"])
+    assert {setting: getattr(args, setting) for setting in RECIPE_SETTINGS.values()} == {
+        "observer_epochs": 15, "observer_shift": 0.0, "observer_low_res": 0.5}
+    assert set(RECIPE_SETTINGS.values()) <= set(search.FORWARDED)
+    with pytest.raises(SystemExit):  # ddbench run's range check comes with the flag
+        parser.parse_args(["defaults", "--observer-epochs", "0"])
+    assert "--observer-epochs" in capsys.readouterr().err
