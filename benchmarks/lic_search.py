@@ -3,6 +3,7 @@ result appended to a results file in the repository, so the search can be re-rea
 
     OMP_NUM_THREADS=1 python benchmarks/lic_search.py NAME [NAME ...] [--ipc 10] [--jobs 2]
         [--image-size 64 --arch convnet4-bn] [--seeds 2]
+    python benchmarks/lic_search.py --record-eval NAME DIR   # an evaluator-only row: see below
 
 Each NAME is a row of ``CONFIGURATIONS`` (method options and evaluator options). Every
 configuration is scored on the validation split only (``--validation 50``: 50 training images
@@ -14,6 +15,11 @@ again. Rows go to ``benchmarks/results/lic_search.csv`` (one per configuration, 
 row measured again under the same observer is replaced, one under another observer, such as a
 retrained one, is added) with the command that produced them. The file is read and rewritten
 under a lock, so several searches side by side (one process each) lose no row.
+
+An evaluator setting tried on sets distilled earlier (``ddbench eval SETS --validation 50
+--eval-option mixing=none --out DIR``) is recorded with ``--record-eval NAME DIR``: the rows
+NAME (the LIC set) and METHOD-NAME (the others; METHOD beside ``defaults``), with the
+evaluation's command. A test-split evaluation is refused.
 """
 
 from __future__ import annotations
@@ -145,6 +151,45 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
     }
 
 
+class NotAValidationEvaluation(ValueError):
+    """``--record-eval`` was given an evaluation on a test split: the search holds validation rows only."""
+
+
+def eval_rows(name: str, results: dict) -> list[dict]:
+    """The rows of one ``ddbench eval`` of saved sets (its ``results.json``): an evaluator-only
+    configuration (``--eval-option``, ``--budget-set``) tried on sets distilled earlier (a
+    ``ddbench run --validation N`` of the defaults reads the same way). The LIC set's row is
+    ``name``, another method's ``METHOD-name`` (``random-mixing-none``; plain ``METHOD`` beside
+    ``defaults``, as the search names its rows). The evaluator settings come from the command as
+    run; ``options`` is empty because the sets were made elsewhere, with LIC's defaults: the command
+    names them. Refuses an evaluation on a test split."""
+    evaluated_on = results["dataset"].get("evaluated_on", "")
+    if not evaluated_on.startswith("validation"):
+        raise NotAValidationEvaluation(
+            f"{name}: this evaluation ran on {evaluated_on or 'the test split'}; the search records validation-split "
+            f"results only: evaluate the sets again with --validation N")
+    argv = shlex.split(results["command"])
+    settings = [f"{'' if flag_name == '--eval-option' else 'budget.'}{value}"
+                for flag_name, value in zip(argv, argv[1:]) if flag_name in ("--eval-option", "--budget-set")]
+    rows = []
+    for key, entry in results["methods"].items():
+        method = entry.get("method", key)  # an eval names its sets (lic-<hash>) and says their method; a run, the method
+        rows.append({
+            "dataset": results["dataset"]["name"], "image_size": results["dataset"]["image_shape"][-1],
+            "ipc": entry.get("images_per_class", results.get("ipc")),
+            "name": name if method == "lic" else (method if name == "defaults" else f"{method}-{name}"),
+            "method": method, "options": "",
+            "eval_options": " ".join(settings),
+            "validation_accuracy_mean": entry["accuracy"]["mean"], "validation_accuracy_std": entry["accuracy"]["std"],
+            "per_seed": " ".join(f"{a:.2f}" for a in entry["accuracy"]["per_seed"]),
+            "distill_seconds": entry.get("distill_seconds"),
+            "observer_validation_accuracy": results["observer"].get("test_accuracy"),
+            "observer_recipe": describe_recipe(results["observer"].get("recipe", {})),
+            "command": results["command"],
+        })
+    return rows
+
+
 def describe_recipe(recipe: dict) -> str:
     """The observer recipe's fields that tell one search's observer from another's, in words."""
     shift, low_res = recipe.get("shift", 0.0), recipe.get("low_res", 0.0)
@@ -185,9 +230,17 @@ def record(rows: list[dict], path: Path = RESULTS) -> None:
         atomic_write_text(path, text.getvalue())
 
 
+def summary(row: dict) -> str:
+    return (f"{row['name']:>16}: {row['validation_accuracy_mean']:.2f} ± {row['validation_accuracy_std']:.2f} "
+            f"({row['per_seed']})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("names", nargs="+", help=f"configurations: {', '.join(CONFIGURATIONS)}")
+    parser.add_argument("names", nargs="*", help=f"configurations: {', '.join(CONFIGURATIONS)}")
+    parser.add_argument("--record-eval", nargs=2, action="append", default=[], metavar=("NAME", "DIR"),
+                        help="record a `ddbench eval --validation N --out DIR` of saved sets as the rows NAME (LIC) "
+                             "and METHOD-NAME (the others): an evaluator-only configuration; repeatable")
     parser.add_argument("--dataset", default="imagefolder")
     parser.add_argument("--data-root", default=str(ROOT.parent / "shared" / "data" / "tiny-imagenet-10"))
     parser.add_argument("--image-size", type=int, default=32)
@@ -198,8 +251,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", help="evaluation seeds, as ddbench run takes them (default: ddbench's, 3)")
     _add_observer_args(parser, single=False)  # ddbench run's observer flags, --cache-dir and --device
     parser.add_argument("--runs", default="runs/lic-search")
+    parser.add_argument("--results", type=Path, default=RESULTS, help=f"the results file (default: {RESULTS.relative_to(ROOT)})")
     parser.add_argument("--jobs", type=int, default=1, help="configurations run side by side (one thread each)")
     return parser
+
+
+def record_evaluations(pairs: list[tuple[str, str]], results: Path, parser: argparse.ArgumentParser) -> None:
+    """``--record-eval NAME DIR ...``: every directory is read and checked before the results file is touched."""
+    recorded = []
+    for name, directory in pairs:
+        results_file = Path(directory) / "results.json"
+        if not results_file.exists():
+            parser.error(f"--record-eval {name}: {results_file} does not exist; give the --out of a finished ddbench eval")
+        try:
+            recorded += eval_rows(name, json.loads(results_file.read_text()))
+        except NotAValidationEvaluation as refusal:
+            parser.error(str(refusal))
+    record(recorded, results)
+    for row in recorded:
+        print(summary(row))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -208,6 +278,12 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in args.names if n not in CONFIGURATIONS]
     if unknown:
         parser.error(f"unknown configuration(s) {', '.join(unknown)}; known: {', '.join(CONFIGURATIONS)}")
+    if not args.names and not args.record_eval:
+        parser.error(f"name a configuration ({', '.join(CONFIGURATIONS)}) or --record-eval NAME DIR")
+    if args.record_eval:
+        record_evaluations(args.record_eval, args.results, parser)
+        if not args.names:
+            return 0
     rows, failures, lock = [], [], threading.Lock()
 
     def finish(name: str) -> None:
@@ -220,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
             return
         with lock:  # each row is recorded as soon as it is known
             rows.append(row)
-            record([row])
+            record([row], args.results)
 
     first, rest = args.names[0], args.names[1:]
     finish(first)  # alone: it trains the shared observer the others then load from the cache
@@ -228,8 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         for future in [pool.submit(finish, name) for name in rest]:
             future.result()
     for row in sorted(rows, key=lambda r: -r["validation_accuracy_mean"]):
-        print(f"{row['name']:>16}: {row['validation_accuracy_mean']:.2f} ± {row['validation_accuracy_std']:.2f} "
-              f"({row['per_seed']})")
+        print(summary(row))
     for failure in failures:
         print(f"failed: {failure}", file=sys.stderr)
     return 1 if failures else 0

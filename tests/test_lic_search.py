@@ -104,3 +104,66 @@ def test_the_search_parses_every_observer_recipe_setting_as_ddbench_run_does(cap
     with pytest.raises(SystemExit):  # ddbench run's range check comes with the flag
         parser.parse_args(["defaults", "--observer-epochs", "0"])
     assert "--observer-epochs" in capsys.readouterr().err
+
+
+def eval_results(evaluated_on: str, command: str) -> dict:
+    """The parts of a ``ddbench eval`` results.json that ``--record-eval`` reads."""
+    def entry(method: str, per_seed: list[float]) -> dict:
+        mean = sum(per_seed) / len(per_seed)
+        return {"method": method, "images_per_class": 10, "distill_seconds": 12.5,
+                "accuracy": {"per_seed": per_seed, "mean": mean, "std": 0.5}}
+
+    return {"command": command, "ipc": 10,
+            "dataset": {"name": "imagefolder", "image_shape": [3, 32, 32], "evaluated_on": evaluated_on},
+            "observer": {"test_accuracy": 60.8, "recipe": {"epochs": 30, "shift": 0.125, "precision": "fp32"}},
+            "methods": {"lic-aaaa": entry("lic", [51.8, 52.0, 51.8]), "random-bbbb": entry("random", [41.6, 43.0, 42.2])}}
+
+
+def test_an_evaluation_of_saved_sets_is_recorded_as_one_row_per_method(tmp_path, capsys):
+    import json
+
+    search = load_search()
+    command = ("ddbench eval a/lic-aaaa.safetensors b/random-bbbb.safetensors --dataset imagefolder --validation 50 "
+               "--eval-option mixing=none --budget-set augmentation=crop+flip --out runs/x")
+    out = tmp_path / "x"
+    out.mkdir()
+    (out / "results.json").write_text(json.dumps(eval_results("validation (50 per class, seed 0, carved from train)", command)))
+    path = tmp_path / "results.csv"
+    assert search.main(["--record-eval", "mixing-none", str(out), "--results", str(path)]) == 0
+    with open(path, newline="") as handle:
+        rows = {r["name"]: r for r in csv.DictReader(handle)}
+    assert sorted(rows) == ["mixing-none", "random-mixing-none"]
+    assert rows["mixing-none"]["method"] == "lic" and rows["random-mixing-none"]["method"] == "random"
+    assert rows["mixing-none"]["eval_options"] == "mixing=none budget.augmentation=crop+flip"
+    assert rows["mixing-none"]["per_seed"] == "51.80 52.00 51.80"
+    assert rows["random-mixing-none"]["image_size"] == "32" and rows["random-mixing-none"]["ipc"] == "10"
+    assert rows["mixing-none"]["observer_recipe"] == "30 epochs, shift crops 0.125, fp32"
+    assert rows["mixing-none"]["command"] == command
+    assert "mixing-none: 51.87" in capsys.readouterr().out
+    run = eval_results("validation (50 per class, seed 0, carved from train)", "ddbench run --method lic --baseline random")
+    run["methods"] = {entry["method"]: {k: v for k, v in entry.items() if k != "method"} for entry in run["methods"].values()}
+    (out / "results.json").write_text(json.dumps(run))  # a run's methods are keyed by method, with no "method" field
+    assert search.main(["--record-eval", "defaults", str(out), "--results", str(path)]) == 0
+    with open(path, newline="") as handle:
+        assert sorted(r["name"] for r in csv.DictReader(handle)) == ["defaults", "mixing-none", "random", "random-mixing-none"]
+
+
+def test_a_test_split_evaluation_is_refused_and_nothing_is_written(tmp_path, capsys):
+    import json
+
+    search = load_search()
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    for directory, evaluated_on in ((good, "validation (50 per class, seed 0, carved from train)"), (bad, "test")):
+        directory.mkdir()
+        (directory / "results.json").write_text(json.dumps(eval_results(evaluated_on, "ddbench eval x --out y")))
+    path = tmp_path / "results.csv"
+    with pytest.raises(SystemExit):
+        search.main(["--record-eval", "ok", str(good), "--record-eval", "peek", str(bad), "--results", str(path)])
+    assert "peek: this evaluation ran on test" in capsys.readouterr().err
+    assert not path.exists()
+    with pytest.raises(SystemExit):
+        search.main(["--record-eval", "missing", str(tmp_path / "nowhere")])
+    assert "does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        search.main([])
+    assert "--record-eval NAME DIR" in capsys.readouterr().err
