@@ -58,7 +58,8 @@ CONFIGURATIONS: dict[str, tuple[str, list[str], list[str]]] = {
     "adam-0.01": ("lic", ["lr=0.01"], []),
     "adam-0.03": ("lic", ["lr=0.03"], []),
     "no-clamp": ("lic", ["clamp=none"], []),
-    "after-pool": ("lic", ["feature_layer=features.block3.pool"], []),
+    "after-pool": ("lic", ["feature_layer=features.block3.pool"], []),  # the default since it led under four observers
+    "before-pool": ("lic", ["feature_layer=features.block3.relu"], []),  # the default before
     "block2": ("lic", ["feature_layer=features.block2.relu"], []),
     # several layers aligned together (texture from the shallower, semantics from the deepest:
     # the balance of the paper's Section 2.2), each weighing the same per feature

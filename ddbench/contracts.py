@@ -73,8 +73,9 @@ class ArchitectureSpec:
     """A network family member. ``build(channels, num_classes, image_size)`` returns an ``nn.Module``.
 
     ``feature_layers`` names the intermediate layers (``named_modules`` names) that methods
-    may read features from, shallow to deep; ``default_feature_layer`` is the last
-    convolutional block, before pooling and classifier.
+    may read features from, shallow to deep; ``default_feature_layer`` is the deepest of them
+    before the classifier: for ConvNets the last block's output after its pooling (the embedding
+    the classifier reads), for ResNet-18 and MobileNet-V2 the last stage before global pooling.
     """
 
     name: str

@@ -86,7 +86,10 @@ class LICOptions:
     - ``grouping``: which kept images share a distilled image. ``spread`` (RDED's layout):
       distilled image i holds score ranks i, IPC+i, 2 IPC+i, ...; ``consecutive``: ranks iN .. iN+N-1.
     - ``feature_layer``: observer layer whose output Eq. 8 aligns; ``""`` = the observer
-      architecture's ``default_feature_layer`` (last conv block, before pooling and classifier).
+      architecture's ``default_feature_layer`` (ConvNets: the last block after its pooling, the
+      authors' successor code's layer, ahead of the same block before pooling on four validation
+      observers of tiny-imagenet-10, ``lic_plugin/README.md``; ResNet-18 and MobileNet-V2: the
+      last stage before global pooling).
       Several layers joined by ``+`` (``features.block2.relu+features.block3.relu``) are aligned
       together from one forward pass, their distances summed, each ``mse`` distance scaled to the
       deepest layer's feature count so every layer weighs the same per feature; the clusters of

@@ -37,7 +37,7 @@ def _expected_features(spec: ArchitectureSpec, image_size: int) -> tuple[int, in
     """(channels, side) of the default feature layer's output."""
     depth = _convnet_depth(spec)
     if depth is not None:
-        return _convnet_width(spec), image_size // 2 ** (depth - 1)  # the last block's activation, before its pooling
+        return _convnet_width(spec), image_size // 2 ** depth  # the last block's output, after its pooling
     if spec.name == "resnet18":
         return 512, image_size // 8  # small stem: only layer2..layer4 downsample
     if spec.name == "mobilenetv2":

@@ -278,9 +278,10 @@ def test_ablate_sweeps_skip_n_values_that_do_not_tile(cache):
     assert [p.label for p in points if p.sweep == "n"] == ["N=1", "N=4", "N=16"]
     assert [s["label"] for s in skipped] == ["N=9"]  # 3 x 3 tiles do not divide 8 px
     layers = [p.label for p in points if p.sweep == "layer"]
-    assert layers == ["features.block1.relu", "features.block2.relu", "features.block3.relu", "classifier"]
+    assert layers == ["features.block1.relu", "features.block2.relu", "features.block3.relu", "features.block3.pool",
+                      "classifier"]
     default = next(p for p in points if p.label == "M=50")  # LIC's M on the embedded digits
-    same = next(p for p in points if p.label == "features.block3.relu")  # LIC's default layer: the same run
+    same = next(p for p in points if p.label == "features.block3.pool")  # LIC's default layer: the same run
     assert default.config.out == same.config.out
 
 

@@ -24,7 +24,7 @@ from lic_plugin.selection import (crop_resized, draw_subset, embed_images, group
 from tests.conftest import make_dataset
 
 CPU = torch.device("cpu")
-LAYER = "features.block2.relu"  # convnet2's default feature layer
+LAYER = "features.block2.relu"  # convnet2's last block before its pooling
 
 
 @pytest.fixture(scope="module")
@@ -285,8 +285,8 @@ def test_the_automatic_chunk_fits_a_memory_budget(dataset):
 
 
 ARCH_SHAPES = {  # 16 px, 1 channel: default feature layer, then one explicit non-default layer
-    "convnet3": ((128, 4, 4), "features.block1.relu", (128, 16, 16)),
-    "convnet3-bn": ((128, 4, 4), "features.block2.relu", (128, 8, 8)),
+    "convnet3": ((128, 2, 2), "features.block1.relu", (128, 16, 16)),
+    "convnet3-bn": ((128, 2, 2), "features.block3.relu", (128, 4, 4)),
     "resnet18": ((512, 2, 2), "layer2", (128, 8, 8)),
     "mobilenetv2": ((1280, 2, 2), "features.6", (32, 8, 8)),
 }
@@ -343,7 +343,7 @@ def test_several_layers_are_aligned_together_each_weighing_the_same_per_feature(
 def test_named_module_layer_accepted_and_recorded(dataset):
     distilled = LICDistiller().distill(make_task(dataset, ipc=1, iterations=2, feature_layer="features.block1.conv"))
     assert distilled.extras["feature_layer"] == "features.block1.conv"
-    with pytest.raises(ValueError, match="features.block1.relu, features.block2.relu, classifier"):
+    with pytest.raises(ValueError, match="features.block1.relu, features.block2.relu, features.block2.pool, classifier"):
         LICDistiller().distill(make_task(dataset, ipc=1, iterations=2, feature_layer="block9"))
 
 
@@ -388,7 +388,7 @@ def test_compensated_set_contract_bounds_batches_and_progress(dataset):
     assert observer.training  # mode restored
     low, high = (torch.tensor(b).view(1, -1, 1, 1) for b in dataset.normalization.pixel_bounds())
     assert bool((distilled.images >= low).all()) and bool((distilled.images <= high).all())
-    assert distilled.extras["feature_layer"] == LAYER and distilled.extras["options"]["lr"] == LICOptions().lr
+    assert distilled.extras["feature_layer"] == "features.block2.pool" and distilled.extras["options"]["lr"] == LICOptions().lr
     unclamped = LICDistiller().distill(make_task(dataset, observer, iterations=3, clamp="none", lr=1.0))
     assert bool((unclamped.images < low).any() | (unclamped.images > high).any())
 

@@ -48,8 +48,11 @@ def build_mobilenetv2(channels: int, num_classes: int, image_size: int) -> "nn.M
 
 
 def convnet_spec(depth: int, norm: str, width: int = CONVNET_WIDTH) -> ArchitectureSpec:
-    # Each block's activation before its pooling, shallow to deep, then the logits.
+    # Each block's activation before its pooling, shallow to deep; the last block's output after
+    # its pooling, the network's embedding (what the classifier reads: DC/DM's ``embed``, the
+    # layer the authors' successor code LINs-lab/CIM aligns), the default; then the logits.
     blocks = tuple(f"features.block{i}.relu" for i in range(1, depth + 1))
+    embedding = f"features.block{depth}.pool"
     if norm == "instance":
         name, norm_text = f"convnet{depth}", f"instance norm (GroupNorm {width})"
     else:
@@ -61,8 +64,8 @@ def convnet_spec(depth: int, norm: str, width: int = CONVNET_WIDTH) -> Architect
         build=partial(build_convnet, depth=depth, norm=norm, width=width),
         description=f"ConvNet-{depth}, width {width}, {norm_text}, DC/DSA/MTT",
         has_batchnorm=norm == "batch",
-        feature_layers=(*blocks, "classifier"),
-        default_feature_layer=blocks[-1],
+        feature_layers=(*blocks, embedding, "classifier"),
+        default_feature_layer=embedding,
     )
 
 
