@@ -11,9 +11,9 @@ per class held out, the observer trained without them), never on the test split.
 one observer through ``--cache-dir`` (``ddbench run``'s observer flags, ``--observer-seed``,
 ``--observer-epochs``, ``--observer-shift``, ``--observer-low-res``, pick it and are passed on;
 each row names the recipe it ran under). A finished run is not redone: its ``results.json`` is read
-again. Rows go to ``benchmarks/results/lic_search.csv`` (one per configuration, IPC and observer: a
-row measured again under the same observer is replaced, one under another observer, such as a
-retrained one, is added) with the command that produced them. The file is read and rewritten
+again. Rows go to ``benchmarks/results/lic_search.csv`` (one per configuration, IPC, observer and
+resolved options: a row measured again under the same observer is replaced, one under another
+observer, such as a retrained one, or after a default changed, ``settings_digest``, is added) with the command that produced them. The file is read and rewritten
 under a lock, so several searches side by side (one process each) lose no row.
 
 An evaluator setting tried on sets distilled earlier (``ddbench eval SETS --validation 50
@@ -28,6 +28,7 @@ import argparse
 import contextlib
 import csv
 import fcntl
+import hashlib
 import io
 import json
 import os
@@ -45,7 +46,16 @@ from ddbench.store.io import atomic_write_text
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "lic_search.csv"
 COLUMNS = ("dataset", "image_size", "ipc", "name", "method", "options", "eval_options", "validation_accuracy_mean",
-           "validation_accuracy_std", "per_seed", "distill_seconds", "observer_validation_accuracy", "observer_recipe", "command")
+           "validation_accuracy_std", "per_seed", "distill_seconds", "observer_validation_accuracy", "observer_recipe", "command",
+           "settings_digest")
+
+
+def settings_digest(entry: dict) -> str:
+    """Twelve hex digits of the method's options as the run resolved them (``results.json``): two
+    rows of one name under one observer are one configuration only if these agree, so a row
+    measured before a default changed is not replaced by one measured after it."""
+    text = json.dumps(entry.get("options", {}), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 # name -> (method, method options, evaluator options)
 CONFIGURATIONS: dict[str, tuple[str, list[str], list[str]]] = {
@@ -138,6 +148,8 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
             lines = log_path.read_text().strip().splitlines()
             raise ConfigurationFailed(f"{name}: ddbench exited with {done.returncode}: {lines[-1] if lines else '(no output)'} "
                                       f"(the whole log: {log_path})")
+    else:  # said aloud: a default changed since would not show in the command (its row's settings_digest tells)
+        print(f"{name}: reusing {results_file}, finished earlier (remove {out} to measure it again)", file=sys.stderr)
     results = json.loads(results_file.read_text())
     entry = results["methods"][method]
     return {
@@ -148,7 +160,7 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
         "distill_seconds": entry.get("distill_seconds"),
         "observer_validation_accuracy": results["observer"].get("test_accuracy"),
         "observer_recipe": describe_recipe(results["observer"].get("recipe", {})),
-        "command": shlex.join(command),
+        "command": shlex.join(command), "settings_digest": settings_digest(entry),
     }
 
 
@@ -186,7 +198,7 @@ def eval_rows(name: str, results: dict) -> list[dict]:
             "distill_seconds": entry.get("distill_seconds"),
             "observer_validation_accuracy": results["observer"].get("test_accuracy"),
             "observer_recipe": describe_recipe(results["observer"].get("recipe", {})),
-            "command": results["command"],
+            "command": results["command"], "settings_digest": settings_digest(entry),
         })
     return rows
 
@@ -213,9 +225,11 @@ def results_lock(path: Path):
 
 
 def record(rows: list[dict], path: Path = RESULTS) -> None:
-    def key(row: dict) -> tuple[str, ...]:  # a configuration under one observer: another observer is another row
-        return tuple(str(row.get(column)) for column in ("dataset", "image_size", "ipc", "name", "observer_validation_accuracy",
-                                                         "observer_recipe"))
+    def key(row: dict) -> tuple[str, ...]:  # a configuration under one observer: another observer, or other
+        # resolved options (a default changed since), is another row
+        return tuple(str(row.get(column) or "") for column in ("dataset", "image_size", "ipc", "name",
+                                                               "observer_validation_accuracy", "observer_recipe",
+                                                               "settings_digest"))
 
     with results_lock(path):
         existing = []

@@ -167,3 +167,37 @@ def test_a_test_split_evaluation_is_refused_and_nothing_is_written(tmp_path, cap
     with pytest.raises(SystemExit):
         search.main([])
     assert "--record-eval NAME DIR" in capsys.readouterr().err
+
+
+def test_a_row_measured_after_a_default_changed_is_kept_beside_the_earlier_one(tmp_path):
+    search = load_search()
+    path = tmp_path / "results.csv"
+    before = search.settings_digest({"options": {"feature_layer": "features.block3.relu", "n": 4}})
+    after = search.settings_digest({"options": {"n": 4, "feature_layer": "features.block3.pool"}})
+    assert before != after and len(before) == 12
+    assert search.settings_digest({"options": {"n": 4, "feature_layer": "features.block3.pool"}}) == after  # key order
+    search.record([{**row(search, "defaults", 49.0), "settings_digest": before}], path)
+    search.record([{**row(search, "defaults", 51.0), "settings_digest": after}], path)
+    search.record([{**row(search, "defaults", 52.0), "settings_digest": after}], path)  # measured again: replaced
+    with open(path, newline="") as handle:
+        rows = {r["settings_digest"]: r["validation_accuracy_mean"] for r in csv.DictReader(handle)}
+    assert rows == {before: "49.0", after: "52.0"}
+
+
+def test_a_finished_run_is_reused_aloud(tmp_path, monkeypatch, capsys):
+    import json
+
+    search = load_search()
+    monkeypatch.setattr(search.subprocess, "run", lambda *a, **k: pytest.fail("a finished run was run again"))
+    args = search.argparse.Namespace(ipc=10, validation=50, cache_dir=None, runs=str(tmp_path), arch=None, seeds=None,
+                                     data_root=None, dataset="imagefolder", image_size=32, observer_seed=None,
+                                     observer_epochs=None, observer_shift=None, observer_low_res=None, device=None)
+    out = tmp_path / "ipc10" / "defaults"
+    out.mkdir(parents=True)
+    results = eval_results("validation (50 per class, seed 0, carved from train)", "ddbench run --method lic")
+    results["methods"] = {"lic": {**results["methods"]["lic-aaaa"], "options": {"n": 4}}}
+    (out / "results.json").write_text(json.dumps(results))
+    found = search.run_one("defaults", args)
+    assert found["validation_accuracy_mean"] == pytest.approx(51.8667, abs=1e-3)
+    assert found["settings_digest"] == search.settings_digest({"options": {"n": 4}})
+    assert f"reusing {out / 'results.json'}" in capsys.readouterr().err
