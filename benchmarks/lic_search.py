@@ -76,6 +76,7 @@ CONFIGURATIONS: dict[str, tuple[str, list[str], list[str]]] = {
     "layers-2-3": ("lic", ["feature_layer=features.block2.relu+features.block3.relu"], []),
     "layers-1-2-3": ("lic", ["feature_layer=features.block1.relu+features.block2.relu+features.block3.relu"], []),
     "dsa-cim": ("lic", ["dsa_strategy=crop_cutout_flip"], []),  # the successor code's DSA families
+    "dsa-pair": ("lic", ["dsa_draw=pair"], []),  # each original/tile pair its own DSA draw per iteration
     "cim": ("lic", ["loss=l1", "optimizer=adamw", "lr=0.01", "clamp=none", "feature_layer=features.block3.pool"], []),
     "iterations-50": ("lic", ["iterations=50"], []),
     "iterations-400": ("lic", ["iterations=400"], []),

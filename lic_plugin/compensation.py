@@ -62,6 +62,7 @@ def resolve_feature_layer(arch: ArchitectureSpec, observer: nn.Module, name: str
 
 
 LOSSES = ("mse", "l1", "cosine")
+DSA_DRAWS = ("batch", "pair")  # one transform per iteration for all pairs, or one per pair
 
 
 def feature_distance(features: torch.Tensor, target_features: torch.Tensor, loss: str = "mse") -> torch.Tensor:
@@ -193,6 +194,7 @@ def compensate(
     amp: bool = False,
     chunk: int = 0,
     loss: str = "mse",
+    dsa_draw: str = "batch",
     progress: Callable[[int], None] = lambda n: None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Learn Delta-x for a batch of B squeezed images (Algorithm 1, Stage 2); returns
@@ -204,13 +206,18 @@ def compensate(
     paper distills one image at a time), so gradients do not shrink with the batch; ``trace``
     holds the mean. ``bounds``: ``(low, high)`` broadcastable tensors; after every step
     x* + Delta-x is clamped into them. ``amp``: bfloat16 autocast for the forward passes (CUDA).
-    DSA parameters are drawn on the CPU ``generator``, one siamese draw per iteration.
+    DSA parameters are drawn on the CPU ``generator`` once per iteration: ``dsa_draw="batch"``, one
+    transform shared by every pair (and by both sides of each); ``"pair"``, each (original, expanded
+    tile) pair its own transform, still shared by its two sides (a finer estimate of the
+    expectation over G in Eq. 8 from the same forward passes).
 
     ``chunk``: distilled images whose gradients are computed together (0: all B at once). Each
     image's loss depends on its own tiles only (one shared DSA draw; the observer is frozen, in
     eval mode), so the gradient of the summed objective is the concatenation of the chunks'
     gradients: the same images within float tolerance, with activation memory bounded by the chunk.
     """
+    if dsa_draw not in DSA_DRAWS:
+        raise ValueError(f"unknown lic dsa_draw {dsa_draw!r}; use one of {', '.join(DSA_DRAWS)}")
     squeezed = squeezed.detach()
     originals = originals.detach()
     count = squeezed.shape[0]
@@ -224,18 +231,19 @@ def compensate(
     chunk = count if chunk <= 0 else min(chunk, count)
     tiles = side * side
     for it in range(iterations):
-        params = dsa.draw(originals.shape, generator, siamese=True, device=squeezed.device)
+        params = dsa.draw(originals.shape, generator, siamese=dsa_draw == "batch", device=squeezed.device)
         gradient = torch.empty_like(squeezed)
         total = torch.zeros((), dtype=torch.float32, device=squeezed.device)
         for start in range(0, count, chunk):
             stop = min(start + chunk, count)
             part = delta.detach()[start:stop].requires_grad_(True)
+            pairs = params.select(start * tiles, stop * tiles)  # a shared draw: itself
             autocast = torch.autocast(device_type, dtype=torch.bfloat16) if amp else contextlib.nullcontext()
             with autocast:
                 with torch.no_grad():
-                    targets = dsa.apply(originals[start * tiles:stop * tiles], params)
+                    targets = dsa.apply(originals[start * tiles:stop * tiles], pairs)
                     targets = targets.contiguous(memory_format=OBSERVER_MEMORY_FORMAT)
-                expanded = dsa.apply(expand(squeezed[start:stop] + part, side), params)
+                expanded = dsa.apply(expand(squeezed[start:stop] + part, side), pairs)
                 expanded = expanded.contiguous(memory_format=OBSERVER_MEMORY_FORMAT)
                 part_loss = alignment_loss(observer, layer, targets, expanded, loss)
             (gradient[start:stop],) = torch.autograd.grad(part_loss * (stop - start), [part])

@@ -251,7 +251,8 @@ class LICDistiller(Distiller):
                     task.observer, layer, originals, squeezed, side, DSA(options.dsa_strategy),
                     unit_generator(task.seed, "lic-dsa", batch.index),
                     iterations=options.iterations, optimizer=options.optimizer, lr=options.lr,
-                    bounds=bounds, amp=options.amp, chunk=chunk, loss=options.loss, progress=task.progress)
+                    bounds=bounds, amp=options.amp, chunk=chunk, loss=options.loss, dsa_draw=options.dsa_draw,
+                    progress=task.progress)
             points = trace_iterations(options.iterations)
             finite = torch.isfinite(trace)
             first_bad = torch.where(finite.all(), -1, torch.argmin(finite.int()))

@@ -19,6 +19,7 @@ LOSSES = ("mse", "l1", "cosine")
 CLAMPS = ("pixel", "none")
 DIVERSITIES = ("none", "clusters")
 SCORE_VIEWS = ("original", "tile")
+DSA_DRAWS = ("batch", "pair")
 PAPER_ITERATIONS = 200  # M in Section 3.1
 # M where a dataset needs fewer than the paper's 200, chosen on its validation split (lic_plugin/README.md)
 DATASET_ITERATIONS = {"digits": 50}
@@ -135,6 +136,9 @@ class LICOptions:
       for the image in selection, squeeze and compensation, and its box is recorded
       (``extras["crops"]``).
     - ``dsa_strategy``: DSA families of the transformation group G in Eq. 8 (``none`` = identity).
+    - ``dsa_draw``: how often g ~ G is drawn in an iteration: ``batch`` (one transform for every
+      pair of the batch, as the successor code does) or ``pair`` (each original/tile pair its
+      own, still the same on its two sides).
     - ``batch_size``: distilled images optimised together (bounds memory only: each image's
       objective is its own Eq. 8 loss, so the result does not depend on how images are batched
       beyond the shared DSA draw of an iteration).
@@ -163,6 +167,7 @@ class LICOptions:
     crops: int = 1
     crop_scale: float = 0.08
     dsa_strategy: str = DEFAULT_STRATEGY
+    dsa_draw: str = "batch"
     batch_size: int = 100
     chunk: int = 0
     amp: bool = False
@@ -194,7 +199,7 @@ class LICOptions:
         for key, value, allowed in (("grouping", self.grouping, GROUPINGS), ("optimizer", self.optimizer, OPTIMIZERS),
                                     ("clamp", self.clamp, CLAMPS), ("loss", self.loss, LOSSES),
                                     ("diversity", self.resolved_diversity(), DIVERSITIES),
-                                    ("score_view", self.score_view, SCORE_VIEWS)):
+                                    ("score_view", self.score_view, SCORE_VIEWS), ("dsa_draw", self.dsa_draw, DSA_DRAWS)):
             if value not in allowed:
                 raise ValueError(f"lic option {key}={value!r}: use one of {', '.join(allowed)}")
         if self.crops > 1 and not self.selection:

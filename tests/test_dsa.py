@@ -77,6 +77,21 @@ def test_siamese_is_a_shared_draw():
     assert torch.equal(out_a, dsa.apply(a, params)) and torch.equal(out_b, dsa.apply(b, params))
 
 
+def test_a_slice_of_a_per_sample_draw_replays_those_samples_transforms():
+    dsa = DSA(mode="all")
+    batch = images(9, seed=7)
+    params = dsa.draw(batch.shape, gen(13), siamese=False)
+    whole = dsa.apply(batch, params)
+    for start, stop in ((0, 4), (4, 9), (2, 3)):
+        torch.testing.assert_close(dsa.apply(batch[start:stop], params.select(start, stop)), whole[start:stop],
+                                   rtol=0, atol=1e-6)
+    assert not torch.allclose(whole[0], dsa.apply(batch[:1], dsa.draw(batch[:1].shape, gen(14), siamese=False))[0])
+    shared = dsa.draw(batch.shape, gen(13), siamese=True)
+    assert shared.select(2, 5) is shared  # a shared draw fits any slice as it is
+    with pytest.raises(ValueError, match="outside a draw for 9"):
+        params.select(5, 12)
+
+
 @pytest.mark.parametrize("mode", ("one_family", "all"))
 def test_apply_each_is_apply_per_block_in_fewer_calls(mode):
     dsa = DSA(mode=mode)

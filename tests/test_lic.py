@@ -273,6 +273,29 @@ def test_chunked_compensation_gives_the_same_images(dataset, arch):
     assert (whole - squeezed).abs().mean() > 1e-3  # compensation moved the images: the comparison means something
 
 
+def test_per_pair_dsa_draws_are_chunk_invariant_and_not_the_shared_draw(dataset):
+    """``dsa_draw=pair``: each original/tile pair its own transform; chunks replay their pairs' own."""
+    torch.manual_seed(0)
+    observer = registry.get_architecture("convnet2").build(1, 3, 8).eval()
+    originals = dataset.train.load(torch.arange(24))
+    squeezed = squeeze(originals, 2)
+
+    def run(chunk, dsa_draw):
+        return compensate(observer, LAYER, originals, squeezed, 2, DSA(mode="all"), torch.Generator().manual_seed(3),
+                          iterations=6, chunk=chunk, dsa_draw=dsa_draw)
+
+    whole, whole_trace = run(0, "pair")
+    chunked, trace = run(4, "pair")
+    torch.testing.assert_close(chunked, whole, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(trace, whole_trace, atol=1e-4, rtol=1e-4)
+    shared, _ = run(0, "batch")
+    assert (shared - whole).abs().max() > 1e-3  # another objective: other images
+    with pytest.raises(ValueError, match="use one of batch, pair"):
+        run(0, "image")
+    with pytest.raises(ValueError, match="lic option dsa_draw='image'"):
+        LICOptions(dsa_draw="image")
+
+
 def test_the_automatic_chunk_fits_a_memory_budget(dataset):
     from lic_plugin.compensation import activation_bytes_per_image, automatic_chunk
 
