@@ -123,19 +123,15 @@ class DSAParams:
         raise KeyError(f"op {op!r} not in this draw (ops: {[name for name, _ in self.ops]})")
 
     def select(self, start: int, stop: int) -> "DSAParams":
-        """The per-sample parameters of samples ``start`` to ``stop`` (a shared draw is returned as
-        it is): what a chunk of the batch replays, so that each sample keeps its own transform."""
+        """Samples ``start:stop`` of a per-sample draw, each its own transform (a chunk's); a shared draw as it is."""
         if self.shared:
             return self
         if not 0 <= start <= stop <= self.batch_size:
             raise ValueError(f"samples {start}:{stop} are outside a draw for {self.batch_size}")
 
-        def part(key: str, value):
-            if key != "forward_input_shape" and isinstance(value, Tensor) and value.dim() >= 1 \
-                    and value.shape[0] == self.batch_size:
-                return value[start:stop]
-            return value
-
+        def part(key: str, value):  # per-sample tensors lead with the draw's batch size
+            sample = key != "forward_input_shape" and isinstance(value, Tensor) and value.dim() >= 1
+            return value[start:stop] if sample and value.shape[0] == self.batch_size else value
         ops = tuple((name, {k: part(k, v) for k, v in params.items()}) for name, params in self.ops)
         return DSAParams(self.families, ops, stop - start, self.image_size)
 
