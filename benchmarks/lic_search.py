@@ -57,6 +57,7 @@ def settings_digest(entry: dict) -> str:
     text = json.dumps(entry.get("options", {}), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
+
 # name -> (method, method options, evaluator options)
 CONFIGURATIONS: dict[str, tuple[str, list[str], list[str]]] = {
     "random": ("random", [], []),
@@ -152,16 +153,24 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
     else:  # said aloud: a default changed since would not show in the command (its row's settings_digest tells)
         print(f"{name}: reusing {results_file}, finished earlier (remove {out} to measure it again)", file=sys.stderr)
     results = json.loads(results_file.read_text())
-    entry = results["methods"][method]
+    return measured_row(results, results["methods"][method], name=name, method=method, options=" ".join(options),
+                        eval_options=" ".join(eval_options), command=shlex.join(command),
+                        image_size=results["dataset"].get("image_size", args.image_size), ipc=args.ipc)
+
+
+def measured_row(results: dict, entry: dict, **fields) -> dict:
+    """A results-file row: what one method's entry of a ``results.json`` measured (accuracy, per
+    seed, distillation time, observer, resolved options) with ``fields`` (name, method, options,
+    eval_options, command, dataset size and IPC) as the caller knows them."""
+    observer = results["observer"]
     return {
-        "dataset": results["dataset"]["name"], "image_size": results["dataset"].get("image_size", args.image_size),
-        "ipc": args.ipc, "name": name, "method": method, "options": " ".join(options), "eval_options": " ".join(eval_options),
+        "dataset": results["dataset"]["name"], **fields,
         "validation_accuracy_mean": entry["accuracy"]["mean"], "validation_accuracy_std": entry["accuracy"]["std"],
         "per_seed": " ".join(f"{a:.2f}" for a in entry["accuracy"]["per_seed"]),
         "distill_seconds": entry.get("distill_seconds"),
-        "observer_validation_accuracy": results["observer"].get("test_accuracy"),
-        "observer_recipe": describe_recipe(results["observer"].get("recipe", {})),
-        "command": shlex.join(command), "settings_digest": settings_digest(entry),
+        "observer_validation_accuracy": observer.get("test_accuracy"),
+        "observer_recipe": describe_recipe(observer.get("recipe", {})),
+        "settings_digest": settings_digest(entry),
     }
 
 
@@ -188,19 +197,10 @@ def eval_rows(name: str, results: dict) -> list[dict]:
     rows = []
     for key, entry in results["methods"].items():
         method = entry.get("method", key)  # an eval names its sets (lic-<hash>) and says their method; a run, the method
-        rows.append({
-            "dataset": results["dataset"]["name"], "image_size": results["dataset"]["image_shape"][-1],
-            "ipc": entry.get("images_per_class", results.get("ipc")),
-            "name": name if method == "lic" else (method if name == "defaults" else f"{method}-{name}"),
-            "method": method, "options": "",
-            "eval_options": " ".join(settings),
-            "validation_accuracy_mean": entry["accuracy"]["mean"], "validation_accuracy_std": entry["accuracy"]["std"],
-            "per_seed": " ".join(f"{a:.2f}" for a in entry["accuracy"]["per_seed"]),
-            "distill_seconds": entry.get("distill_seconds"),
-            "observer_validation_accuracy": results["observer"].get("test_accuracy"),
-            "observer_recipe": describe_recipe(results["observer"].get("recipe", {})),
-            "command": results["command"], "settings_digest": settings_digest(entry),
-        })
+        rows.append(measured_row(
+            results, entry, name=name if method == "lic" else (method if name == "defaults" else f"{method}-{name}"),
+            method=method, options="", eval_options=" ".join(settings), command=results["command"],
+            image_size=results["dataset"]["image_shape"][-1], ipc=entry.get("images_per_class", results.get("ipc"))))
     return rows
 
 

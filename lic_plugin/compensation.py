@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ddbench.api import OBSERVER_MEMORY_FORMAT, ArchitectureSpec, DSA, expand, layer_output_sizes, read_layers
+from lic_plugin.options import DSA_DRAWS, LOSSES  # the option values, named once
 
 SGD_MOMENTUM = 0.0  # Algorithm 1 writes a plain gradient step
 
@@ -61,8 +62,6 @@ def resolve_feature_layer(arch: ArchitectureSpec, observer: nn.Module, name: str
     return LAYER_SEPARATOR.join(sorted(set(split_layers(chosen)), key=order.index))
 
 
-LOSSES = ("mse", "l1", "cosine")
-DSA_DRAWS = ("batch", "pair")  # one transform per iteration for all pairs, or one per pair
 
 
 def feature_distance(features: torch.Tensor, target_features: torch.Tensor, loss: str = "mse") -> torch.Tensor:

@@ -19,7 +19,7 @@ LOSSES = ("mse", "l1", "cosine")
 CLAMPS = ("pixel", "none")
 DIVERSITIES = ("none", "clusters")
 SCORE_VIEWS = ("original", "tile")
-DSA_DRAWS = ("batch", "pair")
+DSA_DRAWS = ("batch", "pair")  # one DSA transform per compensation iteration for all pairs, or one per pair
 PAPER_ITERATIONS = 200  # M in Section 3.1
 # M where a dataset needs fewer than the paper's 200, chosen on its validation split (lic_plugin/README.md)
 DATASET_ITERATIONS = {"digits": 50}
