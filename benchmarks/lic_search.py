@@ -78,6 +78,7 @@ CONFIGURATIONS: dict[str, tuple[str, list[str], list[str]]] = {
     "layers-1-2-3": ("lic", ["feature_layer=features.block1.relu+features.block2.relu+features.block3.relu"], []),
     "dsa-cim": ("lic", ["dsa_strategy=crop_cutout_flip"], []),  # the successor code's DSA families
     "dsa-pair": ("lic", ["dsa_draw=pair"], []),  # each original/tile pair its own DSA draw per iteration
+    "squeeze-nearest": ("lic", ["squeeze_mode=nearest"], []),  # the successor code's squeeze F: one pixel per block
     "cim": ("lic", ["loss=l1", "optimizer=adamw", "lr=0.01", "clamp=none", "feature_layer=features.block3.pool"], []),
     "iterations-50": ("lic", ["iterations=50"], []),
     "iterations-400": ("lic", ["iterations=400"], []),
@@ -167,11 +168,16 @@ def measured_row(results: dict, entry: dict, **fields) -> dict:
         "dataset": results["dataset"]["name"], **fields,
         "validation_accuracy_mean": entry["accuracy"]["mean"], "validation_accuracy_std": entry["accuracy"]["std"],
         "per_seed": " ".join(f"{a:.2f}" for a in entry["accuracy"]["per_seed"]),
-        "distill_seconds": entry.get("distill_seconds"),
+        "distill_seconds": seconds(entry.get("distill_seconds")),
         "observer_validation_accuracy": observer.get("test_accuracy"),
         "observer_recipe": describe_recipe(observer.get("recipe", {})),
         "settings_digest": settings_digest(entry),
     }
+
+
+def seconds(value: float | None) -> float | None:
+    """A time as the results file keeps it: to the millisecond."""
+    return None if value is None else round(float(value), 3)
 
 
 class NotAValidationEvaluation(ValueError):

@@ -40,11 +40,11 @@ from ddbench.store.partials import ImageBatch, class_major_batches, run_units, u
 from ddbench.plugin_base import (Ablation, AblationPoint, AblationSetting, Distiller, Evaluator,
                                  ReferenceFigure)
 from ddbench.pipeline.planner import inference_memory, layer_output_bytes, parameter_bytes, stage
-from ddbench.tiles import as_tiles, check_tiles_fit, expand, squeeze
+from ddbench.tiles import SHRINK_MODES, as_tiles, check_tiles_fit, expand, squeeze
 
 __all__ = [
     "hookimpl", "Distiller", "Evaluator", "DistillTask", "UNIT_SECONDS", "DistilledSet", "ArchitectureSpec", "Normalization", "options_to_dict",
-    "NonFiniteLossError", "squeeze", "expand", "as_tiles", "check_tiles_fit", "DSA", "DEFAULT_STRATEGY", "parse_strategy",
+    "NonFiniteLossError", "squeeze", "expand", "as_tiles", "SHRINK_MODES", "check_tiles_fit", "DSA", "DEFAULT_STRATEGY", "parse_strategy",
     "read_features", "read_layers", "FeatureReader", "layer_output_sizes", "OBSERVER_MEMORY_FORMAT", "run_units", "unit_generator", "ImageBatch", "class_major_batches",
     "registered_names", "get_architecture", "stage", "inference_memory", "layer_output_bytes", "parameter_bytes",
     "Ablation", "AblationPoint", "AblationSetting", "ReferenceFigure",

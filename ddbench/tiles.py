@@ -9,6 +9,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+SHRINK_MODES = ("bilinear", "nearest")  # bilinear: antialiased (the default); nearest: every side-th pixel
+
 
 def grid_side(n: int) -> int:
     """The side g of a g x g grid of ``n`` tiles; ``n`` must be a perfect square."""
@@ -27,14 +29,15 @@ def check_tiles_fit(n: int, height: int, width: int) -> int:
     return side
 
 
-def squeeze(images: torch.Tensor, side: int) -> torch.Tensor:
-    """[B * side², C, H, W] -> [B, C, H, W]: groups of side² consecutive images, row-major tiles."""
+def squeeze(images: torch.Tensor, side: int, mode: str = "bilinear") -> torch.Tensor:
+    """[B * side², C, H, W] -> [B, C, H, W]: groups of side² consecutive images, row-major tiles,
+    each shrunk by ``mode`` (:data:`SHRINK_MODES`)."""
     total, channels, height, width = images.shape
     if total % (side * side):
         raise ValueError(f"{total} images cannot be grouped in tiles of {side * side}")
     if side == 1:
         return images
-    small = shrink(images, side)
+    small = shrink(images, side, mode)
     batch = total // (side * side)
     tiles = small.view(batch, side, side, channels, height // side, width // side)
     # [B, row, col, C, h, w] -> [B, C, row, h, col, w] -> [B, C, H, W]
@@ -55,9 +58,14 @@ def expand(images: torch.Tensor, side: int) -> torch.Tensor:
     return enlarge(cut_tiles(images, side), *images.shape[-2:])
 
 
-def shrink(images: torch.Tensor, side: int) -> torch.Tensor:
-    """[B, C, H, W] -> [B, C, H/side, W/side]: each image resized to one tile (bilinear, antialiased)."""
+def shrink(images: torch.Tensor, side: int, mode: str = "bilinear") -> torch.Tensor:
+    """[B, C, H, W] -> [B, C, H/side, W/side]: each image resized to one tile (``bilinear``:
+    antialiased; ``nearest``: the successor code's, one pixel of each side x side block)."""
     height, width = images.shape[-2:]
+    if mode == "nearest":
+        return F.interpolate(images, size=(height // side, width // side), mode="nearest")
+    if mode != "bilinear":
+        raise ValueError(f"shrink mode {mode!r}: use one of {', '.join(SHRINK_MODES)}")
     return F.interpolate(images, size=(height // side, width // side), mode="bilinear", align_corners=False,
                          antialias=True)
 
@@ -67,9 +75,9 @@ def enlarge(tiles: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return F.interpolate(tiles, size=(height, width), mode="bilinear", align_corners=False)
 
 
-def as_tiles(images: torch.Tensor, side: int) -> torch.Tensor:
+def as_tiles(images: torch.Tensor, side: int, mode: str = "bilinear") -> torch.Tensor:
     """Each image as a distilled set shows it: shrunk to one tile of a ``side`` x ``side`` grid and
     expanded back (``expand(squeeze(images, side), side)`` image by image, for any batch size)."""
     if side == 1:
         return images
-    return enlarge(shrink(images, side), *images.shape[-2:])
+    return enlarge(shrink(images, side, mode), *images.shape[-2:])

@@ -199,7 +199,7 @@ class LICDistiller(Distiller):
             for view in range(options.crops):
                 candidates = subset_images if boxes is None else crop_resized(subset_images, boxes[:, view])
                 if options.score_view == "tile":
-                    candidates = as_tiles(candidates, math.isqrt(options.n))
+                    candidates = as_tiles(candidates, math.isqrt(options.n), options.squeeze_mode)
                 if clustering:
                     scores, vectors = score_and_embed(task.observer, deepest_layer(layer), candidates, label,
                                                       batch_size)
@@ -241,7 +241,7 @@ class LICDistiller(Distiller):
         originals = task.load_train(sources.reshape(-1))
         if boxes is not None:  # the kept crops stand for their images from here on
             originals = crop_resized(originals, boxes.reshape(-1, 4))
-        squeezed = squeeze(originals, side)
+        squeezed = squeeze(originals, side, options.squeeze_mode)
         trace_record = None
         if options.compensation and options.iterations > 0:
             with eval_mode(task.observer):

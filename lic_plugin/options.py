@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 
-from ddbench.api import DEFAULT_STRATEGY, parse_strategy
+from ddbench.api import DEFAULT_STRATEGY, SHRINK_MODES, parse_strategy
 
 GROUPINGS = ("spread", "consecutive")
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -135,6 +135,10 @@ class LICOptions:
       ``RandomResizedCrop`` with aspect 1, best of 5, area from 0.08); the best-scored crop stands
       for the image in selection, squeeze and compensation, and its box is recorded
       (``extras["crops"]``).
+    - ``squeeze_mode``: how each of the N images is shrunk to its tile (F in Eq. 2; the
+      expansion F^-1 is bilinear either way): ``bilinear`` (antialiased, the default) or
+      ``nearest`` (one pixel of each block, the successor code's). ``score_view=tile`` shows
+      the candidates through the same shrink.
     - ``dsa_strategy``: DSA families of the transformation group G in Eq. 8 (``none`` = identity).
     - ``dsa_draw``: how often g ~ G is drawn in an iteration: ``batch`` (one transform for every
       pair of the batch, as the successor code does) or ``pair`` (each original/tile pair its
@@ -166,6 +170,7 @@ class LICOptions:
     score_view: str = "original"
     crops: int = 1
     crop_scale: float = 0.08
+    squeeze_mode: str = "bilinear"
     dsa_strategy: str = DEFAULT_STRATEGY
     dsa_draw: str = "batch"
     batch_size: int = 100
@@ -199,7 +204,8 @@ class LICOptions:
         for key, value, allowed in (("grouping", self.grouping, GROUPINGS), ("optimizer", self.optimizer, OPTIMIZERS),
                                     ("clamp", self.clamp, CLAMPS), ("loss", self.loss, LOSSES),
                                     ("diversity", self.resolved_diversity(), DIVERSITIES),
-                                    ("score_view", self.score_view, SCORE_VIEWS), ("dsa_draw", self.dsa_draw, DSA_DRAWS)):
+                                    ("score_view", self.score_view, SCORE_VIEWS), ("dsa_draw", self.dsa_draw, DSA_DRAWS),
+                                    ("squeeze_mode", self.squeeze_mode, SHRINK_MODES)):
             if value not in allowed:
                 raise ValueError(f"lic option {key}={value!r}: use one of {', '.join(allowed)}")
         if self.crops > 1 and not self.selection:

@@ -394,6 +394,17 @@ def test_plain_squeeze_without_compensation(dataset):
     assert torch.equal(distilled.images, squeeze(dataset.train.load(sources), 2))
 
 
+def test_squeeze_mode_nearest_squeezes_the_same_sources_one_pixel_per_block(dataset):
+    plain = LICDistiller().distill(make_task(dataset, ipc=3, compensation=False))
+    nearest = LICDistiller().distill(make_task(dataset, ipc=3, compensation=False, squeeze_mode="nearest"))
+    assert nearest.extras["source_indices"] == plain.extras["source_indices"]
+    sources = torch.tensor([nearest.extras["source_indices"][str(c)] for c in range(3)]).view(-1)
+    assert torch.equal(nearest.images, squeeze(dataset.train.load(sources), 2, "nearest"))
+    assert not torch.equal(nearest.images, plain.images) and nearest.options["squeeze_mode"] == "nearest"
+    with pytest.raises(ValueError, match="squeeze_mode='area': use one of bilinear, nearest"):
+        LICOptions(squeeze_mode="area")
+
+
 def test_compensated_set_contract_bounds_batches_and_progress(dataset):
     observer = tiny_observer(frozen=False)  # weights that could take grads: none may get one
     before = [p.detach().clone() for p in observer.parameters()]

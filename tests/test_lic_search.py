@@ -110,7 +110,7 @@ def eval_results(evaluated_on: str, command: str) -> dict:
     """The parts of a ``ddbench eval`` results.json that ``--record-eval`` reads."""
     def entry(method: str, per_seed: list[float]) -> dict:
         mean = sum(per_seed) / len(per_seed)
-        return {"method": method, "images_per_class": 10, "distill_seconds": 12.5,
+        return {"method": method, "images_per_class": 10, "distill_seconds": 511.61323144999915,
                 "accuracy": {"per_seed": per_seed, "mean": mean, "std": 0.5}}
 
     return {"command": command, "ipc": 10,
@@ -139,6 +139,7 @@ def test_an_evaluation_of_saved_sets_is_recorded_as_one_row_per_method(tmp_path,
     assert rows["random-mixing-none"]["image_size"] == "32" and rows["random-mixing-none"]["ipc"] == "10"
     assert rows["mixing-none"]["observer_recipe"] == "30 epochs, shift crops 0.125, fp32"
     assert rows["mixing-none"]["command"] == command
+    assert rows["mixing-none"]["distill_seconds"] == "511.613"  # to the millisecond, as a run's rows
     assert "mixing-none: 51.87" in capsys.readouterr().out
     run = eval_results("validation (50 per class, seed 0, carved from train)", "ddbench run --method lic --baseline random")
     run["methods"] = {entry["method"]: {k: v for k, v in entry.items() if k != "method"} for entry in run["methods"].values()}

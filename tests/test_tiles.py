@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ddbench.tiles import check_tiles_fit, cut_tiles, expand, grid_side, squeeze
+from ddbench.tiles import as_tiles, check_tiles_fit, cut_tiles, expand, grid_side, squeeze
 
 
 def smooth_images(count: int, size: int) -> torch.Tensor:
@@ -46,3 +46,18 @@ def test_expand_is_differentiable():
     squeezed = smooth_images(1, 16).requires_grad_()
     expand(squeezed, 2).square().sum().backward()
     assert squeezed.grad is not None and squeezed.grad.abs().sum() > 0
+
+
+def test_nearest_squeeze_keeps_one_pixel_of_each_block_and_bilinear_averages():
+    images = torch.arange(4 * 16, dtype=torch.float32).view(4, 1, 4, 4)
+    nearest = cut_tiles(squeeze(images, 2, "nearest"), 2)
+    torch.testing.assert_close(nearest, images[:, :, ::2, ::2])  # the top-left pixel of each 2 x 2 block
+    bilinear = cut_tiles(squeeze(images, 2), 2)
+    assert not torch.allclose(bilinear, nearest)  # the default filters before it subsamples
+    # a pattern alternating pixel by pixel is its mean to the antialiased shrink, one of its two values to nearest
+    stripes = (torch.arange(8) % 2).float().expand(4, 3, 8, 8).contiguous()
+    assert cut_tiles(squeeze(stripes, 2), 2).sub(0.5).abs().max() < 0.2
+    assert torch.equal(cut_tiles(squeeze(stripes, 2, "nearest"), 2), torch.zeros(4, 3, 4, 4))
+    assert torch.equal(as_tiles(stripes, 2, "nearest"), torch.zeros(4, 3, 8, 8))
+    with pytest.raises(ValueError, match="bilinear, nearest"):
+        squeeze(images, 2, "bicubic")
