@@ -176,7 +176,8 @@ def measured_row(results: dict, entry: dict, **fields) -> dict:
 
 
 def seconds(value: float | None) -> float | None:
-    """A time as the results file keeps it: to the millisecond."""
+    """A time as the results file keeps it: to the millisecond (an evaluation's ``results.json``
+    written before ``ddbench eval`` rounded it carries the saved set's full float)."""
     return None if value is None else round(float(value), 3)
 
 

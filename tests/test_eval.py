@@ -27,6 +27,7 @@ def test_a_saved_set_evaluates_to_the_numbers_of_its_run(tmp_path):
     entry = results["methods"][saved.stem]
     assert entry["accuracy"] == ran["accuracy"]  # same set, observer, evaluator, budget and seeds
     assert entry["method"] == "squeeze" and entry["source"] == str(saved) and entry["images_per_class"] == 2
+    assert entry["distill_seconds"] == ran["distill_seconds"]  # the run's time, to the millisecond as it wrote it
     # the observer the set records was used (the other cache stayed empty: nothing was trained)
     assert not list((tmp_path / "other-cache").rglob("*.safetensors"))
     assert results["observer"]["checkpoint"] == ran_observer(tmp_path)
