@@ -62,8 +62,6 @@ def resolve_feature_layer(arch: ArchitectureSpec, observer: nn.Module, name: str
     return LAYER_SEPARATOR.join(sorted(set(split_layers(chosen)), key=order.index))
 
 
-
-
 def feature_distance(features: torch.Tensor, target_features: torch.Tensor, loss: str = "mse") -> torch.Tensor:
     """Per-pair distance of flattened features ``[P, D]``, averaged over the P pairs.
 
