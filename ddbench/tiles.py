@@ -32,6 +32,7 @@ def check_tiles_fit(n: int, height: int, width: int) -> int:
 def squeeze(images: torch.Tensor, side: int, mode: str = "bilinear") -> torch.Tensor:
     """[B * side², C, H, W] -> [B, C, H, W]: groups of side² consecutive images, row-major tiles,
     each shrunk by ``mode`` (:data:`SHRINK_MODES`)."""
+    check_shrink_mode(mode)
     total, channels, height, width = images.shape
     if total % (side * side):
         raise ValueError(f"{total} images cannot be grouped in tiles of {side * side}")
@@ -58,14 +59,20 @@ def expand(images: torch.Tensor, side: int) -> torch.Tensor:
     return enlarge(cut_tiles(images, side), *images.shape[-2:])
 
 
+def check_shrink_mode(mode: str) -> None:
+    """Raise ``ValueError`` naming :data:`SHRINK_MODES` for any other ``mode``, whatever the tile
+    side (with one tile a side nothing is shrunk, but a misspelt mode is still an error)."""
+    if mode not in SHRINK_MODES:
+        raise ValueError(f"shrink mode {mode!r}: use one of {', '.join(SHRINK_MODES)}")
+
+
 def shrink(images: torch.Tensor, side: int, mode: str = "bilinear") -> torch.Tensor:
     """[B, C, H, W] -> [B, C, H/side, W/side]: each image resized to one tile (``bilinear``:
     antialiased; ``nearest``: the successor code's, one pixel of each side x side block)."""
+    check_shrink_mode(mode)
     height, width = images.shape[-2:]
     if mode == "nearest":
         return F.interpolate(images, size=(height // side, width // side), mode="nearest")
-    if mode != "bilinear":
-        raise ValueError(f"shrink mode {mode!r}: use one of {', '.join(SHRINK_MODES)}")
     return F.interpolate(images, size=(height // side, width // side), mode="bilinear", align_corners=False,
                          antialias=True)
 
@@ -78,6 +85,7 @@ def enlarge(tiles: torch.Tensor, height: int, width: int) -> torch.Tensor:
 def as_tiles(images: torch.Tensor, side: int, mode: str = "bilinear") -> torch.Tensor:
     """Each image as a distilled set shows it: shrunk to one tile of a ``side`` x ``side`` grid and
     expanded back (``expand(squeeze(images, side), side)`` image by image, for any batch size)."""
+    check_shrink_mode(mode)
     if side == 1:
         return images
     return enlarge(shrink(images, side, mode), *images.shape[-2:])

@@ -61,3 +61,8 @@ def test_nearest_squeeze_keeps_one_pixel_of_each_block_and_bilinear_averages():
     assert torch.equal(as_tiles(stripes, 2, "nearest"), torch.zeros(4, 3, 8, 8))
     with pytest.raises(ValueError, match="bilinear, nearest"):
         squeeze(images, 2, "bicubic")
+    for side in (1, 2):  # one tile a side shrinks nothing, but a misspelt mode is still named
+        with pytest.raises(ValueError, match="'bicubic'.*bilinear, nearest"):
+            squeeze(images, side, "bicubic")
+        with pytest.raises(ValueError, match="'bicubic'.*bilinear, nearest"):
+            as_tiles(images, side, "bicubic")
