@@ -101,6 +101,8 @@ CONFIGURATIONS: dict[str, tuple[str, list[str], list[str]]] = {
     "crops-5-tile-score": ("lic", ["crops=5", "score_view=tile"], []),
     # the options that each came out a little (within a spread) ahead of the defaults, together
     "stack": ("lic", ["crops=5", "crop_scale=0.5", "subset_size=500", "feature_layer=features.block3.pool"], []),
+    # each cluster's member nearest its mean (the k-means coreset) instead of its best-scored
+    "medoids": ("lic", ["diversity=medoids"], []),
     "clusters-skip-0.1": ("lic", ["diversity=clusters", "selection_skip=0.1"], []),
     "clusters-factor-crop": ("lic", ["diversity=clusters"], ["region_sampling=factor-crop"]),
     "factor-crop": ("lic", [], ["region_sampling=factor-crop"]),

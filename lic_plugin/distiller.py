@@ -29,7 +29,7 @@ from ddbench.api import (
 )
 from lic_plugin.compensation import (SGD_MOMENTUM, automatic_chunk, compensate, deepest_layer, resolve_feature_layer,
                                      scoring_batch)
-from lic_plugin.options import LICOptions, default_iterations, side_of
+from lic_plugin.options import CLUSTERED, LICOptions, default_iterations, side_of
 from lic_plugin.selection import (crop_resized, draw_subset, eval_mode, group_ranks, random_square_boxes,
                                   rank_diverse, rank_kept, score_and_embed, score_images)
 
@@ -191,7 +191,7 @@ class LICDistiller(Distiller):
         if options.crops > 1:
             boxes = random_square_boxes(len(subset), options.crops, options.crop_scale, *task.image_shape[1:],
                                         generator)
-        clustering = options.diversity == "clusters"
+        clustering = options.diversity in CLUSTERED
         with eval_mode(task.observer):
             batch_size = scoring_batch(task.observer, task.image_shape, task.device)
             subset_images = task.load_train(subset)
@@ -211,7 +211,8 @@ class LICDistiller(Distiller):
         skip = int(options.selection_skip * len(subset_scores))
         if clustering:
             vectors = torch.stack(view_vectors)[best_view, torch.arange(len(subset))]
-            kept = rank_diverse(subset_scores, vectors, options.n * task.ipc, generator, skip=skip)
+            kept = rank_diverse(subset_scores, vectors, options.n * task.ipc, generator, skip=skip,
+                                pick=CLUSTERED[options.diversity])
         else:
             kept = rank_kept(subset_scores, options.n * task.ipc, options.selection, generator, skip=skip)
         kept_boxes = None

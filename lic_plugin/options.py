@@ -17,7 +17,9 @@ GROUPINGS = ("spread", "consecutive")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 LOSSES = ("mse", "l1", "cosine")
 CLAMPS = ("pixel", "none")
-DIVERSITIES = ("none", "clusters")
+# diversity -> which member each k-means cluster gives (``selection.rank_diverse``'s ``pick``)
+CLUSTERED = {"clusters": "score", "medoids": "centre"}
+DIVERSITIES = ("none", *CLUSTERED)
 SCORE_VIEWS = ("original", "tile")
 DSA_DRAWS = ("batch", "pair")  # one DSA transform per compensation iteration for all pairs, or one per pair
 PAPER_ITERATIONS = 200  # M in Section 3.1
@@ -120,6 +122,8 @@ class LICOptions:
       k-means clusters of the observer's features (``feature_layer``, averaged over positions)
       and keeps the top-scored image of each: the top scores are the easiest, most alike images,
       so this trades a little score for coverage of the class (RDED's diversity argument);
+      ``medoids`` takes from each cluster the member nearest the cluster's mean instead (the
+      k-means coreset's representative: coverage without preferring the easiest);
       ``none`` keeps the N x IPC top-scored images of the subset (the paper). Unset, it is
       ``clusters`` with ``selection`` and ``none`` without (random picks have no clusters).
       Chosen on three validation splits (``lic_plugin/README.md``): tiny-imagenet-10 at 32 px,

@@ -7,7 +7,7 @@ observer with the loss-based importance score (Eq. 1)
 
 (observer in eval mode, no gradients), and the top ``N x IPC`` (highest score = lowest loss) are
 kept, best first (``diversity=clusters``: the best of each of ``N x IPC`` feature-space
-clusters of the subset, :func:`rank_diverse`). With ``crops=K`` each subset image is scored on K
+clusters of the subset; ``medoids``: the member nearest each cluster's mean, :func:`rank_diverse`). With ``crops=K`` each subset image is scored on K
 random square crops (:func:`random_square_boxes`, :func:`crop_resized`; RDED's patches) and its
 best-scored crop stands for it. ``group_ranks`` then decides which N kept images share a distilled image.
 
@@ -188,20 +188,33 @@ def kmeans_assign(vectors: torch.Tensor, clusters: int, generator: torch.Generat
     return assignment
 
 
+CLUSTER_PICKS = ("score", "centre")  # each cluster's highest-scored member, or the one nearest its mean
+
+
 def rank_diverse(scores: torch.Tensor, vectors: torch.Tensor, count: int, generator: torch.Generator,
-                 skip: int = 0) -> torch.Tensor:
-    """Selection with coverage (``diversity=clusters``): the candidates (all scored images but
-    the ``skip`` highest) are split into ``count`` k-means clusters in feature space and each
-    cluster gives its highest-scored image; a cluster left empty is made up by the best
+                 skip: int = 0, pick: str = "score") -> torch.Tensor:
+    """Selection with coverage: the candidates (all scored images but the ``skip`` highest) are
+    split into ``count`` k-means clusters in feature space and each cluster gives one image:
+    ``pick="score"`` (``diversity=clusters``) its highest-scored member, ``pick="centre"``
+    (``diversity=medoids``) the member nearest the cluster's mean, the k-means coreset's
+    representative (ties to the higher score). A cluster left empty is made up by the best
     candidate not yet kept. Positions into ``scores`` in rank order (highest score first)."""
+    if pick not in CLUSTER_PICKS:
+        raise ValueError(f"cluster pick {pick!r}: use one of {', '.join(CLUSTER_PICKS)}")
     scores = scores.detach().cpu()
     candidates = score_band(scores, count, skip)
-    assignment = kmeans_assign(vectors[candidates], count, generator)
+    members_vectors = vectors[candidates]
+    assignment = kmeans_assign(members_vectors, count, generator)
     kept: list[int] = []
     for cluster in range(count):
-        members = (assignment == cluster).nonzero().flatten()
-        if len(members):
-            kept.append(int(candidates[members.min()]))  # candidates are in score order: the first is the best
+        members = (assignment == cluster).nonzero().flatten()  # in score order: the first is the best
+        if not len(members):
+            continue
+        if pick == "centre":
+            mine = members_vectors[members]
+            distance = (mine - mine.mean(dim=0, keepdim=True)).square().sum(dim=1)
+            members = members[torch.argmin(distance)].view(1)  # argmin takes the first of ties
+        kept.append(int(candidates[members[0]]))
     chosen = set(kept)
     kept += [int(c) for c in candidates if int(c) not in chosen][:count - len(kept)]
     kept_tensor = torch.tensor(kept, dtype=torch.int64)

@@ -205,6 +205,34 @@ def test_diverse_selection_takes_the_best_of_each_cluster():
         rank_diverse(scores, vectors, 6, torch.Generator().manual_seed(0))
 
 
+def test_medoid_selection_takes_the_member_nearest_each_cluster_mean():
+    # two groups of three; in each the best-scored member is off-centre. Clusters keep each
+    # group's best-scored member, medoids its most central one (here the worst-scored of B)
+    vectors = F.normalize(torch.tensor([[1.0, 0.3], [0.95, 0.1], [1.0, 0.0],
+                                        [0.0, 1.0], [0.2, 0.98], [-0.25, 0.97]]), dim=1)
+    scores = torch.tensor([-0.1, -0.2, -0.3, -0.9, -0.5, -0.6])
+    generator = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    assert rank_diverse(scores, vectors, 2, generator()).tolist() == [0, 4]
+    central = [int(torch.argmin((group - group.mean(dim=0)).square().sum(dim=1))) for group in vectors.split(3)]
+    assert central == [1, 0]  # members 1 and 3
+    assert rank_diverse(scores, vectors, 2, generator(), pick="centre").tolist() == [1, 3]  # rank order
+    with pytest.raises(ValueError, match="score, centre"):
+        rank_diverse(scores, vectors, 2, generator(), pick="median")
+
+
+def test_diversity_medoids_in_distill(dataset):
+    observer = tiny_observer()
+    task = lambda diversity: make_task(dataset, observer, ipc=2, iterations=0, diversity=diversity)  # noqa: E731
+    medoids, clusters = LICDistiller().distill(task("medoids")), LICDistiller().distill(task("clusters"))
+    check_distilled(medoids, "lic", dataset, 2)
+    for label in range(3):
+        scored = medoids.extras["scored_indices"][str(label)]
+        kept = ranked_sources(medoids, label, ipc=2)
+        assert len(set(kept)) == 8 and set(kept) <= set(scored)
+    picks = [ranked_sources(result, label, ipc=2) for result in (medoids, clusters) for label in range(3)]
+    assert picks[:3] != picks[3:]  # another image of some cluster
+
+
 def test_kmeans_is_seeded_and_fills_every_pick():
     vectors = F.normalize(torch.randn(60, 8, generator=torch.Generator().manual_seed(1)), dim=1)
     first = kmeans_assign(vectors, 12, torch.Generator().manual_seed(3))
@@ -237,7 +265,7 @@ def test_diversity_clusters_in_distill(dataset):
             assert ce[index] <= min(ce[m] for m in members) + 1e-5
     with pytest.raises(ValueError, match="diversity=clusters picks among scored images"):
         LICOptions(diversity="clusters", selection=False)
-    with pytest.raises(ValueError, match="diversity='spread'"):
+    with pytest.raises(ValueError, match="diversity='spread'.*none, clusters, medoids"):
         LICOptions(diversity="spread")
 
 
