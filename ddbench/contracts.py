@@ -128,10 +128,7 @@ class DistillTask:
     def resume_part(self, name: str) -> "tuple[dict[str, torch.Tensor], dict[str, Any]] | None":
         """``load_part`` for a run that goes on from what an earlier, stopped run saved: the part's
         ``seconds`` count towards this distillation's time, as ``run_units`` counts its units'."""
-        saved = self.load_part(name)
-        if saved is not None and self.partials is not None:
-            self.partials.count_resumed(saved[1])
-        return saved
+        return None if self.partials is None else self.partials.resume(name)
 
     def progress_resumed(self, n: int) -> None:
         """Advance the progress by ``n`` units an earlier, stopped run did (loaded, not computed

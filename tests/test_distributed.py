@@ -22,10 +22,16 @@ RUN = ["run", "--method", "lic", "--baseline", "squeeze", "--ipc", "2", "--obser
 
 
 def torchrun(*args: str, nproc: int = 2) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # faulthandler: a rank that aborts in C++ (SIGABRT) prints every thread's Python stack
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
                "-m", "ddbench", *args]
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+
+
+def said_by_ranks(result: subprocess.CompletedProcess) -> str:
+    """What a failed launch printed beyond torchrun's own summary (which alone fills 2,500 characters)."""
+    return f"stdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-8000:]}"
 
 
 def single(*args: str) -> subprocess.CompletedProcess:
@@ -46,7 +52,7 @@ def runs(tmp_path_factory):
     alone = single(*RUN, "--cache-dir", cache, "--out", str(root / "single"))
     assert alone.returncode == 0, alone.stderr
     ranks = torchrun(*RUN, "--cache-dir", cache, "--out", str(root / "two"))
-    assert ranks.returncode == 0, ranks.stderr[-3000:]
+    assert ranks.returncode == 0, said_by_ranks(ranks)
     return root, ranks
 
 
@@ -67,6 +73,7 @@ def test_rank_zero_alone_reports_and_the_numbers_match(runs):
     assert two["ranks"] == 2 and two["backend"] == "gloo"
     for method in ("lic", "squeeze"):  # seeds spread over ranks: each seed trained as in one process
         assert two["methods"][method]["accuracy"] == one["methods"][method]["accuracy"]
+        assert "distill_resumed" not in two["methods"][method]  # rank 1's units are this run's, not an earlier one's
     said = ranks.stdout + ranks.stderr
     assert said.count("results written to") == 1 and said.count("observer convnet3-bn-w64: test accuracy") == 1
     assert "resuming" not in said
@@ -79,7 +86,7 @@ def test_data_parallel_evaluation_completes(tmp_path):
     result = torchrun("run", "--method", "random", "--ipc", "2", "--observer-epochs", "1", "--budget-set", "epochs=2",
                       "--seeds", "1", "--quiet", "--dist-eval", "ddp", "--cache-dir", str(tmp_path / "cache"),
                       "--out", str(tmp_path / "out"))
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, said_by_ranks(result)
     entry = json.loads((tmp_path / "out" / "results.json").read_text())["methods"]["random"]
     assert 0 <= entry["accuracy"]["mean"] <= 100 and len(entry["accuracy"]["per_seed"]) == 1
 

@@ -17,7 +17,7 @@ import torch
 from baselines.sre2l import SRe2LDistiller, SRe2LOptions
 from ddbench.store.artifacts import load_distilled
 from ddbench.contracts import DistillTask
-from ddbench.store.partials import PartialStore, class_major_batches
+from ddbench.store.partials import UNIT_SECONDS, PartialStore, class_major_batches
 from ddbench.host.registry import get_architecture
 from lic_plugin.distiller import LICDistiller
 from lic_plugin.options import LICOptions
@@ -109,9 +109,24 @@ def test_redoing_some_parts_gives_bit_identical_images(tmp_path, digits, small_o
     assert len(names) == 4  # 20 images in batches of 6
     for name in names[1::2]:  # forget every other part, as a kill would leave some unfinished
         (store.folder / f"{name}.safetensors").unlink()
-    again = distiller.distill(_task(digits, small_observer, options, store))
+    restarted = PartialStore(tmp_path / "parts")  # as the command run again opens it
+    again = distiller.distill(_task(digits, small_observer, options, restarted))
+    assert restarted.resumed_units == 2  # the kept parts were loaded, the forgotten ones redone
     assert torch.equal(whole.images, first.images) and torch.equal(first.images, again.images)
     assert whole.extras["loss_trace"] == again.extras["loss_trace"]
+
+
+def test_only_the_units_an_earlier_run_left_count_as_resumed(tmp_path):
+    # under torchrun a unit another rank of this same run saves meanwhile is shared work: loading
+    # it must not report it (and its time) as "resumed from an earlier run"
+    store = PartialStore(tmp_path / "parts")
+    store.save("unit-0", {"x": torch.ones(2)}, {UNIT_SECONDS: 3.0})
+    assert store.resume("unit-0") is None and store.load("unit-0") is not None
+    assert store.resumed_units == 0 and store.resumed_seconds == 0.0
+    restarted = PartialStore(tmp_path / "parts")
+    tensors, _ = restarted.resume("unit-0")
+    assert torch.equal(tensors["x"], torch.ones(2))
+    assert restarted.resumed_units == 1 and restarted.resumed_seconds == 3.0
 
 
 def test_batches_are_whole_classes_and_never_depend_on_the_process_count():

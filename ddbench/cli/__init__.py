@@ -72,8 +72,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     keep_freed_host_memory()
+    finished = False
     try:
-        return handler(args)
+        code = handler(args)
+        finished = True
+        return code
     except _user_errors() as exc:
         print(f"ddbench: error: {user_error_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
@@ -81,4 +84,4 @@ def main(argv: list[str] | None = None) -> int:
         if "torch.distributed" in sys.modules:  # leave torchrun's process group, if this process joined it
             from ddbench.runtime.distributed import shutdown
 
-            shutdown()
+            shutdown(together=finished)

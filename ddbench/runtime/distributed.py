@@ -106,11 +106,16 @@ def init_from_environment(use_cuda: bool) -> Cluster:
     return Cluster(rank, world_size, local_rank, backend)
 
 
-def shutdown() -> None:
-    """Leave the process group if this process joined one (at the end of a command)."""
+def shutdown(together: bool = False) -> None:
+    """Leave the process group if this process joined one (at the end of a command).
+    ``together`` (the command finished on this rank): wait at a barrier first, so no rank tears
+    down its connections while a peer still has collectives in flight; after an error the
+    ranks leave at once (a barrier could wait on a rank that has stopped)."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        if together:
+            dist.barrier()
         dist.destroy_process_group()
 
 

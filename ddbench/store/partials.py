@@ -79,12 +79,19 @@ class PartialStore:
 
     def __init__(self, folder: Path | None):
         self.folder = Path(folder) if folder is not None else None
+        # the units an earlier, stopped run left: only these are resumed (under torchrun, a unit
+        # another rank of this run saves meanwhile is this run's work, not an earlier run's)
+        self.earlier = frozenset(self.finished())
         self.resumed_units = 0  # units finished by an earlier, stopped run and loaded by this one
         self.resumed_seconds = 0.0  # the time those units took when they were computed
 
-    def count_resumed(self, metadata: dict[str, Any]) -> None:
-        self.resumed_units += 1
-        self.resumed_seconds += float(metadata.get(UNIT_SECONDS, 0.0))
+    def resume(self, name: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+        """The unit as an earlier, stopped run saved it (its time counted as resumed), else None."""
+        saved = self.load(name) if name in self.earlier else None
+        if saved is not None:
+            self.resumed_units += 1
+            self.resumed_seconds += float(saved[1].get(UNIT_SECONDS, 0.0))
+        return saved
 
     def _path(self, name: str) -> Path:
         assert self.folder is not None
