@@ -118,11 +118,10 @@ def distill_one(ctx: RunContext, name: str, distiller: Any, seed: int | None = N
         ctx.ui.info(f"{name}: distilled set from {path} (finished before)")
         return distilled, done, key
     ctx.cluster.barrier()  # the previous method's parts are cleared before any rank looks
-    partials = PartialStore(ctx.store.folder / "partial" / key)
-    finished_parts = partials.finished()
+    partials = PartialStore(ctx.store.folder / "partial" / key)  # lists what a stopped run left (``earlier``)
     ctx.cluster.barrier()  # every rank has looked at the folder before any writes this method's parts
-    if finished_parts:
-        ctx.ui.info(f"{name}: resuming, {len(finished_parts)} part(s) a stopped run saved in {partials.folder}")
+    if partials.earlier:
+        ctx.ui.info(f"{name}: resuming, {len(partials.earlier)} part(s) a stopped run saved in {partials.folder}")
     cluster = ctx.cluster
     shardable = cluster.active and distiller.shardable
     task = DistillTask(
