@@ -21,11 +21,24 @@ RUN = ["run", "--method", "lic", "--baseline", "squeeze", "--ipc", "2", "--obser
        "--option", "lic.iterations=10"]
 
 
-def torchrun(*args: str, nproc: int = 2) -> subprocess.CompletedProcess:
+# ddbench's command line, then the threads each rank still runs once it has left the process group
+THREADS_LEFT = """
+import os, sys
+from ddbench.cli import main
+
+code = main(sys.argv[1:])
+names = sorted(open(f"/proc/self/task/{task}/comm").read().strip() for task in os.listdir("/proc/self/task"))
+print(f"rank {os.environ['RANK']} threads left: {[name for name in names if name != 'python']}", flush=True)
+sys.exit(code)
+"""
+
+
+def torchrun(*args: str, nproc: int = 2, script: Path | None = None) -> subprocess.CompletedProcess:
     # faulthandler: a rank that aborts in C++ (SIGABRT) prints every thread's Python stack
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
+    entry = [str(script)] if script is not None else ["-m", "ddbench"]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-               "-m", "ddbench", *args]
+               *entry, *args]
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
 
 
@@ -82,13 +95,21 @@ def test_rank_zero_alone_reports_and_the_numbers_match(runs):
     assert sorted(u.get("rank") for u in units if u["unit"] == "eval" and u["method"] == "lic") == [0, 1]
 
 
-def test_data_parallel_evaluation_completes(tmp_path):
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads the threads from /proc (Linux)")
+def test_data_parallel_evaluation_completes_and_leaves_no_communication_threads(tmp_path):
+    """DDP once kept the process group alive past destroy_process_group (torch.distributed.nn,
+    imported by DDP, bound the default group into its functions' defaults), so gloo's threads
+    lived into interpreter shutdown, where a rank now and then aborted."""
+    script = tmp_path / "threads_left.py"
+    script.write_text(THREADS_LEFT)
     result = torchrun("run", "--method", "random", "--ipc", "2", "--observer-epochs", "1", "--budget-set", "epochs=2",
                       "--seeds", "1", "--quiet", "--dist-eval", "ddp", "--cache-dir", str(tmp_path / "cache"),
-                      "--out", str(tmp_path / "out"))
+                      "--out", str(tmp_path / "out"), script=script)
     assert result.returncode == 0, said_by_ranks(result)
     entry = json.loads((tmp_path / "out" / "results.json").read_text())["methods"]["random"]
     assert 0 <= entry["accuracy"]["mean"] <= 100 and len(entry["accuracy"]["per_seed"]) == 1
+    for rank in (0, 1):
+        assert f"rank {rank} threads left: []" in result.stdout, said_by_ranks(result)
 
 
 def test_units_are_dealt_round_robin_and_auto_picks_seeds_when_enough():

@@ -101,6 +101,13 @@ def init_from_environment(use_cuda: bool) -> Cluster:
     if use_cuda:
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
+        # DistributedDataParallel imports torch.distributed.nn, whose functions take
+        # ``group=group.WORLD`` as a default argument: imported while a group exists, ten defaults
+        # hold the default group for good, so destroy_process_group cannot free it and its gloo
+        # threads live into interpreter shutdown (where a rank aborted: "terminate called without
+        # an active exception"). Imported first, the defaults are None (the default group).
+        import torch.distributed.nn  # noqa: F401
+
         timeout = timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT_S)))
         dist.init_process_group(backend, timeout=timeout)
     return Cluster(rank, world_size, local_rank, backend)
