@@ -33,7 +33,7 @@ from ddbench.store.io import TORCH_SUFFIXES, ArtifactError, read_metadata
 from ddbench.runtime.metrics import accuracy
 from ddbench.settings.observer_fields import recipe_overrides
 from ddbench.observer_files import (TORCH_STATE_DICT, _freeze, check_cached, load_observer_checkpoint, observer_metadata,
-                                    save_observer)
+                                    save_observer, training_run)
 
 CACHE_ENV = "DDBENCH_CACHE"
 
@@ -140,6 +140,7 @@ class Observer:
     trained_now: bool
     data: dict | None = None  # the data identity it was trained on (None: unknown, e.g. a .pt from elsewhere)
     recorded_accuracy: float | None = None  # what a loaded checkpoint's header claims (test_accuracy is re-measured)
+    trained_with: dict | None = None  # device, torch version and CPU threads of its training (None: not recorded)
 
     def describe(self) -> dict[str, object]:
         recorded = {} if self.recorded_accuracy is None else {"recorded_accuracy": round(self.recorded_accuracy, 2)}
@@ -152,6 +153,7 @@ class Observer:
             "trained_now": self.trained_now,
             "trained_on": describe_record(self.data),
             "data": self.data,
+            **({"trained_with": self.trained_with} if self.trained_with is not None else {}),
         }
 
 
@@ -254,21 +256,22 @@ def get_observer(
         model, meta = load_observer_checkpoint(Path(checkpoint), dataset, arch, device)
         measured, recorded = _measured(model, meta, dataset, device)
         return Observer(model, arch, Path(checkpoint), measured, meta.get("recipe", {}), meta.get("seed", -1), False,
-                        meta.get("data"), recorded)
+                        meta.get("data"), recorded, meta.get("trained_with"))
     recipe = recipe or default_recipe(dataset.name)
     path = checkpoint_path(cache or cache_dir(), dataset, arch, seed, recipe)
     if path.exists():
         check_cached(read_metadata(path), dataset, path)
         model, meta = load_observer_checkpoint(path, dataset, arch, device)
         measured, recorded = _measured(model, meta, dataset, device)
-        return Observer(model, arch, path, measured, meta["recipe"], seed, False, meta.get("data"), recorded)
+        return Observer(model, arch, path, measured, meta["recipe"], seed, False, meta.get("data"), recorded,
+                        meta.get("trained_with"))
     steps = recipe.epochs * -(-len(dataset.train) // recipe.batch_size)
     progress = progress_factory(f"observer {arch.name}", steps) if progress_factory else (lambda n: None)
     model = train_observer(dataset, arch, recipe, seed, device, progress)
     test_accuracy = accuracy(model, dataset.test, device)
-    meta = observer_metadata(dataset, arch, dataclasses.asdict(recipe), seed, test_accuracy)
+    meta = observer_metadata(dataset, arch, dataclasses.asdict(recipe), seed, test_accuracy, training_run(device))
     save_observer(path, model, meta)
-    return Observer(model, arch, path, test_accuracy, meta["recipe"], seed, True, meta["data"])
+    return Observer(model, arch, path, test_accuracy, meta["recipe"], seed, True, meta["data"], trained_with=meta["trained_with"])
 
 
 def load_teacher(path: Path, dataset: Dataset, device: torch.device) -> Observer:
@@ -283,7 +286,7 @@ def load_teacher(path: Path, dataset: Dataset, device: torch.device) -> Observer
     model, meta = load_observer_checkpoint(path, dataset, arch, device)
     measured, recorded = _measured(model, meta, dataset, device)
     return Observer(model, arch, Path(path), measured, meta.get("recipe", {}), meta.get("seed", -1), False,
-                    meta.get("data"), recorded)
+                    meta.get("data"), recorded, meta.get("trained_with"))
 
 
 def _measured(model: nn.Module, meta: dict, dataset: Dataset, device: torch.device) -> tuple[float, float | None]:

@@ -30,7 +30,18 @@ def _freeze(model: nn.Module) -> nn.Module:
     return model
 
 
-def observer_metadata(dataset: Dataset, arch: ArchitectureSpec, recipe: dict, seed: int, test_accuracy: float) -> dict:
+def training_run(device: torch.device) -> dict:
+    """Where an observer was trained. Training repeats bit for bit on the same device with the same
+    number of CPU threads, not across them (the threads split floating-point sums differently), so
+    a retrained observer matches a cached one only where these match."""
+    run = {"device": device.type, "torch": torch.__version__, "cpu_threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        run["gpu"] = torch.cuda.get_device_name(device)
+    return run
+
+
+def observer_metadata(dataset: Dataset, arch: ArchitectureSpec, recipe: dict, seed: int, test_accuracy: float,
+                      trained_with: dict | None = None) -> dict:
     return {
         "format": FORMAT,
         "dataset": dataset.name,
@@ -43,6 +54,7 @@ def observer_metadata(dataset: Dataset, arch: ArchitectureSpec, recipe: dict, se
         "recipe": recipe,
         "seed": seed,
         "test_accuracy": test_accuracy,
+        **({"trained_with": trained_with} if trained_with is not None else {}),
     }
 
 

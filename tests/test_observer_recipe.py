@@ -16,6 +16,7 @@ from ddbench.host.registry import get_architecture
 from ddbench.observer import (ObserverRecipe, default_recipe, observer_for, random_low_res, random_shift_crops, run_recipe,
                               shift_padding, train_observer)
 from ddbench.settings.observer_fields import recipe_overrides
+from ddbench.store.io import read_metadata
 from ddbench.tiles import as_tiles
 from tests.conftest import make_dataset
 
@@ -111,3 +112,23 @@ def test_every_command_reads_the_observer_settings_into_one_recipe(tmp_path):
     settings.observer_checkpoint, settings.observer_low_res = str(tmp_path / "missing.safetensors"), None
     retrained = observer_for(settings, dataset, arch, torch.device("cpu"), use_checkpoint=False)  # another architecture's file
     assert retrained.trained_now and retrained.recipe["low_res"] == 0.0
+
+
+def test_an_observer_records_the_device_and_cpu_threads_it_was_trained_with(tmp_path):
+    """Training repeats bit for bit only on the same device with the same number of CPU threads,
+    so the checkpoint says which: whoever retrains it can match them, and a cache hit reports them."""
+    dataset = make_dataset(num_classes=3, per_class=8, size=8)
+    arch = get_architecture("convnet1")
+    settings = SimpleNamespace(observer_seed=0, observer_epochs=1, observer_shift=None, observer_low_res=None,
+                               observer_checkpoint=None, cache_dir=str(tmp_path))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        trained = observer_for(settings, dataset, arch, torch.device("cpu"))
+    finally:
+        torch.set_num_threads(threads)
+    expected = {"device": "cpu", "torch": torch.__version__, "cpu_threads": 1}
+    assert trained.trained_now and trained.trained_with == expected
+    assert read_metadata(trained.checkpoint)["trained_with"] == expected
+    cached = observer_for(settings, dataset, arch, torch.device("cpu"))  # now with this process's thread count
+    assert not cached.trained_now and cached.describe()["trained_with"] == expected
