@@ -10,6 +10,7 @@ work (``main_first``, ``evaluate_distributed``) and check they see the same file
 
 from __future__ import annotations
 
+import importlib
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -106,7 +107,7 @@ def init_from_environment(use_cuda: bool) -> Cluster:
         # hold the default group for good, so destroy_process_group cannot free it and its gloo
         # threads live into interpreter shutdown (where a rank aborted: "terminate called without
         # an active exception"). Imported first, the defaults are None (the default group).
-        import torch.distributed.nn  # noqa: F401
+        importlib.import_module("torch.distributed.nn")
 
         timeout = timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT_S)))
         dist.init_process_group(backend, timeout=timeout)
