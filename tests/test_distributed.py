@@ -27,8 +27,10 @@ import os, sys
 from ddbench.cli import main
 
 code = main(sys.argv[1:])
-names = sorted(open(f"/proc/self/task/{task}/comm").read().strip() for task in os.listdir("/proc/self/task"))
-print(f"rank {os.environ['RANK']} threads left: {[name for name in names if name != 'python']}", flush=True)
+others = [task for task in os.listdir("/proc/self/task") if task != str(os.getpid())]  # all but the main thread
+names = sorted(open(f"/proc/self/task/{task}/comm").read().strip() for task in others)
+sys.stdout.flush()
+os.write(1, f"rank {os.environ['RANK']} threads left: {names}\\n".encode())  # one write: ranks share the pipe
 sys.exit(code)
 """
 
