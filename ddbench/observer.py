@@ -254,17 +254,13 @@ def get_observer(
     """
     if checkpoint is not None:
         model, meta = load_observer_checkpoint(Path(checkpoint), dataset, arch, device)
-        measured, recorded = _measured(model, meta, dataset, device)
-        return Observer(model, arch, Path(checkpoint), measured, meta.get("recipe", {}), meta.get("seed", -1), False,
-                        meta.get("data"), recorded, meta.get("trained_with"))
+        return _loaded(model, meta, arch, Path(checkpoint), dataset, device)
     recipe = recipe or default_recipe(dataset.name)
     path = checkpoint_path(cache or cache_dir(), dataset, arch, seed, recipe)
     if path.exists():
         check_cached(read_metadata(path), dataset, path)
         model, meta = load_observer_checkpoint(path, dataset, arch, device)
-        measured, recorded = _measured(model, meta, dataset, device)
-        return Observer(model, arch, path, measured, meta["recipe"], seed, False, meta.get("data"), recorded,
-                        meta.get("trained_with"))
+        return _loaded(model, meta, arch, path, dataset, device, seed=seed)
     steps = recipe.epochs * -(-len(dataset.train) // recipe.batch_size)
     progress = progress_factory(f"observer {arch.name}", steps) if progress_factory else (lambda n: None)
     model = train_observer(dataset, arch, recipe, seed, device, progress)
@@ -284,9 +280,15 @@ def load_teacher(path: Path, dataset: Dataset, device: torch.device) -> Observer
                             f"(ddbench observer train, or --observer for a .pt observer of --arch)")
     arch = get_architecture(str(read_metadata(path).get("architecture")))
     model, meta = load_observer_checkpoint(path, dataset, arch, device)
+    return _loaded(model, meta, arch, Path(path), dataset, device)
+
+
+def _loaded(model: nn.Module, meta: dict, arch: ArchitectureSpec, path: Path, dataset: Dataset, device: torch.device,
+            seed: int | None = None) -> Observer:
+    """An observer read from a file: accuracy measured now, the rest from its header (``seed``: the cache name's)."""
     measured, recorded = _measured(model, meta, dataset, device)
-    return Observer(model, arch, Path(path), measured, meta.get("recipe", {}), meta.get("seed", -1), False,
-                    meta.get("data"), recorded, meta.get("trained_with"))
+    return Observer(model, arch, path, measured, meta.get("recipe", {}), meta.get("seed", -1) if seed is None else seed,
+                    False, meta.get("data"), recorded, meta.get("trained_with"))
 
 
 def _measured(model: nn.Module, meta: dict, dataset: Dataset, device: torch.device) -> tuple[float, float | None]:
