@@ -34,7 +34,8 @@ def _distill(processes: int, threads: int, iterations: int, cache, out) -> float
     args = ["run", "--method", "lic", "--ipc", "10", "--observer-epochs", "1", "--budget-set", "epochs=1",
             "--seeds", "1", "--quiet", "--option", "lic.batch_size=10", "--option", f"lic.iterations={iterations}",
             "--cache-dir", str(cache), "--out", str(out)]
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
+                "--log-dir", str(out.parent / "torchrun-logs")]  # not a torchelastic_* folder left in the system's temp
     command = [*(launcher if processes > 1 else [sys.executable]), "-m", "ddbench", *args]
     result = subprocess.run(command, capture_output=True, text=True, timeout=1200,
                             env={**os.environ, "OMP_NUM_THREADS": str(threads)})

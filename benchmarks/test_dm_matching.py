@@ -7,7 +7,10 @@ instance-norm ConvNet how the classes are split into passes changes only speed a
 passes are slower, and all classes together on CUDA, where a pass over a few hundred small images
 is mostly launch overhead. The benchmark runs the step both ways on the device at hand (CUDA
 when torch sees one), checks that they give the same loss and gradient, prints both times, and
-fails if the device's choice is the slower by more than ``MAX_RATIO``.
+fails if the device's choice is the slower by more than ``MAX_RATIO`` (timed), or by more than
+``MAX_RATIO_UNTIMED`` as CI's untimed smoke test, which may share the machine: beside two
+one-thread jobs on two cores a class per pass took 1.04x, 1.11x and 1.26x one pass (measured), so
+there only a gross inversion fails.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ import torch
 
 BATCH_REAL = 64  # real images per class (DM's paper: 256; smaller keeps the CPU smoke test short)
 IPC = 10
-MAX_RATIO = 1.1  # the device's choice must not be the slower (10 % for noise; on the CPU it is about 0.75x)
+MAX_RATIO = 1.1  # the device's choice must not be the slower (10 % for noise; on a quiet CPU it is about 0.75x)
+MAX_RATIO_UNTIMED = 1.5  # CI's smoke test: a busy machine moves the ratio (above), a wrong choice beyond this fails
 
 
 def test_dm_matching_passes_by_device(benchmark, rounds, stopwatch, digits):
@@ -79,4 +83,5 @@ def test_dm_matching_passes_by_device(benchmark, rounds, stopwatch, digits):
     print(f"\nDM matching step on {device.type}, {digits.num_classes} classes x {BATCH_REAL} real + {IPC} synthetic at "
           f"{digits.image_size} px: " + ", ".join(f"{name} {run.best:.4f} s" for name, run in timed.items())
           + f"; the device's choice ({chosen_name}) takes {ratio:.2f}x the other")
-    assert ratio < MAX_RATIO, f"{chosen_name} took {ratio:.2f}x {other_name} on {device.type} (limit {MAX_RATIO}x)"
+    limit = MAX_RATIO_UNTIMED if benchmark.disabled else MAX_RATIO
+    assert ratio < limit, f"{chosen_name} took {ratio:.2f}x {other_name} on {device.type} (limit {limit}x)"

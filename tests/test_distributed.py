@@ -35,12 +35,13 @@ sys.exit(code)
 """
 
 
-def torchrun(*args: str, nproc: int = 2, script: Path | None = None) -> subprocess.CompletedProcess:
+def torchrun(*args: str, logs: Path, nproc: int = 2, script: Path | None = None) -> subprocess.CompletedProcess:
     # faulthandler: a rank that aborts in C++ (SIGABRT) prints every thread's Python stack
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
     entry = [str(script)] if script is not None else ["-m", "ddbench"]
+    # --log-dir: without it torchrun leaves a torchelastic_* folder in the system's temp folder
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-               *entry, *args]
+               "--log-dir", str(logs), *entry, *args]
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
 
 
@@ -66,7 +67,7 @@ def runs(tmp_path_factory):
     cache = str(root / "cache")
     alone = single(*RUN, "--cache-dir", cache, "--out", str(root / "single"))
     assert alone.returncode == 0, alone.stderr
-    ranks = torchrun(*RUN, "--cache-dir", cache, "--out", str(root / "two"))
+    ranks = torchrun(*RUN, "--cache-dir", cache, "--out", str(root / "two"), logs=root / "torchrun-logs")
     assert ranks.returncode == 0, said_by_ranks(ranks)
     return root, ranks
 
@@ -106,7 +107,7 @@ def test_data_parallel_evaluation_completes_and_leaves_no_communication_threads(
     script.write_text(THREADS_LEFT)
     result = torchrun("run", "--method", "random", "--ipc", "2", "--observer-epochs", "1", "--budget-set", "epochs=2",
                       "--seeds", "1", "--quiet", "--dist-eval", "ddp", "--cache-dir", str(tmp_path / "cache"),
-                      "--out", str(tmp_path / "out"), script=script)
+                      "--out", str(tmp_path / "out"), logs=tmp_path / "torchrun-logs", script=script)
     assert result.returncode == 0, said_by_ranks(result)
     entry = json.loads((tmp_path / "out" / "results.json").read_text())["methods"]["random"]
     assert 0 <= entry["accuracy"]["mean"] <= 100 and len(entry["accuracy"]["per_seed"]) == 1
