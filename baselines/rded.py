@@ -132,6 +132,9 @@ class RDEDDistiller(Distiller):
             raise ValueError(f"rded stitches square crops: the images must be square, got {height}x{width}")
         factor = resolve_factor(options, height)
         check_tiles_fit(factor * factor, height, width)
+        if height % factor:  # its crops are cut at one size, side // factor, and stitched edge to edge
+            raise ValueError(f"rded option factor={factor}: the crops are stitched at one size, so the image side "
+                             f"{height} must be divisible by it; pick a factor that divides {height}")
 
     def total_work(self, task: DistillTask) -> int:
         return task.num_classes

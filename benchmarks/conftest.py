@@ -71,6 +71,30 @@ def stopwatch():
     return Stopwatch
 
 
+def _time_against(benchmark, rounds: dict, timed: dict, main: str, untimed_rounds: int = 3) -> None:
+    """Time ``timed[main]`` against the other stopwatches of ``timed`` (warmed up, their
+    ``seconds`` cleared). Untimed (CI): the best of ``untimed_rounds`` calls each, alternated, so
+    one stall cannot decide a ratio. Timed: ``benchmark.pedantic`` on ``main``, then as many calls
+    of each other."""
+    if benchmark.disabled:
+        for _ in range(untimed_rounds):
+            for run in timed.values():
+                run()
+        return
+    benchmark.pedantic(timed[main], **rounds)
+    for name, run in timed.items():
+        if name != main:
+            for _ in range(len(timed[main].seconds)):
+                run()
+
+
+@pytest.fixture
+def time_against(benchmark, rounds):
+    """``time_against(timed, main, untimed_rounds=3)``: :func:`_time_against` with this test's
+    benchmark and rounds."""
+    return lambda timed, main, untimed_rounds=3: _time_against(benchmark, rounds, timed, main, untimed_rounds)
+
+
 @pytest.fixture
 def rounds(benchmark) -> dict:
     """``benchmark.pedantic`` settings: a warm-up and three rounds when timing; once when disabled."""

@@ -25,7 +25,7 @@ MAX_RATIO = 1.1  # the device's choice must not be the slower (10 % for noise; o
 MAX_RATIO_UNTIMED = 1.5  # CI's smoke test: a busy machine moves the ratio (above), a wrong choice beyond this fails
 
 
-def test_dm_matching_passes_by_device(benchmark, rounds, stopwatch, digits):
+def test_dm_matching_passes_by_device(benchmark, stopwatch, time_against, digits):
     from baselines.dm import couples_samples, images_per_pass, matching_loss
     from ddbench.host.registry import get_architecture
     from ddbench.runtime.host_allocator import release_freed_host_memory
@@ -68,14 +68,7 @@ def test_dm_matching_passes_by_device(benchmark, rounds, stopwatch, digits):
         run.seconds.clear()
     chosen_name = "a class per pass" if chosen == 1 else "all classes in one pass"
     other_name = next(name for name in splits if name != chosen_name)
-    if benchmark.disabled:  # untimed (CI): best of three each, alternated, so one stall cannot decide
-        for _ in range(3):
-            for run in timed.values():
-                run()
-    else:
-        benchmark.pedantic(timed[chosen_name], **rounds)
-        for _ in range(len(timed[chosen_name].seconds)):
-            timed[other_name]()
+    time_against(timed, chosen_name)
     ratio = timed[chosen_name].best / timed[other_name].best
     benchmark.extra_info.update(device=device.type, chosen=chosen_name, ratio_to_other=round(ratio, 3),
                                 classes=digits.num_classes, batch_real=BATCH_REAL, ipc=IPC, image_size=digits.image_size,

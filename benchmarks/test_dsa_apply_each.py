@@ -19,7 +19,7 @@ IPC = 10
 MAX_RATIO = 1.25  # on the CPU the two take the same time (noise decides); on CUDA apply_each makes fewer launches
 
 
-def test_dsa_apply_each_against_a_call_per_class(benchmark, rounds, stopwatch, digits):
+def test_dsa_apply_each_against_a_call_per_class(benchmark, stopwatch, time_against, digits):
     from ddbench.augment import DSA
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -51,14 +51,7 @@ def test_dsa_apply_each_against_a_call_per_class(benchmark, rounds, stopwatch, d
         assert all(torch.equal(x, y) for x, y in zip(a, b))
     for run in timed.values():
         run.seconds.clear()
-    if benchmark.disabled:  # untimed (CI): best of three each, alternated, so one stall cannot decide
-        for _ in range(3):
-            for run in timed.values():
-                run()
-    else:
-        benchmark.pedantic(timed["apply_each"], **rounds)
-        for _ in range(len(timed["apply_each"].seconds)):
-            timed["a call per class"]()
+    time_against(timed, "apply_each")
     ratio = timed["apply_each"].best / timed["a call per class"].best
     benchmark.extra_info.update(device=device.type, ratio_to_per_class=round(ratio, 3), classes=len(real),
                                 batch_real=BATCH_REAL, ipc=IPC, image_size=digits.image_size, draws=len(draws),

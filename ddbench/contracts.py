@@ -174,7 +174,8 @@ class DistilledSet:
     ``"observer"`` (the observer relabels every augmented view online) or ``"stored"``
     (``stored_soft_labels`` holds a probability vector per image).
     ``tile_grid`` is the side of the tile layout: 1 for whole images, 2 when four images
-    were squeezed into a 2x2 grid, and so on.
+    were squeezed into a 2x2 grid, and so on; a side the grid does not divide is cut at
+    ``k * side // grid`` (:func:`ddbench.tiles.tile_edges`).
     """
 
     images: "torch.Tensor"  # [K, C, H, W] float32, normalised space, CPU

@@ -65,16 +65,16 @@ def test_bad_options_name_the_valid_ones(tmp_path):
     assert not (tmp_path / "observers").exists()
 
 
-def test_tiles_that_do_not_divide_the_image_fail_before_any_work(tmp_path):
-    result = run_cli("run", "--method", "squeeze", "--option", "squeeze.n=9", "--cache-dir", str(tmp_path))
+def test_tiles_too_small_for_the_image_fail_before_any_work(tmp_path):
+    result = run_cli("run", "--method", "squeeze", "--option", "squeeze.n=81", "--ipc", "1", "--cache-dir", str(tmp_path))
     assert result.returncode == 2
-    assert "method 'squeeze'" in result.stderr and "divisible by 3" in result.stderr
+    assert "method 'squeeze'" in result.stderr and "under 2 px" in result.stderr
     assert not (tmp_path / "observers").exists()
 
 
 def test_lic_checks_its_tiles_before_any_work(tmp_path):
-    result = run_cli("run", "--method", "lic", "--option", "lic.n=9", "--cache-dir", str(tmp_path))
-    assert result.returncode == 2 and "method 'lic'" in result.stderr and "divisible by 3" in result.stderr
+    result = run_cli("run", "--method", "lic", "--option", "lic.n=81", "--ipc", "1", "--cache-dir", str(tmp_path))
+    assert result.returncode == 2 and "method 'lic'" in result.stderr and "under 2 px" in result.stderr
     assert not (tmp_path / "observers").exists()
 
 

@@ -273,10 +273,10 @@ def test_ablate_sweeps_skip_n_values_that_do_not_tile(cache):
 
     base = RunConfig(methods=["lic"], image_size=8, ipc=1, seeds=[0], budget=resolve_budget("quick"),
                      cache_dir=str(cache), out="unused")
-    points, skipped, _ = plan_points(base, ["m", "n", "layer"], {"m": [0, 50], "n": [1, 4, 9, 16]})
+    points, skipped, _ = plan_points(base, ["m", "n", "layer"], {"m": [0, 50], "n": [1, 4, 9, 16, 25]})
     assert [p.label for p in points if p.sweep == "m"] == ["M=0", "M=50"]
-    assert [p.label for p in points if p.sweep == "n"] == ["N=1", "N=4", "N=16"]
-    assert [s["label"] for s in skipped] == ["N=9"]  # 3 x 3 tiles do not divide 8 px
+    assert [p.label for p in points if p.sweep == "n"] == ["N=1", "N=4", "N=9", "N=16"]  # 9: cells of 2, 3 and 3 px
+    assert [s["label"] for s in skipped] == ["N=25"] and "under 2 px" in skipped[0]["reason"]  # 1 px cells
     layers = [p.label for p in points if p.sweep == "layer"]
     assert layers == ["features.block1.relu", "features.block2.relu", "features.block3.relu", "features.block3.pool",
                       "classifier"]

@@ -4,6 +4,7 @@ Small synthetic data and tiny observers, CPU only."""
 
 from __future__ import annotations
 
+import math
 import pytest
 import torch
 import torch.nn.functional as F
@@ -474,8 +475,8 @@ def test_refusals(dataset):
         LICOptions(subset_size=0)
     with pytest.raises(ValueError, match="valid families"):
         LICOptions(dsa_strategy="color_blur")
-    with pytest.raises(ValueError, match="divisible by 3"):
-        LICDistiller().distill(make_task(dataset, n=9))
+    with pytest.raises(ValueError, match="under 2 px"):
+        LICDistiller().distill(make_task(dataset, n=25))
     with pytest.raises(ValueError, match="original, tile"):
         LICOptions(score_view="squeezed")
     with pytest.raises(ValueError, match="crops=0"):
@@ -623,6 +624,20 @@ def test_distilling_64_px_images_keeps_whole_real_images_unless_n_is_given():
     assert whole.extras["loss_trace"] == []
     squeezed = LICDistiller().distill(make_task(dataset, observer, ipc=1, subset_size=8, n=4, iterations=2))
     assert squeezed.tile_grid == 2 and squeezed.options["n"] == 4 and len(squeezed.extras["loss_trace"]) == 1
+
+
+def test_nine_tiles_of_an_8_px_image_are_cut_unevenly_and_compensated(dataset):
+    # 8 px in three: cells of 2, 3 and 3 px (the paper ran N = 9 at 32 px, which 3 does not divide either)
+    observer = tiny_observer()
+    plain = LICDistiller().distill(make_task(dataset, observer, ipc=1, subset_size=20, n=9, compensation=False))
+    assert plain.tile_grid == 3 and plain.images.shape == (3, 1, 8, 8)
+    for label in range(3):
+        sources = torch.tensor(plain.extras["source_indices"][str(label)][0])
+        torch.testing.assert_close(plain.images[label], squeeze(dataset.train.load(sources), 3)[0])
+    compensated = LICDistiller().distill(make_task(dataset, observer, ipc=1, subset_size=20, n=9, iterations=3))
+    trace = compensated.extras["loss_trace"][0]["loss"]
+    assert compensated.tile_grid == 3 and len(trace) == 3 and all(math.isfinite(v) and v > 0 for v in trace)
+    assert not torch.allclose(compensated.images, plain.images)  # Delta-x moved the squeezed pixels
 
 
 def test_as_tiles_is_squeeze_then_expand_image_by_image():

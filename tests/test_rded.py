@@ -46,3 +46,10 @@ def test_stitched_layout_and_automatic_factor():
     assert images[0, 0, 0, 0] == 0 and images[0, 0, 0, 2] == 1 and images[0, 0, 2, 0] == 2 and images[1, 0, 2, 2] == 7
     assert resolve_factor(RDEDOptions(), 32) == 1 and resolve_factor(RDEDOptions(), 64) == 1
     assert resolve_factor(RDEDOptions(), 128) == 2 and resolve_factor(RDEDOptions(factor=3), 32) == 3
+
+
+def test_rded_refuses_a_factor_that_does_not_divide_the_side():
+    # squeeze and LIC cut uneven grids; RDED's crops are cut at one size and stitched edge to edge
+    RDEDDistiller().check_setup(RDEDOptions(factor=4), (3, 16, 16), ipc=1)
+    with pytest.raises(ValueError, match="factor=3.*divisible by it"):
+        RDEDDistiller().check_setup(RDEDOptions(factor=3), (3, 16, 16), ipc=1)

@@ -9,7 +9,7 @@ import torch
 from ddbench.host import registry
 from ddbench.settings.budget import resolve_budget
 from ddbench.contracts import DistilledSet, EvalContext
-from ddbench.evaluators.regions import RegionSampler, resolve_region_mode
+from ddbench.evaluators.regions import RegionSampler, _gathered_tiles, resolve_region_mode, tile_at, upsample
 from ddbench.evaluators.relabel import RelabelEvaluator, RelabelOptions, distillation_loss, kd_loss
 from ddbench.tiles import cut_tiles, expand, squeeze
 from tests.conftest import make_dataset
@@ -38,6 +38,27 @@ def test_region_modes_respect_the_tile_layout():
     crops, labels = sample(distilled, "tile-crops")
     assert crops.shape == (24, 1, 4, 4) and len(labels) == 24
     torch.testing.assert_close(crops, cut_tiles(distilled.images, 2))
+
+
+def test_tiles_of_an_uneven_grid_are_expanded_as_expand_does():
+    distilled = squeezed_set(side=3, size=32)  # cells of 10, 11 and 11 px
+    picked = torch.tensor([50, 4, 4, 0, 17, 53])
+    tiles, labels = sample(distilled, "tiles", picked)
+    torch.testing.assert_close(tiles, expand(distilled.images, 3)[picked])
+    assert labels.tolist() == distilled.labels.repeat_interleave(9)[picked].tolist()
+    zoomed, _ = sample(distilled, "factor-crop", torch.arange(6), factor_fraction=1.0)
+    cells = expand(distilled.images, 3)
+    for i in range(6):
+        assert any(torch.allclose(zoomed[i], cells[9 * i + t]) for t in range(9))
+    with pytest.raises(ValueError, match="tile-crops needs tiles of one size.*region_sampling=tiles"):
+        sample(distilled, "tile-crops")
+
+
+def test_the_gather_path_is_the_one_resize_path_on_an_even_grid():
+    images, tile = torch.rand(5, 2, 12, 18), torch.tensor([0, 8, 4, 3, 5])
+    torch.testing.assert_close(_gathered_tiles(images, tile, 3), upsample(tile_at(images, tile, 3), 12, 18))
+    images, tile = torch.rand(3, 1, 8, 8), torch.tensor([3, 0, 1])  # 4 px cells enlarged twice
+    torch.testing.assert_close(_gathered_tiles(images, tile, 2), upsample(tile_at(images, tile, 2), 8, 8))
 
 
 def test_a_batch_of_tiles_is_expanded_alone_in_any_order():

@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ddbench.tiles import as_tiles, check_tiles_fit, cut_tiles, expand, grid_side, squeeze
+from ddbench.tiles import _squeeze_uneven, as_tiles, check_tiles_fit, cut_tiles, expand, grid_side, squeeze, tile_edges
 
 
 def smooth_images(count: int, size: int) -> torch.Tensor:
@@ -18,8 +18,41 @@ def test_grid_side():
     for bad in (0, 2, 3, 8):
         with pytest.raises(ValueError, match="perfect square"):
             grid_side(bad)
-    with pytest.raises(ValueError, match="divisible by 3"):
-        check_tiles_fit(9, 32, 32)
+    assert check_tiles_fit(9, 32, 32) == 3  # the paper's N = 9 on CIFAR-10's 32 px: cells of 10, 11 and 11 px
+    with pytest.raises(ValueError, match="under 2 px.*smaller N or a larger --image-size"):
+        check_tiles_fit(81, 16, 16)
+
+
+def test_an_uneven_grid_is_cut_at_k_times_side_over_g():
+    assert tile_edges(32, 3) == [0, 10, 21, 32] and tile_edges(30, 3) == [0, 10, 20, 30]
+    images = torch.arange(9, dtype=torch.float32).view(9, 1, 1, 1).expand(9, 2, 32, 32).contiguous()
+    squeezed = squeeze(images, 3)  # constant images: each cell holds its own image's value exactly
+    assert squeezed.shape == (1, 2, 32, 32)
+    edges = tile_edges(32, 3)
+    for r in range(3):
+        for c in range(3):
+            cell = squeezed[0, :, edges[r]:edges[r + 1], edges[c]:edges[c + 1]]
+            torch.testing.assert_close(cell, torch.full_like(cell, 3 * r + c))
+    torch.testing.assert_close(expand(squeezed, 3), images)  # and expand cuts the same cells back out
+    with pytest.raises(ValueError, match="differ in size.*expand"):
+        cut_tiles(squeezed, 3)
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "nearest"])
+def test_the_uneven_path_on_an_even_grid_is_the_one_resize_path(mode):
+    images = torch.rand(2 * 9, 3, 24, 24)
+    grouped = images.view(2, 9, 3, 24, 24)
+    torch.testing.assert_close(_squeeze_uneven(grouped, 3, mode), squeeze(images, 3, mode))
+
+
+def test_squeeze_then_expand_on_an_uneven_grid_is_lossy_like_an_even_one():
+    images = smooth_images(18, 32)
+    restored = expand(squeeze(images, 3), 3)
+    assert restored.shape == images.shape
+    assert (restored - images).abs().mean() < 0.03
+    squeezed = squeeze(images, 3).requires_grad_()
+    expand(squeezed, 3).square().sum().backward()  # compensation optimises through it
+    assert squeezed.grad is not None and squeezed.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("side", [1, 2, 3])

@@ -4,7 +4,8 @@ size of the set.
 
 - ``whole``: the distilled images themselves.
 - ``tiles``: every tile expanded back to full size (the paper's expand operator) is its own sample.
-- ``tile-crops``: the tiles at their squeezed size; the evaluator crops and resizes them to full size.
+- ``tile-crops``: the tiles at their squeezed size; the evaluator crops and resizes them to full size
+  (an even grid only: tiles of different sizes do not stack in one batch).
 - ``factor-crop``: each batch is, with probability ``factor_fraction``, made of one random
   tile of every image expanded to full size, and otherwise of the whole images (the factor
   crop of the authors' successor code, LINs-lab/CIM, and RDED). The grid is the set's tile
@@ -20,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ddbench.contracts import DistilledSet
+from ddbench.tiles import is_even_grid
 
 REGION_MODES = ("auto", "whole", "tiles", "tile-crops", "factor-crop")
 TILED_MODES = ("tiles", "tile-crops")  # one sample per tile
@@ -85,6 +87,48 @@ def upsample(tiles: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return F.interpolate(tiles, size=(height, width), mode="bilinear", align_corners=False)
 
 
+def expanded_tile_at(images: torch.Tensor, tile: torch.Tensor, side: int) -> torch.Tensor:
+    """Tile ``tile[i]`` of each image ``images[i]`` expanded to full size, as :func:`ddbench.tiles.expand`
+    does: one resize where the grid is even, else each sample's own cell (cut at ``k * length //
+    side``) enlarged by its own weights; on the images' device, no host sync."""
+    height, width = images.shape[-2:]
+    if is_even_grid(height, width, side):
+        return upsample(tile_at(images, tile, side), height, width)
+    return _gathered_tiles(images, tile, side)
+
+
+def _gathered_tiles(images: torch.Tensor, tile: torch.Tensor, side: int) -> torch.Tensor:
+    """:func:`expanded_tile_at` for any grid: the resize is separable, so each sample's tile is cut
+    and enlarged by two batched products with its own row and column weights (two per output pixel)."""
+    height, width = images.shape[-2:]
+    rows = _resize_weights(tile // side, height, side).to(images.dtype).unsqueeze(1)  # [B, 1, H, H]
+    cols = _resize_weights(tile % side, width, side).to(images.dtype).unsqueeze(1)  # [B, 1, W, W]
+    return rows @ images @ cols.transpose(-1, -2)
+
+
+def _resize_weights(cell: torch.Tensor, length: int, side: int) -> torch.Tensor:
+    """[B, length, length]: row ``o`` of sample ``b`` weighs the source pixels of output pixel ``o``
+    of that sample's cell, enlarged to ``length``."""
+    low, high, weight = _source_pixels(cell, length, side)
+    source = torch.arange(length, device=cell.device)  # compared, not one_hot: no range check, no host sync
+    return ((source == low.unsqueeze(-1)) * (1 - weight).unsqueeze(-1)
+            + (source == high.unsqueeze(-1)) * weight.unsqueeze(-1))
+
+
+def _source_pixels(cell: torch.Tensor, length: int, side: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For each sample's cell along one axis (cut at ``k * length // side``): the two source
+    pixels and the weight of the second for every output pixel, [B, length] each, by the rule of
+    ``F.interpolate(mode="bilinear", align_corners=False)``."""
+    start = (cell * length).div(side, rounding_mode="floor").view(-1, 1)
+    size = ((cell + 1) * length).div(side, rounding_mode="floor").view(-1, 1) - start
+    out = torch.arange(length, device=cell.device, dtype=torch.float32).view(1, -1)
+    source = ((out + 0.5) * (size.float() / length) - 0.5).clamp(min=0)
+    low = torch.minimum(source.long(), size - 1)
+    high = torch.minimum(low + 1, size - 1)
+    weight = (source - low).clamp(0, 1)
+    return start + low, start + high, weight
+
+
 class RegionSampler:
     """The samples a verifier trains on, gathered per batch.
 
@@ -111,6 +155,9 @@ class RegionSampler:
         self.factor = self.side if self.side > 1 else crop_factor
         self.factor_fraction = factor_fraction
         self.height, self.width = images.shape[-2:]
+        if mode == "tile-crops" and not is_even_grid(self.height, self.width, self.side):
+            raise ValueError(f"region_sampling=tile-crops needs tiles of one size, and a {self.height}x{self.width} "
+                             f"image's {self.side}x{self.side} tiles differ; use region_sampling=tiles (or auto)")
 
     @property
     def num_samples(self) -> int:
@@ -130,13 +177,13 @@ class RegionSampler:
         if self.mode == "whole":
             batch = self.images[indices]
         elif self.mode in TILED_MODES:
-            tiles = tile_at(self.images[indices // self.per_image], indices % self.per_image, self.side)
-            batch = upsample(tiles, self.height, self.width) if self.mode == "tiles" else tiles
+            images, tile = self.images[indices // self.per_image], indices % self.per_image
+            batch = expanded_tile_at(images, tile, self.side) if self.mode == "tiles" else tile_at(images, tile, self.side)
         elif self.mode == "factor-crop":
             batch = self.images[indices]
             if float(torch.rand(())) < self.factor_fraction:  # drawn on the CPU: no host sync
                 tile = torch.randint(self.factor * self.factor, (len(indices),), device=self.storage)
-                batch = upsample(tile_at(batch, tile, self.factor), self.height, self.width)
+                batch = expanded_tile_at(batch, tile, self.factor)
         else:
             raise ValueError(f"region_sampling={self.mode!r}: use one of {', '.join(REGION_MODES)}")
         return batch.to(self.device, non_blocking=True)
