@@ -52,6 +52,12 @@ def test_tiles_of_an_uneven_grid_are_expanded_as_expand_does():
         assert any(torch.allclose(zoomed[i], cells[9 * i + t]) for t in range(9))
     with pytest.raises(ValueError, match="tile-crops needs tiles of one size.*region_sampling=tiles"):
         sample(distilled, "tile-crops")
+    # factor crops of whole images on a grid that does not divide them reach every pixel
+    plain = DistilledSet(images=torch.rand(4, 1, 32, 32), labels=torch.arange(4), method="t")
+    zoomed, _ = sample(plain, "factor-crop", factor_fraction=1.0, crop_factor=3)
+    cells = expand(plain.images, 3)
+    for i in range(4):
+        assert any(torch.allclose(zoomed[i], cells[9 * i + t]) for t in range(9))
 
 
 def test_the_gather_path_is_the_one_resize_path_on_an_even_grid():
@@ -59,6 +65,10 @@ def test_the_gather_path_is_the_one_resize_path_on_an_even_grid():
     torch.testing.assert_close(_gathered_tiles(images, tile, 3), upsample(tile_at(images, tile, 3), 12, 18))
     images, tile = torch.rand(3, 1, 8, 8), torch.tensor([3, 0, 1])  # 4 px cells enlarged twice
     torch.testing.assert_close(_gathered_tiles(images, tile, 2), upsample(tile_at(images, tile, 2), 8, 8))
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the evaluator gathers inside its autocast
+        under_autocast = _gathered_tiles(images, tile, 2)
+    assert under_autocast.dtype == torch.float32  # not rounded to bfloat16 by the products
+    torch.testing.assert_close(under_autocast, upsample(tile_at(images, tile, 2), 8, 8))
 
 
 def test_a_batch_of_tiles_is_expanded_alone_in_any_order():

@@ -103,7 +103,8 @@ def _gathered_tiles(images: torch.Tensor, tile: torch.Tensor, side: int) -> torc
     height, width = images.shape[-2:]
     rows = _resize_weights(tile // side, height, side).to(images.dtype).unsqueeze(1)  # [B, 1, H, H]
     cols = _resize_weights(tile % side, width, side).to(images.dtype).unsqueeze(1)  # [B, 1, W, W]
-    return rows @ images @ cols.transpose(-1, -2)
+    with torch.autocast(images.device.type, enabled=False):  # in the images' precision, as a resize would be
+        return rows @ images @ cols.transpose(-1, -2)
 
 
 def _resize_weights(cell: torch.Tensor, length: int, side: int) -> torch.Tensor:
