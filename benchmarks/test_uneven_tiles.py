@@ -3,7 +3,7 @@
 N = 9 at 32 px cuts each side at 10, 11 and 11 px, so a batch of tiles cannot be cut as one
 tensor and resized once, as on an even grid (30 px: 10 px cells). The region sampler then
 expands each sample's tile by two batched products with its own row and column weights
-(``ddbench.evaluators.regions._gathered_tiles``). The benchmark times one training batch of
+(``ddbench.evaluators.regions._expanded_by_weights``). The benchmark times one training batch of
 expanded tiles both ways on the device at hand (CUDA when torch sees one), prints both, and fails
 if the uneven grid costs more than ``MAX_RATIO`` times the even one per batch. Either way the
 batch is a small part of a training step: a forward and backward of the verifier on it.
@@ -16,7 +16,7 @@ import torch
 BATCH = 256  # the relabel evaluator's batch
 SIDE = 3  # N = 9
 EVEN, UNEVEN = 30, 32  # px: 3 divides 30, not 32
-MAX_RATIO = 6.0  # measured about 2.6x on one CPU thread: a guard against a per-sample loop, not a target
+MAX_RATIO = 6.0  # measured 1.5-1.6x on one CPU thread: a guard against a per-sample loop, not a target
 
 
 def test_uneven_tiles_against_even_tiles(benchmark, stopwatch, time_against):

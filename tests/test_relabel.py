@@ -9,9 +9,9 @@ import torch
 from ddbench.host import registry
 from ddbench.settings.budget import resolve_budget
 from ddbench.contracts import DistilledSet, EvalContext
-from ddbench.evaluators.regions import RegionSampler, _gathered_tiles, resolve_region_mode, tile_at, upsample
+from ddbench.evaluators.regions import RegionSampler, _expanded_by_weights, resolve_region_mode, tile_at
 from ddbench.evaluators.relabel import RelabelEvaluator, RelabelOptions, distillation_loss, kd_loss
-from ddbench.tiles import cut_tiles, expand, squeeze
+from ddbench.tiles import cut_tiles, enlarge, expand, squeeze
 from tests.conftest import make_dataset
 
 
@@ -19,6 +19,13 @@ def squeezed_set(num_classes=3, ipc=2, side=2, size=8):
     images = torch.rand(num_classes * ipc * side * side, 1, size, size)
     return DistilledSet(images=squeeze(images, side), labels=torch.arange(num_classes).repeat_interleave(ipc),
                         method="t", tile_grid=side)
+
+
+def assert_each_is_one_of_its_tiles(batch, images, side):
+    """Every sample ``batch[i]`` is one of image ``images[i]``'s tiles, expanded (``expand``)."""
+    cells, per_image = expand(images, side), side * side
+    for i in range(len(batch)):
+        assert any(torch.allclose(batch[i], cells[per_image * i + t]) for t in range(per_image))
 
 
 def sample(distilled, mode, indices=None, **kwargs):
@@ -47,28 +54,24 @@ def test_tiles_of_an_uneven_grid_are_expanded_as_expand_does():
     torch.testing.assert_close(tiles, expand(distilled.images, 3)[picked])
     assert labels.tolist() == distilled.labels.repeat_interleave(9)[picked].tolist()
     zoomed, _ = sample(distilled, "factor-crop", torch.arange(6), factor_fraction=1.0)
-    cells = expand(distilled.images, 3)
-    for i in range(6):
-        assert any(torch.allclose(zoomed[i], cells[9 * i + t]) for t in range(9))
+    assert_each_is_one_of_its_tiles(zoomed, distilled.images, 3)
     with pytest.raises(ValueError, match="tile-crops needs tiles of one size.*region_sampling=tiles"):
         sample(distilled, "tile-crops")
     # factor crops of whole images on a grid that does not divide them reach every pixel
     plain = DistilledSet(images=torch.rand(4, 1, 32, 32), labels=torch.arange(4), method="t")
     zoomed, _ = sample(plain, "factor-crop", factor_fraction=1.0, crop_factor=3)
-    cells = expand(plain.images, 3)
-    for i in range(4):
-        assert any(torch.allclose(zoomed[i], cells[9 * i + t]) for t in range(9))
+    assert_each_is_one_of_its_tiles(zoomed, plain.images, 3)
 
 
-def test_the_gather_path_is_the_one_resize_path_on_an_even_grid():
+def test_the_weighted_path_is_the_one_resize_path_on_an_even_grid():
     images, tile = torch.rand(5, 2, 12, 18), torch.tensor([0, 8, 4, 3, 5])
-    torch.testing.assert_close(_gathered_tiles(images, tile, 3), upsample(tile_at(images, tile, 3), 12, 18))
+    torch.testing.assert_close(_expanded_by_weights(images, tile, 3), enlarge(tile_at(images, tile, 3), 12, 18))
     images, tile = torch.rand(3, 1, 8, 8), torch.tensor([3, 0, 1])  # 4 px cells enlarged twice
-    torch.testing.assert_close(_gathered_tiles(images, tile, 2), upsample(tile_at(images, tile, 2), 8, 8))
+    torch.testing.assert_close(_expanded_by_weights(images, tile, 2), enlarge(tile_at(images, tile, 2), 8, 8))
     with torch.autocast("cpu", dtype=torch.bfloat16):  # the evaluator gathers inside its autocast
-        under_autocast = _gathered_tiles(images, tile, 2)
+        under_autocast = _expanded_by_weights(images, tile, 2)
     assert under_autocast.dtype == torch.float32  # not rounded to bfloat16 by the products
-    torch.testing.assert_close(under_autocast, upsample(tile_at(images, tile, 2), 8, 8))
+    torch.testing.assert_close(under_autocast, enlarge(tile_at(images, tile, 2), 8, 8))
 
 
 def test_a_batch_of_tiles_is_expanded_alone_in_any_order():
@@ -81,7 +84,7 @@ def test_a_batch_of_tiles_is_expanded_alone_in_any_order():
 
 def test_factor_crop_mixes_whole_batches_and_expanded_tile_batches():
     distilled = squeezed_set()
-    whole_images, expanded = distilled.images, expand(distilled.images, 2)
+    whole_images = distilled.images
     picked = torch.arange(6)
     torch.manual_seed(0)
     kinds = set()
@@ -91,8 +94,7 @@ def test_factor_crop_mixes_whole_batches_and_expanded_tile_batches():
         if torch.equal(batch, whole_images):
             kinds.add("whole")
         else:  # every image replaced by one of its own tiles, expanded
-            for i in range(6):
-                assert any(torch.allclose(batch[i], expanded[4 * i + t]) for t in range(4))
+            assert_each_is_one_of_its_tiles(batch, whole_images, 2)
             kinds.add("tiles")
     assert kinds == {"whole", "tiles"}
     only_whole, _ = sample(distilled, "factor-crop", picked, factor_fraction=0.0)
@@ -100,9 +102,7 @@ def test_factor_crop_mixes_whole_batches_and_expanded_tile_batches():
     # an unsqueezed set: tiles of a crop_factor x crop_factor grid of the whole image
     plain = DistilledSet(images=torch.rand(4, 1, 9, 9), labels=torch.arange(4), method="t")
     zoomed, _ = sample(plain, "factor-crop", factor_fraction=1.0, crop_factor=3)
-    cells = expand(plain.images, 3)
-    for i in range(4):
-        assert any(torch.allclose(zoomed[i], cells[9 * i + t]) for t in range(9))
+    assert_each_is_one_of_its_tiles(zoomed, plain.images, 3)
 
 
 def test_mse_logits_loss_is_the_mean_squared_logit_error():

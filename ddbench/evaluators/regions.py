@@ -18,10 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from ddbench.contracts import DistilledSet
-from ddbench.tiles import is_even_grid
+from ddbench.tiles import enlarge, is_even_grid
 
 REGION_MODES = ("auto", "whole", "tiles", "tile-crops", "factor-crop")
 TILED_MODES = ("tiles", "tile-crops")  # one sample per tile
@@ -82,22 +81,17 @@ def tile_at(images: torch.Tensor, tile: torch.Tensor, side: int) -> torch.Tensor
                   rows, cols]
 
 
-def upsample(tiles: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """The expand operator's resize: bilinear back to full size."""
-    return F.interpolate(tiles, size=(height, width), mode="bilinear", align_corners=False)
-
-
 def expanded_tile_at(images: torch.Tensor, tile: torch.Tensor, side: int) -> torch.Tensor:
     """Tile ``tile[i]`` of each image ``images[i]`` expanded to full size, as :func:`ddbench.tiles.expand`
     does: one resize where the grid is even, else each sample's own cell (cut at ``k * length //
     side``) enlarged by its own weights; on the images' device, no host sync."""
     height, width = images.shape[-2:]
     if is_even_grid(height, width, side):
-        return upsample(tile_at(images, tile, side), height, width)
-    return _gathered_tiles(images, tile, side)
+        return enlarge(tile_at(images, tile, side), height, width)
+    return _expanded_by_weights(images, tile, side)
 
 
-def _gathered_tiles(images: torch.Tensor, tile: torch.Tensor, side: int) -> torch.Tensor:
+def _expanded_by_weights(images: torch.Tensor, tile: torch.Tensor, side: int) -> torch.Tensor:
     """:func:`expanded_tile_at` for any grid: the resize is separable, so each sample's tile is cut
     and enlarged by two batched products with its own row and column weights (two per output pixel)."""
     height, width = images.shape[-2:]
