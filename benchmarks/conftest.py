@@ -71,28 +71,26 @@ def stopwatch():
     return Stopwatch
 
 
-def _time_against(benchmark, rounds: dict, timed: dict, main: str, untimed_rounds: int = 3) -> None:
-    """Time ``timed[main]`` against the other stopwatches of ``timed`` (warmed up, their
-    ``seconds`` cleared). Untimed (CI): the best of ``untimed_rounds`` calls each, alternated, so
-    one stall cannot decide a ratio. Timed: ``benchmark.pedantic`` on ``main``, then as many calls
-    of each other."""
-    if benchmark.disabled:
-        for _ in range(untimed_rounds):
-            for run in timed.values():
-                run()
-        return
-    benchmark.pedantic(timed[main], **rounds)
-    for name, run in timed.items():
-        if name != main:
-            for _ in range(len(timed[main].seconds)):
-                run()
-
-
 @pytest.fixture
 def time_against(benchmark, rounds):
-    """``time_against(timed, main, untimed_rounds=3)``: :func:`_time_against` with this test's
-    benchmark and rounds."""
-    return lambda timed, main, untimed_rounds=3: _time_against(benchmark, rounds, timed, main, untimed_rounds)
+    """``time_against(timed, main, untimed_rounds=3)``: time ``timed[main]`` against the other
+    stopwatches of ``timed`` (warmed up, their ``seconds`` cleared). Untimed (CI): the best of
+    ``untimed_rounds`` calls each, alternated, so one stall cannot decide a ratio. Timed:
+    ``benchmark.pedantic`` on ``main`` with this test's rounds, then as many calls of each other."""
+
+    def time_one_against_the_others(timed: dict, main: str, untimed_rounds: int = 3) -> None:
+        if benchmark.disabled:
+            for _ in range(untimed_rounds):
+                for run in timed.values():
+                    run()
+            return
+        benchmark.pedantic(timed[main], **rounds)
+        for name, run in timed.items():
+            if name != main:
+                for _ in range(len(timed[main].seconds)):
+                    run()
+
+    return time_one_against_the_others
 
 
 @pytest.fixture
