@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import dataclasses
 import fcntl
 import hashlib
 import io
@@ -107,6 +108,14 @@ CONFIGURATIONS: dict[str, tuple[str, list[str], list[str]]] = {
     "clusters-factor-crop": ("lic", ["diversity=clusters"], ["region_sampling=factor-crop"]),
     "factor-crop": ("lic", [], ["region_sampling=factor-crop"]),
     "mse-logits": ("lic", [], ["loss=mse-logits"]),
+    # which of LIC's parts leaves cutmix nothing to add (README, "The relabel evaluator's mixing"):
+    # the random squeeze (same tiles, neither part) and selection alone, each evaluated again
+    # with --eval-option mixing=none (--record-eval); "no-selection" is compensation alone
+    "squeeze": ("squeeze", [], []),
+    "selection-only": ("lic", ["compensation=false"], []),
+    # G of Eq. 8 with the evaluator's cutmix added (between one image's tiles), since the
+    # compensation is what leaves LIC nothing to gain from the evaluator's cutmix
+    "tile-cutmix": ("lic", ["tile_mixing=cutmix"], []),
 }
 
 
@@ -187,14 +196,30 @@ class NotAValidationEvaluation(ValueError):
     """``--record-eval`` was given an evaluation on a test split: the search holds validation rows only."""
 
 
+def option_text(value: object) -> str:
+    """An option's value as ``--option`` takes it (``false``, not ``False``)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def set_options(entry: dict, method: str) -> str:
+    """The options a saved set was distilled with (its ``results.json`` entry) that differ from
+    its method's defaults, as ``KEY=VALUE`` words; an option whose default is resolved per run
+    (``None`` or ``""``, such as LIC's N and feature layer) is not compared."""
+    from ddbench.host.registry import get_distiller
+
+    defaults = dataclasses.asdict(get_distiller(method).options_class())
+    return " ".join(f"{key}={option_text(value)}" for key, value in entry.get("options", {}).items()
+                    if defaults.get(key) not in (None, "") and defaults[key] != value)
+
+
 def eval_rows(name: str, results: dict) -> list[dict]:
     """The rows of one ``ddbench eval`` of saved sets (its ``results.json``): an evaluator-only
     configuration (``--eval-option``, ``--budget-set``) tried on sets distilled earlier (a
     ``ddbench run --validation N`` of the defaults reads the same way). The LIC set's row is
     ``name``, another method's ``METHOD-name`` (``random-mixing-none``; plain ``METHOD`` beside
     ``defaults``, as the search names its rows). The evaluator settings come from the command as
-    run; ``options`` is empty because the sets were made elsewhere, with LIC's defaults: the command
-    names them. Refuses an evaluation on a test split."""
+    run; ``options`` are those the saved set records that differ from its method's defaults
+    (:func:`set_options`): empty for a set of the defaults. Refuses an evaluation on a test split."""
     evaluated_on = results["dataset"].get("evaluated_on", "")
     if not evaluated_on.startswith("validation"):
         raise NotAValidationEvaluation(
@@ -208,7 +233,7 @@ def eval_rows(name: str, results: dict) -> list[dict]:
         method = entry.get("method", key)  # an eval names its sets (lic-<hash>) and says their method; a run, the method
         rows.append(measured_row(
             results, entry, name=name if method == "lic" else (method if name == "defaults" else f"{method}-{name}"),
-            method=method, options="", eval_options=" ".join(settings), command=results["command"],
+            method=method, options=set_options(entry, method), eval_options=" ".join(settings), command=results["command"],
             image_size=results["dataset"]["image_shape"][-1], ipc=entry.get("images_per_class", results.get("ipc"))))
     return rows
 

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ddbench.api import OBSERVER_MEMORY_FORMAT, ArchitectureSpec, DSA, expand, layer_output_sizes, read_layers
-from lic_plugin.options import DSA_DRAWS, LOSSES  # the option values, named once
+from lic_plugin.options import DSA_DRAWS, LOSSES, TILE_MIXINGS  # the option values, named once
 
 SGD_MOMENTUM = 0.0  # Algorithm 1 writes a plain gradient step
 
@@ -165,6 +165,33 @@ def scoring_batch(observer: nn.Module, image_shape: tuple[int, int, int], device
     return max(1, min(SCORE_BATCH, budget // per_image))
 
 
+def draw_tile_cutmix(side: int, height: int, width: int, generator: torch.Generator) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
+    """One cutmix draw among the ``side * side`` tiles of a distilled image, on the CPU
+    ``generator``: each tile's partner (a permutation of the tiles) and the pasted box
+    ``(top, bottom, left, right)``, whose area share is uniform (Beta(1, 1), as the relabel
+    evaluator's cutmix draws it) and whose centre is uniform, cut at the image border."""
+    tiles = side * side
+    partner = torch.randperm(tiles, generator=generator)
+    share = float(torch.rand((), generator=generator))
+    cut_h, cut_w = int(height * share ** 0.5), int(width * share ** 0.5)
+    cy = int(torch.randint(height, (), generator=generator))
+    cx = int(torch.randint(width, (), generator=generator))
+    box = (max(cy - cut_h // 2, 0), min(cy + cut_h // 2, height), max(cx - cut_w // 2, 0), min(cx + cut_w // 2, width))
+    return partner, box
+
+
+def tile_cutmix(views: torch.Tensor, partner: torch.Tensor, box: tuple[int, int, int, int], tiles: int) -> torch.Tensor:
+    """``views`` ``[B * tiles, C, H, W]`` (each image's tiles in a row) with ``box`` of each
+    view replaced by the same box of its partner tile of the same image: images never mix with
+    one another, so a chunk's loss still depends on its own images only."""
+    count = views.shape[0] // tiles
+    source = (torch.arange(count).view(-1, 1) * tiles + partner.view(1, -1)).flatten().to(views.device)
+    top, bottom, left, right = box
+    mixed = views.clone()
+    mixed[..., top:bottom, left:right] = views[source][..., top:bottom, left:right]
+    return mixed
+
+
 def make_optimizer(name: str, params: Sequence[torch.Tensor], lr: float) -> torch.optim.Optimizer:
     if name == "adam":
         return torch.optim.Adam(params, lr=lr)
@@ -192,6 +219,7 @@ def compensate(
     chunk: int = 0,
     loss: str = "mse",
     dsa_draw: str = "batch",
+    tile_mixing: str = "none",
     progress: Callable[[int], None] = lambda n: None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Learn Delta-x for a batch of B squeezed images (Algorithm 1, Stage 2); returns
@@ -206,7 +234,9 @@ def compensate(
     DSA parameters are drawn on the CPU ``generator`` once per iteration: ``dsa_draw="batch"``, one
     transform shared by every pair (and by both sides of each); ``"pair"``, each (original, expanded
     tile) pair its own transform, still shared by its two sides (a finer estimate of the
-    expectation over G in Eq. 8 from the same forward passes).
+    expectation over G in Eq. 8 from the same forward passes). ``tile_mixing="cutmix"``: after
+    the DSA transform, :func:`tile_cutmix` with one :func:`draw_tile_cutmix` per iteration, the
+    same on both sides.
 
     ``chunk``: distilled images whose gradients are computed together (0: all B at once). Each
     image's loss depends on its own tiles only (one shared DSA draw; the observer is frozen, in
@@ -215,6 +245,8 @@ def compensate(
     """
     if dsa_draw not in DSA_DRAWS:
         raise ValueError(f"unknown lic dsa_draw {dsa_draw!r}; use one of {', '.join(DSA_DRAWS)}")
+    if tile_mixing not in TILE_MIXINGS:
+        raise ValueError(f"unknown lic tile_mixing {tile_mixing!r}; use one of {', '.join(TILE_MIXINGS)}")
     squeezed = squeezed.detach()
     originals = originals.detach()
     count = squeezed.shape[0]
@@ -229,6 +261,7 @@ def compensate(
     tiles = side * side
     for it in range(iterations):
         params = dsa.draw(originals.shape, generator, siamese=dsa_draw == "batch", device=squeezed.device)
+        cut = draw_tile_cutmix(side, *originals.shape[-2:], generator) if tile_mixing == "cutmix" else None
         gradient = torch.empty_like(squeezed)
         total = torch.zeros((), dtype=torch.float32, device=squeezed.device)
         for start in range(0, count, chunk):
@@ -239,8 +272,12 @@ def compensate(
             with autocast:
                 with torch.no_grad():
                     targets = dsa.apply(originals[start * tiles:stop * tiles], pairs)
+                    if cut is not None:
+                        targets = tile_cutmix(targets, *cut, tiles)
                     targets = targets.contiguous(memory_format=OBSERVER_MEMORY_FORMAT)
                 expanded = dsa.apply(expand(squeezed[start:stop] + part, side), pairs)
+                if cut is not None:
+                    expanded = tile_cutmix(expanded, *cut, tiles)
                 expanded = expanded.contiguous(memory_format=OBSERVER_MEMORY_FORMAT)
                 part_loss = alignment_loss(observer, layer, targets, expanded, loss)
             (gradient[start:stop],) = torch.autograd.grad(part_loss * (stop - start), [part])

@@ -22,6 +22,7 @@ CLUSTERED = {"clusters": "score", "medoids": "centre"}
 DIVERSITIES = ("none", *CLUSTERED)
 SCORE_VIEWS = ("original", "tile")
 DSA_DRAWS = ("batch", "pair")  # one DSA transform per compensation iteration for all pairs, or one per pair
+TILE_MIXINGS = ("none", "cutmix")  # G of Eq. 8 with or without the relabel evaluator's cutmix
 PAPER_ITERATIONS = 200  # M in Section 3.1
 # M where a dataset needs fewer than the paper's 200, chosen on its validation split (lic_plugin/README.md)
 DATASET_ITERATIONS = {"digits": 50}
@@ -147,6 +148,10 @@ class LICOptions:
     - ``dsa_draw``: how often g ~ G is drawn in an iteration: ``batch`` (one transform for every
       pair of the batch, as the successor code does) or ``pair`` (each original/tile pair its
       own, still the same on its two sides).
+    - ``tile_mixing``: ``cutmix`` adds the relabel evaluator's mixing to G: after the DSA draw,
+      each of an image's tiles gets a box (area share uniform, Beta(1, 1)) pasted from another
+      tile of the same image, one box and one partner per iteration, the same on the original
+      and the expanded side; ``none`` (default): DSA alone, the paper's G.
     - ``batch_size``: distilled images optimised together (bounds memory only: each image's
       objective is its own Eq. 8 loss, so the result does not depend on how images are batched
       beyond the shared DSA draw of an iteration).
@@ -177,6 +182,7 @@ class LICOptions:
     squeeze_mode: str = "bilinear"
     dsa_strategy: str = DEFAULT_STRATEGY
     dsa_draw: str = "batch"
+    tile_mixing: str = "none"
     batch_size: int = 100
     chunk: int = 0
     amp: bool = False
@@ -209,6 +215,7 @@ class LICOptions:
                                     ("clamp", self.clamp, CLAMPS), ("loss", self.loss, LOSSES),
                                     ("diversity", self.resolved_diversity(), DIVERSITIES),
                                     ("score_view", self.score_view, SCORE_VIEWS), ("dsa_draw", self.dsa_draw, DSA_DRAWS),
+                                    ("tile_mixing", self.tile_mixing, TILE_MIXINGS),
                                     ("squeeze_mode", self.squeeze_mode, SHRINK_MODES)):
             if value not in allowed:
                 raise ValueError(f"lic option {key}={value!r}: use one of {', '.join(allowed)}")

@@ -302,27 +302,58 @@ def test_chunked_compensation_gives_the_same_images(dataset, arch):
     assert (whole - squeezed).abs().mean() > 1e-3  # compensation moved the images: the comparison means something
 
 
-def test_per_pair_dsa_draws_are_chunk_invariant_and_not_the_shared_draw(dataset):
-    """``dsa_draw=pair``: each original/tile pair its own transform; chunks replay their pairs' own."""
+@pytest.mark.parametrize("option, value, default, bad, allowed", [
+    ("dsa_draw", "pair", "batch", "image", "batch, pair"),
+    ("tile_mixing", "cutmix", "none", "mixup", "none, cutmix"),
+])
+def test_a_g_other_than_the_default_is_chunk_invariant_and_another_objective(dataset, option, value, default, bad, allowed):
+    """Eq. 8's G varied: ``dsa_draw=pair`` (each original/tile pair its own transform) and
+    ``tile_mixing=cutmix`` (a box from another tile of the same image). Chunks replay their pairs'
+    own draws and never mix images, so they give the same images; the objective is not the
+    default's; a value that is neither is refused."""
     torch.manual_seed(0)
     observer = registry.get_architecture("convnet2").build(1, 3, 8).eval()
     originals = dataset.train.load(torch.arange(24))
     squeezed = squeeze(originals, 2)
 
-    def run(chunk, dsa_draw):
+    def run(chunk, setting):
         return compensate(observer, LAYER, originals, squeezed, 2, DSA(mode="all"), torch.Generator().manual_seed(3),
-                          iterations=6, chunk=chunk, dsa_draw=dsa_draw)
+                          iterations=6, chunk=chunk, **{option: setting})
 
-    whole, whole_trace = run(0, "pair")
-    chunked, trace = run(4, "pair")
+    whole, whole_trace = run(0, value)
+    chunked, trace = run(4, value)
     torch.testing.assert_close(chunked, whole, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(trace, whole_trace, atol=1e-4, rtol=1e-4)
-    shared, _ = run(0, "batch")
-    assert (shared - whole).abs().max() > 1e-3  # another objective: other images
-    with pytest.raises(ValueError, match="use one of batch, pair"):
-        run(0, "image")
-    with pytest.raises(ValueError, match="lic option dsa_draw='image'"):
-        LICOptions(dsa_draw="image")
+    plain, _ = run(0, default)
+    assert (plain - whole).abs().max() > 1e-3  # another objective: other images
+    with pytest.raises(ValueError, match=f"use one of {allowed}"):
+        run(0, bad)
+    with pytest.raises(ValueError, match=f"lic option {option}='{bad}'"):
+        LICOptions(**{option: bad})
+
+
+def test_tile_cutmix_pastes_a_box_from_a_tile_of_the_same_image_only():
+    """``tile_mixing=cutmix``: the box of each view comes from its partner tile of the same
+    distilled image (never from another image); outside the box nothing changes."""
+    from lic_plugin.compensation import draw_tile_cutmix, tile_cutmix
+
+    tiles, count = 4, 3
+    views = torch.arange(count * tiles, dtype=torch.float32).view(-1, 1, 1, 1).expand(-1, 2, 8, 8).clone()
+    partner, box = draw_tile_cutmix(2, 8, 8, torch.Generator().manual_seed(1))
+    assert sorted(partner.tolist()) == list(range(tiles))
+    top, bottom, left, right = box
+    assert 0 <= top <= bottom <= 8 and 0 <= left <= right <= 8
+    mixed = tile_cutmix(views, partner, box, tiles)
+    inside = torch.zeros(8, 8, dtype=torch.bool)
+    inside[top:bottom, left:right] = True
+    for view in range(count * tiles):
+        image, tile = divmod(view, tiles)
+        torch.testing.assert_close(mixed[view][:, inside], torch.full_like(mixed[view][:, inside], image * tiles + partner[tile]))
+        torch.testing.assert_close(mixed[view][:, ~inside], views[view][:, ~inside])
+    # across draws the box is sometimes non-empty and partners sometimes differ from the tile itself
+    draws = [draw_tile_cutmix(2, 8, 8, torch.Generator().manual_seed(s)) for s in range(20)]
+    assert any(b[1] > b[0] and b[3] > b[2] for _, b in draws)
+    assert any((p != torch.arange(tiles)).any() for p, _ in draws)
 
 
 def test_the_automatic_chunk_fits_a_memory_budget(dataset):

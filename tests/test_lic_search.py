@@ -141,12 +141,25 @@ def test_an_evaluation_of_saved_sets_is_recorded_as_one_row_per_method(tmp_path,
     assert rows["mixing-none"]["command"] == command
     assert rows["mixing-none"]["distill_seconds"] == "511.613"  # to the millisecond, as a run's rows
     assert "mixing-none: 51.87" in capsys.readouterr().out
+    assert rows["mixing-none"]["options"] == "" and rows["random-mixing-none"]["options"] == ""  # the defaults' sets
     run = eval_results("validation (50 per class, seed 0, carved from train)", "ddbench run --method lic --baseline random")
     run["methods"] = {entry["method"]: {k: v for k, v in entry.items() if k != "method"} for entry in run["methods"].values()}
     (out / "results.json").write_text(json.dumps(run))  # a run's methods are keyed by method, with no "method" field
     assert search.main(["--record-eval", "defaults", str(out), "--results", str(path)]) == 0
     with open(path, newline="") as handle:
         assert sorted(r["name"] for r in csv.DictReader(handle)) == ["defaults", "mixing-none", "random", "random-mixing-none"]
+
+
+def test_an_evaluated_set_of_other_options_names_them_in_its_row():
+    """A saved set distilled with non-default options (``lic.compensation=false``) is recorded
+    with them, not as if it were the defaults' set; options resolved per run (N, the feature layer) are not named."""
+    search = load_search()
+    results = eval_results("validation (50 per class, seed 0, carved from train)", "ddbench eval a/lic-aaaa.safetensors")
+    results["methods"]["lic-aaaa"]["options"] = {"n": 4, "iterations": 200, "feature_layer": "features.block3.pool", "lr": 0.1,
+                                                 "loss": "l1", "compensation": False}
+    rows = {row["name"]: row for row in search.eval_rows("selection-only-mixing-none", results)}
+    assert rows["selection-only-mixing-none"]["options"] == "loss=l1 compensation=false"
+    assert rows["random-selection-only-mixing-none"]["options"] == ""
 
 
 def test_a_test_split_evaluation_is_refused_and_nothing_is_written(tmp_path, capsys):
@@ -202,3 +215,17 @@ def test_a_finished_run_is_reused_aloud(tmp_path, monkeypatch, capsys):
     assert found["validation_accuracy_mean"] == pytest.approx(51.8667, abs=1e-3)
     assert found["settings_digest"] == search.settings_digest({"options": {"n": 4}})
     assert f"reusing {out / 'results.json'}" in capsys.readouterr().err
+
+
+def test_every_configuration_names_an_installed_method_and_valid_options():
+    """A configuration with a typo would fail only when its ``ddbench run`` starts, deep in a
+    search: each method must be installed and each option valid for its method and for the
+    relabel evaluator, as ``--option`` and ``--eval-option`` apply them."""
+    from ddbench.host.registry import get_distiller, get_evaluator
+    from ddbench.settings.options import apply_overrides
+
+    relabel = get_evaluator("relabel").options_class
+    for name, (method, options, eval_options) in load_search().CONFIGURATIONS.items():
+        method_options = get_distiller(method).options_class
+        apply_overrides(method_options(), options, f"{name}: {method}")
+        apply_overrides(relabel(), eval_options, f"{name}: relabel")
