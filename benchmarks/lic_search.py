@@ -108,7 +108,7 @@ CONFIGURATIONS: dict[str, tuple[str, list[str], list[str]]] = {
     "clusters-factor-crop": ("lic", ["diversity=clusters"], ["region_sampling=factor-crop"]),
     "factor-crop": ("lic", [], ["region_sampling=factor-crop"]),
     "mse-logits": ("lic", [], ["loss=mse-logits"]),
-    # which of LIC's parts leaves cutmix nothing to add (README, "The relabel evaluator's mixing"):
+    # which of LIC's parts leaves cutmix nothing to add (README, "LIC on real colour images"):
     # the random squeeze (same tiles, neither part) and selection alone, each evaluated again
     # with --eval-option mixing=none (--record-eval); "no-selection" is compensation alone
     "squeeze": ("squeeze", [], []),

@@ -16,7 +16,8 @@ What is here:
   and the others go on);
 - building blocks shared by methods: tiles (:func:`squeeze`, :func:`expand`, :func:`as_tiles`,
   :func:`check_tiles_fit`), DSA augmentation (:class:`DSA`, :data:`DEFAULT_STRATEGY`,
-  :func:`parse_strategy`), reading an observer's features (:func:`read_features`, :func:`read_layers` for several at once,
+  :func:`parse_strategy`), cutmix's box (:func:`cutmix_box`, :func:`paste_box`, as the relabel
+  evaluator mixes), reading an observer's features (:func:`read_features`, :func:`read_layers` for several at once,
   :class:`FeatureReader`, whose ``with_output`` also returns the logits of the same pass,
   :func:`layer_output_sizes`, and :data:`OBSERVER_MEMORY_FORMAT`, the memory format to give an
   observer its inputs in), units of work that resume and shard (:func:`run_units`,
@@ -31,6 +32,7 @@ Test a plugin with :func:`ddbench.testing.check_distiller`; the guide is ``docs/
 
 from __future__ import annotations
 
+from ddbench.augment.cutmix import cutmix_box, paste_box
 from ddbench.augment.dsa import DEFAULT_STRATEGY, DSA, parse_strategy
 from ddbench.contracts import UNIT_SECONDS, ArchitectureSpec, DistilledSet, DistillTask, Normalization, options_to_dict
 from ddbench.evaluators.training import NonFiniteLossError
@@ -45,6 +47,7 @@ from ddbench.tiles import SHRINK_MODES, as_tiles, check_tiles_fit, expand, squee
 __all__ = [
     "hookimpl", "Distiller", "Evaluator", "DistillTask", "UNIT_SECONDS", "DistilledSet", "ArchitectureSpec", "Normalization", "options_to_dict",
     "NonFiniteLossError", "squeeze", "expand", "as_tiles", "SHRINK_MODES", "check_tiles_fit", "DSA", "DEFAULT_STRATEGY", "parse_strategy",
+    "cutmix_box", "paste_box",
     "read_features", "read_layers", "FeatureReader", "layer_output_sizes", "OBSERVER_MEMORY_FORMAT", "run_units", "unit_generator", "ImageBatch", "class_major_batches",
     "registered_names", "get_architecture", "stage", "inference_memory", "layer_output_bytes", "parameter_bytes",
     "Ablation", "AblationPoint", "AblationSetting", "ReferenceFigure",

@@ -22,7 +22,8 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from ddbench.api import OBSERVER_MEMORY_FORMAT, ArchitectureSpec, DSA, expand, layer_output_sizes, read_layers
+from ddbench.api import (OBSERVER_MEMORY_FORMAT, ArchitectureSpec, DSA, cutmix_box, expand, layer_output_sizes, paste_box,
+                         read_layers)
 from lic_plugin.options import DSA_DRAWS, LOSSES, TILE_MIXINGS  # the option values, named once
 
 SGD_MOMENTUM = 0.0  # Algorithm 1 writes a plain gradient step
@@ -168,16 +169,11 @@ def scoring_batch(observer: nn.Module, image_shape: tuple[int, int, int], device
 def draw_tile_cutmix(side: int, height: int, width: int, generator: torch.Generator) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
     """One cutmix draw among the ``side * side`` tiles of a distilled image, on the CPU
     ``generator``: each tile's partner (a permutation of the tiles) and the pasted box
-    ``(top, bottom, left, right)``, whose area share is uniform (Beta(1, 1), as the relabel
-    evaluator's cutmix draws it) and whose centre is uniform, cut at the image border."""
-    tiles = side * side
-    partner = torch.randperm(tiles, generator=generator)
+    (:func:`ddbench.api.cutmix_box`), whose area share is uniform (Beta(1, 1), as the relabel
+    evaluator's cutmix draws it)."""
+    partner = torch.randperm(side * side, generator=generator)
     share = float(torch.rand((), generator=generator))
-    cut_h, cut_w = int(height * share ** 0.5), int(width * share ** 0.5)
-    cy = int(torch.randint(height, (), generator=generator))
-    cx = int(torch.randint(width, (), generator=generator))
-    box = (max(cy - cut_h // 2, 0), min(cy + cut_h // 2, height), max(cx - cut_w // 2, 0), min(cx + cut_w // 2, width))
-    return partner, box
+    return partner, cutmix_box(height, width, share, generator)
 
 
 def tile_cutmix(views: torch.Tensor, partner: torch.Tensor, box: tuple[int, int, int, int], tiles: int) -> torch.Tensor:
@@ -186,10 +182,7 @@ def tile_cutmix(views: torch.Tensor, partner: torch.Tensor, box: tuple[int, int,
     one another, so a chunk's loss still depends on its own images only."""
     count = views.shape[0] // tiles
     source = (torch.arange(count).view(-1, 1) * tiles + partner.view(1, -1)).flatten().to(views.device)
-    top, bottom, left, right = box
-    mixed = views.clone()
-    mixed[..., top:bottom, left:right] = views[source][..., top:bottom, left:right]
-    return mixed
+    return paste_box(views, source, box)
 
 
 def make_optimizer(name: str, params: Sequence[torch.Tensor], lr: float) -> torch.optim.Optimizer:

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ddbench.augment.cutmix import cutmix_box, paste_box
 from ddbench.contracts import DistilledSet, EvalContext, EvalResult
 from ddbench.plugin_base import Evaluator
 from ddbench.evaluators.augment import build_augmentation
@@ -96,14 +97,9 @@ def _mix(x: torch.Tensor, options: RelabelOptions) -> tuple[torch.Tensor, torch.
     if options.mixing == "mixup":
         return lam * x + (1 - lam) * x[perm], perm, torch.tensor(lam)
     height, width = x.shape[-2:]
-    cut_h, cut_w = int(height * (1 - lam) ** 0.5), int(width * (1 - lam) ** 0.5)
-    cy, cx = int(torch.randint(height, ())), int(torch.randint(width, ()))
-    top, bottom = max(cy - cut_h // 2, 0), min(cy + cut_h // 2, height)
-    left, right = max(cx - cut_w // 2, 0), min(cx + cut_w // 2, width)
-    mixed = x.clone()
-    mixed[..., top:bottom, left:right] = x[perm][..., top:bottom, left:right]
+    top, bottom, left, right = box = cutmix_box(height, width, 1 - lam)
     kept = 1 - (bottom - top) * (right - left) / (height * width)
-    return mixed, perm, torch.tensor(kept)
+    return paste_box(x, perm, box), perm, torch.tensor(kept)
 
 
 def parameter_bytes(model: nn.Module) -> int:
