@@ -69,6 +69,9 @@ CONFIGURATIONS: dict[str, tuple[str, list[str], list[str]]] = {
     "adamw-0.01": ("lic", ["optimizer=adamw", "lr=0.01"], []),
     "adam-0.01": ("lic", ["lr=0.01"], []),
     "adam-0.03": ("lic", ["lr=0.03"], []),
+    # Delta-x's lr decayed to 0 over the M steps (SRe2L's recover schedule), at our lr and at 3x it
+    "lr-cosine": ("lic", ["lr_schedule=cosine"], []),
+    "lr-cosine-0.3": ("lic", ["lr_schedule=cosine", "lr=0.3"], []),
     "no-clamp": ("lic", ["clamp=none"], []),
     "after-pool": ("lic", ["feature_layer=features.block3.pool"], []),  # the default since it led under four observers
     "before-pool": ("lic", ["feature_layer=features.block3.relu"], []),  # the default before
@@ -108,7 +111,7 @@ CONFIGURATIONS: dict[str, tuple[str, list[str], list[str]]] = {
     "clusters-factor-crop": ("lic", ["diversity=clusters"], ["region_sampling=factor-crop"]),
     "factor-crop": ("lic", [], ["region_sampling=factor-crop"]),
     "mse-logits": ("lic", [], ["loss=mse-logits"]),
-    # which of LIC's parts leaves cutmix nothing to add (README, "LIC on real colour images"):
+    # which of LIC's parts leaves cutmix nothing to add (docs/lic-results.md):
     # the random squeeze (same tiles, neither part) and selection alone, each evaluated again
     # with --eval-option mixing=none (--record-eval); "no-selection" is compensation alone
     "squeeze": ("squeeze", [], []),

@@ -24,7 +24,7 @@ from torch import nn
 
 from ddbench.api import (OBSERVER_MEMORY_FORMAT, ArchitectureSpec, DSA, cutmix_box, expand, layer_output_sizes, paste_box,
                          read_layers)
-from lic_plugin.options import DSA_DRAWS, LOSSES, TILE_MIXINGS  # the option values, named once
+from lic_plugin.options import DSA_DRAWS, LOSSES, LR_SCHEDULES, TILE_MIXINGS  # the option values, named once
 
 SGD_MOMENTUM = 0.0  # Algorithm 1 writes a plain gradient step
 
@@ -195,6 +195,16 @@ def make_optimizer(name: str, params: Sequence[torch.Tensor], lr: float) -> torc
     raise ValueError(f"unknown optimizer {name!r}; use adam, adamw or sgd")
 
 
+def make_schedule(name: str, optimizer: torch.optim.Optimizer, iterations: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """The lr over the M steps: ``constant``, or ``cosine`` from ``lr`` to 0 at step M (SRe2L's
+    recover schedule for its pixels)."""
+    if name == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: 1.0)
+    if name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, iterations))
+    raise ValueError(f"unknown lic lr_schedule {name!r}; use one of {', '.join(LR_SCHEDULES)}")
+
+
 def compensate(
     observer: nn.Module,
     layer: str,
@@ -213,6 +223,7 @@ def compensate(
     loss: str = "mse",
     dsa_draw: str = "batch",
     tile_mixing: str = "none",
+    lr_schedule: str = "constant",
     progress: Callable[[int], None] = lambda n: None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Learn Delta-x for a batch of B squeezed images (Algorithm 1, Stage 2); returns
@@ -248,6 +259,7 @@ def compensate(
                          f"got {originals.shape[0]}")
     delta = torch.zeros_like(squeezed, requires_grad=True)
     step = make_optimizer(optimizer, [delta], lr)
+    schedule = make_schedule(lr_schedule, step, iterations)
     trace = torch.zeros(iterations, dtype=torch.float32, device=squeezed.device)
     device_type = squeezed.device.type
     chunk = count if chunk <= 0 else min(chunk, count)
@@ -277,6 +289,7 @@ def compensate(
             total = total + part_loss.detach() * (stop - start)
         delta.grad = gradient
         step.step()
+        schedule.step()
         if bounds is not None:
             with torch.no_grad():
                 delta.copy_(torch.clamp(squeezed + delta, min=bounds[0], max=bounds[1]) - squeezed)

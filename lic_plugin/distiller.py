@@ -253,7 +253,7 @@ class LICDistiller(Distiller):
                     unit_generator(task.seed, "lic-dsa", batch.index),
                     iterations=options.iterations, optimizer=options.optimizer, lr=options.lr,
                     bounds=bounds, amp=options.amp, chunk=chunk, loss=options.loss, dsa_draw=options.dsa_draw,
-                    tile_mixing=options.tile_mixing,
+                    tile_mixing=options.tile_mixing, lr_schedule=options.lr_schedule,
                     progress=task.progress)
             points = trace_iterations(options.iterations)
             finite = torch.isfinite(trace)

@@ -22,7 +22,8 @@ CLUSTERED = {"clusters": "score", "medoids": "centre"}
 DIVERSITIES = ("none", *CLUSTERED)
 SCORE_VIEWS = ("original", "tile")
 DSA_DRAWS = ("batch", "pair")  # one DSA transform per compensation iteration for all pairs, or one per pair
-TILE_MIXINGS = ("none", "cutmix")  # G of Eq. 8 with or without the relabel evaluator's cutmix
+TILE_MIXINGS = ("none", "cutmix")
+LR_SCHEDULES = ("constant", "cosine")  # Delta-x's lr over the M steps  # G of Eq. 8 with or without the relabel evaluator's cutmix
 PAPER_ITERATIONS = 200  # M in Section 3.1
 # M where a dataset needs fewer than the paper's 200, chosen on its validation split (lic_plugin/README.md)
 DATASET_ITERATIONS = {"digits": 50}
@@ -101,6 +102,8 @@ class LICOptions:
     - ``optimizer`` / ``lr``: optimiser of Delta-x and its learning rate in normalised pixel units
       (not in the paper; see "Defaults measured" below). ``sgd`` is Algorithm 1's plain gradient
       step (no momentum); its good lr depends on the loss scale of the observer and layer.
+    - ``lr_schedule``: the lr over the M steps: ``constant`` (default) or ``cosine``, from ``lr``
+      down to 0 at step M (SRe2L's schedule for the pixels it recovers), so Delta-x settles.
     - ``clamp``: ``pixel`` keeps x* + Delta-x in the valid normalised pixel range after each
       step; ``none`` does not clamp.
 
@@ -183,6 +186,7 @@ class LICOptions:
     dsa_strategy: str = DEFAULT_STRATEGY
     dsa_draw: str = "batch"
     tile_mixing: str = "none"
+    lr_schedule: str = "constant"
     batch_size: int = 100
     chunk: int = 0
     amp: bool = False
@@ -216,6 +220,7 @@ class LICOptions:
                                     ("diversity", self.resolved_diversity(), DIVERSITIES),
                                     ("score_view", self.score_view, SCORE_VIEWS), ("dsa_draw", self.dsa_draw, DSA_DRAWS),
                                     ("tile_mixing", self.tile_mixing, TILE_MIXINGS),
+                                    ("lr_schedule", self.lr_schedule, LR_SCHEDULES),
                                     ("squeeze_mode", self.squeeze_mode, SHRINK_MODES)):
             if value not in allowed:
                 raise ValueError(f"lic option {key}={value!r}: use one of {', '.join(allowed)}")

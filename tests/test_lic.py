@@ -305,12 +305,14 @@ def test_chunked_compensation_gives_the_same_images(dataset, arch):
 @pytest.mark.parametrize("option, value, default, bad, allowed", [
     ("dsa_draw", "pair", "batch", "image", "batch, pair"),
     ("tile_mixing", "cutmix", "none", "mixup", "none, cutmix"),
+    ("lr_schedule", "cosine", "constant", "step", "constant, cosine"),
 ])
-def test_a_g_other_than_the_default_is_chunk_invariant_and_another_objective(dataset, option, value, default, bad, allowed):
-    """Eq. 8's G varied: ``dsa_draw=pair`` (each original/tile pair its own transform) and
-    ``tile_mixing=cutmix`` (a box from another tile of the same image). Chunks replay their pairs'
-    own draws and never mix images, so they give the same images; the objective is not the
-    default's; a value that is neither is refused."""
+def test_a_compensation_other_than_the_default_is_chunk_invariant_and_gives_other_images(dataset, option, value, default,
+                                                                                          bad, allowed):
+    """Eq. 8's G varied, ``dsa_draw=pair`` (each original/tile pair its own transform) and
+    ``tile_mixing=cutmix`` (a box from another tile of the same image), and its optimisation,
+    ``lr_schedule=cosine``. Chunks replay their pairs' own draws and never mix images, so they
+    give the same images; the images are not the default's; a value that is neither is refused."""
     torch.manual_seed(0)
     observer = registry.get_architecture("convnet2").build(1, 3, 8).eval()
     originals = dataset.train.load(torch.arange(24))
@@ -330,6 +332,23 @@ def test_a_g_other_than_the_default_is_chunk_invariant_and_another_objective(dat
         run(0, bad)
     with pytest.raises(ValueError, match=f"lic option {option}='{bad}'"):
         LICOptions(**{option: bad})
+
+
+def test_the_cosine_schedule_takes_delta_x_from_lr_down_to_zero_over_m_steps():
+    from lic_plugin.compensation import make_schedule
+
+    def lrs(name, steps=4):
+        optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+        schedule, seen = make_schedule(name, optimizer, steps), []
+        for _ in range(steps + 1):
+            seen.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            schedule.step()
+        return seen
+
+    assert lrs("constant") == pytest.approx([0.1] * 5)
+    assert lrs("cosine") == pytest.approx([0.05 * (1 + math.cos(math.pi * m / 4)) for m in range(5)])
+    assert lrs("cosine")[-1] == pytest.approx(0.0)  # after the M-th step nothing would move
 
 
 def test_tile_cutmix_pastes_a_box_from_a_tile_of_the_same_image_only():
