@@ -240,7 +240,8 @@ def compensate(
     tile) pair its own transform, still shared by its two sides (a finer estimate of the
     expectation over G in Eq. 8 from the same forward passes). ``tile_mixing="cutmix"``: after
     the DSA transform, :func:`tile_cutmix` with one :func:`draw_tile_cutmix` per iteration, the
-    same on both sides.
+    same on both sides. ``lr_schedule``: the optimiser's lr over the ``iterations`` steps
+    (:func:`make_schedule`: constant, or a cosine down to 0).
 
     ``chunk``: distilled images whose gradients are computed together (0: all B at once). Each
     image's loss depends on its own tiles only (one shared DSA draw; the observer is frozen, in

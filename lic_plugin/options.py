@@ -22,8 +22,8 @@ CLUSTERED = {"clusters": "score", "medoids": "centre"}
 DIVERSITIES = ("none", *CLUSTERED)
 SCORE_VIEWS = ("original", "tile")
 DSA_DRAWS = ("batch", "pair")  # one DSA transform per compensation iteration for all pairs, or one per pair
-TILE_MIXINGS = ("none", "cutmix")
-LR_SCHEDULES = ("constant", "cosine")  # Delta-x's lr over the M steps  # G of Eq. 8 with or without the relabel evaluator's cutmix
+TILE_MIXINGS = ("none", "cutmix")  # G of Eq. 8 with or without the relabel evaluator's cutmix
+LR_SCHEDULES = ("constant", "cosine")  # Delta-x's lr over the M steps
 PAPER_ITERATIONS = 200  # M in Section 3.1
 # M where a dataset needs fewer than the paper's 200, chosen on its validation split (lic_plugin/README.md)
 DATASET_ITERATIONS = {"digits": 50}
