@@ -204,15 +204,23 @@ def option_text(value: object) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def set_options(entry: dict, method: str) -> str:
+def set_options(entry: dict, method: str, given: frozenset[str] = frozenset()) -> str:
     """The options a saved set was distilled with (its ``results.json`` entry) that differ from
     its method's defaults, as ``KEY=VALUE`` words; an option whose default is resolved per run
-    (``None`` or ``""``, such as LIC's N and feature layer) is not compared."""
+    (``None`` or ``""``, such as LIC's N and feature layer) is not compared, but named when the
+    command set it (``given``: the keys of its ``--option METHOD.KEY=VALUE``)."""
     from ddbench.host.registry import get_distiller
 
     defaults = dataclasses.asdict(get_distiller(method).options_class())
     return " ".join(f"{key}={option_text(value)}" for key, value in entry.get("options", {}).items()
-                    if defaults.get(key) not in (None, "") and defaults[key] != value)
+                    if key in given or (defaults.get(key) not in (None, "") and defaults[key] != value))
+
+
+def given_options(argv: list[str], method: str) -> frozenset[str]:
+    """The option keys a ``ddbench run`` command set for ``method`` (``--option METHOD.KEY=VALUE``)."""
+    prefix = f"{method}."
+    return frozenset(value[len(prefix):].split("=", 1)[0] for flag_name, value in zip(argv, argv[1:])
+                     if flag_name == "--option" and value.startswith(prefix))
 
 
 def eval_rows(name: str, results: dict) -> list[dict]:
@@ -221,8 +229,9 @@ def eval_rows(name: str, results: dict) -> list[dict]:
     ``ddbench run --validation N`` of the defaults reads the same way). The LIC set's row is
     ``name``, another method's ``METHOD-name`` (``random-mixing-none``; plain ``METHOD`` beside
     ``defaults``, as the search names its rows). The evaluator settings come from the command as
-    run; ``options`` are those the saved set records that differ from its method's defaults
-    (:func:`set_options`): empty for a set of the defaults. Refuses an evaluation on a test split."""
+    run; ``options`` are those the saved set records that differ from its method's defaults, and
+    those a ``ddbench run`` command set (:func:`set_options`): empty for a set of the defaults.
+    Refuses an evaluation on a test split."""
     evaluated_on = results["dataset"].get("evaluated_on", "")
     if not evaluated_on.startswith("validation"):
         raise NotAValidationEvaluation(
@@ -236,7 +245,7 @@ def eval_rows(name: str, results: dict) -> list[dict]:
         method = entry.get("method", key)  # an eval names its sets (lic-<hash>) and says their method; a run, the method
         rows.append(measured_row(
             results, entry, name=name if method == "lic" else (method if name == "defaults" else f"{method}-{name}"),
-            method=method, options=set_options(entry, method), eval_options=" ".join(settings), command=results["command"],
+            method=method, options=set_options(entry, method, given_options(argv, method)), eval_options=" ".join(settings), command=results["command"],
             image_size=results["dataset"]["image_shape"][-1], ipc=entry.get("images_per_class", results.get("ipc"))))
     return rows
 

@@ -162,6 +162,21 @@ def test_an_evaluated_set_of_other_options_names_them_in_its_row():
     assert rows["random-selection-only-mixing-none"]["options"] == ""
 
 
+def test_an_option_a_run_set_is_named_even_where_its_default_is_resolved_per_run():
+    """``--option lic.n=1`` on a ``ddbench run`` names N in the row, though N's default (unset:
+    resolved from the image size and IPC) is never compared; an option the command did not set
+    and that matches its default is not named."""
+    search = load_search()
+    command = "ddbench run --method lic --baseline random --ipc 40 --validation 50 --option lic.n=1 --option lic.lr=0.1"
+    results = eval_results("validation (50 per class, seed 0, carved from train)", command)
+    results["methods"]["lic-aaaa"]["options"] = {"n": 1, "iterations": 0, "feature_layer": "features.block3.pool",
+                                                 "lr": 0.1, "loss": "mse"}
+    rows = {row["name"]: row for row in search.eval_rows("sources", results)}
+    assert rows["sources"]["options"] == "n=1 lr=0.1"
+    assert rows["random-sources"]["options"] == ""
+    assert search.given_options(command.split(), "random") == frozenset()
+
+
 def test_a_test_split_evaluation_is_refused_and_nothing_is_written(tmp_path, capsys):
     import json
 
