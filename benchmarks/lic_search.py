@@ -41,6 +41,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ddbench.cli.arguments import _add_observer_args
+from ddbench.cli.common import _method_options
+from ddbench.settings.config_file import option_text  # a value as --option takes it (false, not False)
 from ddbench.settings.observer_fields import RECIPE_SETTINGS
 from ddbench.store.io import atomic_write_text
 
@@ -199,11 +201,6 @@ class NotAValidationEvaluation(ValueError):
     """``--record-eval`` was given an evaluation on a test split: the search holds validation rows only."""
 
 
-def option_text(value: object) -> str:
-    """An option's value as ``--option`` takes it (``false``, not ``False``)."""
-    return str(value).lower() if isinstance(value, bool) else str(value)
-
-
 def set_options(entry: dict, method: str, given: frozenset[str] = frozenset()) -> str:
     """The options a saved set was distilled with (its ``results.json`` entry) that differ from
     its method's defaults, as ``KEY=VALUE`` words; an option whose default is resolved per run
@@ -217,10 +214,10 @@ def set_options(entry: dict, method: str, given: frozenset[str] = frozenset()) -
 
 
 def given_options(argv: list[str], method: str) -> frozenset[str]:
-    """The option keys a ``ddbench run`` command set for ``method`` (``--option METHOD.KEY=VALUE``)."""
-    prefix = f"{method}."
-    return frozenset(value[len(prefix):].split("=", 1)[0] for flag_name, value in zip(argv, argv[1:])
-                     if flag_name == "--option" and value.startswith(prefix))
+    """The option keys a ``ddbench run`` command set for ``method`` (``--option METHOD.KEY=VALUE``,
+    grouped by method as ``ddbench`` groups them)."""
+    assignments = [value for flag_name, value in zip(argv, argv[1:]) if flag_name == "--option"]
+    return frozenset(assignment.partition("=")[0] for assignment in _method_options(assignments).get(method, []))
 
 
 def eval_rows(name: str, results: dict) -> list[dict]:

@@ -176,13 +176,12 @@ def draw_tile_cutmix(side: int, height: int, width: int, generator: torch.Genera
     return partner, cutmix_box(height, width, share, generator)
 
 
-def tile_cutmix(views: torch.Tensor, partner: torch.Tensor, box: tuple[int, int, int, int], tiles: int) -> torch.Tensor:
-    """``views`` ``[B * tiles, C, H, W]`` (each image's tiles in a row) with ``box`` of each
-    view replaced by the same box of its partner tile of the same image: images never mix with
-    one another, so a chunk's loss still depends on its own images only."""
-    count = views.shape[0] // tiles
-    source = (torch.arange(count).view(-1, 1) * tiles + partner.view(1, -1)).flatten().to(views.device)
-    return paste_box(views, source, box)
+def tile_sources(partner: torch.Tensor, count: int, tiles: int) -> torch.Tensor:
+    """For ``count * tiles`` views (each image's tiles in a row), the view each one takes its
+    cutmix box from (:func:`ddbench.api.paste_box`'s ``source``): its partner tile of the same
+    image, so images never mix with one another and a chunk's loss still depends on its own
+    images only. The first ``k * tiles`` entries are the sources of the first ``k`` images."""
+    return (torch.arange(count).view(-1, 1) * tiles + partner.view(1, -1)).flatten()
 
 
 def make_optimizer(name: str, params: Sequence[torch.Tensor], lr: float) -> torch.optim.Optimizer:
@@ -239,7 +238,8 @@ def compensate(
     transform shared by every pair (and by both sides of each); ``"pair"``, each (original, expanded
     tile) pair its own transform, still shared by its two sides (a finer estimate of the
     expectation over G in Eq. 8 from the same forward passes). ``tile_mixing="cutmix"``: after
-    the DSA transform, :func:`tile_cutmix` with one :func:`draw_tile_cutmix` per iteration, the
+    the DSA transform, each view gets a box from its :func:`tile_sources` tile
+    (:func:`ddbench.api.paste_box`), with one :func:`draw_tile_cutmix` per iteration, the
     same on both sides. ``lr_schedule``: the optimiser's lr over the ``iterations`` steps
     (:func:`make_schedule`: constant, or a cosine down to 0).
 
@@ -267,23 +267,27 @@ def compensate(
     tiles = side * side
     for it in range(iterations):
         params = dsa.draw(originals.shape, generator, siamese=dsa_draw == "batch", device=squeezed.device)
-        cut = draw_tile_cutmix(side, *originals.shape[-2:], generator) if tile_mixing == "cutmix" else None
+        sources = box = None
+        if tile_mixing == "cutmix":  # one draw per iteration; its sources go to the device once, sliced per chunk
+            partner, box = draw_tile_cutmix(side, *originals.shape[-2:], generator)
+            sources = tile_sources(partner, chunk, tiles).to(squeezed.device)
         gradient = torch.empty_like(squeezed)
         total = torch.zeros((), dtype=torch.float32, device=squeezed.device)
         for start in range(0, count, chunk):
             stop = min(start + chunk, count)
             part = delta.detach()[start:stop].requires_grad_(True)
             pairs = params.select(start * tiles, stop * tiles)  # a shared draw: itself
+            chunk_sources = None if sources is None else sources[:(stop - start) * tiles]
             autocast = torch.autocast(device_type, dtype=torch.bfloat16) if amp else contextlib.nullcontext()
             with autocast:
                 with torch.no_grad():
                     targets = dsa.apply(originals[start * tiles:stop * tiles], pairs)
-                    if cut is not None:
-                        targets = tile_cutmix(targets, *cut, tiles)
+                    if chunk_sources is not None:
+                        targets = paste_box(targets, chunk_sources, box)
                     targets = targets.contiguous(memory_format=OBSERVER_MEMORY_FORMAT)
                 expanded = dsa.apply(expand(squeezed[start:stop] + part, side), pairs)
-                if cut is not None:
-                    expanded = tile_cutmix(expanded, *cut, tiles)
+                if chunk_sources is not None:
+                    expanded = paste_box(expanded, chunk_sources, box)
                 expanded = expanded.contiguous(memory_format=OBSERVER_MEMORY_FORMAT)
                 part_loss = alignment_loss(observer, layer, targets, expanded, loss)
             (gradient[start:stop],) = torch.autograd.grad(part_loss * (stop - start), [part])

@@ -354,7 +354,8 @@ def test_the_cosine_schedule_takes_delta_x_from_lr_down_to_zero_over_m_steps():
 def test_tile_cutmix_pastes_a_box_from_a_tile_of_the_same_image_only():
     """``tile_mixing=cutmix``: the box of each view comes from its partner tile of the same
     distilled image (never from another image); outside the box nothing changes."""
-    from lic_plugin.compensation import draw_tile_cutmix, tile_cutmix
+    from ddbench.api import paste_box
+    from lic_plugin.compensation import draw_tile_cutmix, tile_sources
 
     tiles, count = 4, 3
     views = torch.arange(count * tiles, dtype=torch.float32).view(-1, 1, 1, 1).expand(-1, 2, 8, 8).clone()
@@ -362,7 +363,7 @@ def test_tile_cutmix_pastes_a_box_from_a_tile_of_the_same_image_only():
     assert sorted(partner.tolist()) == list(range(tiles))
     top, bottom, left, right = box
     assert 0 <= top <= bottom <= 8 and 0 <= left <= right <= 8
-    mixed = tile_cutmix(views, partner, box, tiles)
+    mixed = paste_box(views, tile_sources(partner, count, tiles), box)
     inside = torch.zeros(8, 8, dtype=torch.bool)
     inside[top:bottom, left:right] = True
     for view in range(count * tiles):
