@@ -19,7 +19,8 @@ under a lock, so several searches side by side (one process each) lose no row.
 An evaluator setting tried on sets distilled earlier (``ddbench eval SETS --validation 50
 --eval-option mixing=none --out DIR``) is recorded with ``--record-eval NAME DIR``: the rows
 NAME (the LIC set) and METHOD-NAME (the others; METHOD beside ``defaults``), with the
-evaluation's command. A test-split evaluation is refused.
+evaluation's command and the settings it resolved that are not the defaults, however the
+command spelt them. A test-split evaluation is refused.
 """
 
 from __future__ import annotations
@@ -38,7 +39,10 @@ import subprocess
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
+from typing import NamedTuple
 
 from ddbench.cli.arguments import _add_observer_args
 from ddbench.cli.common import _method_options
@@ -209,15 +213,95 @@ def set_options(entry: dict, method: str, given: frozenset[str] = frozenset()) -
     from ddbench.host.registry import get_distiller
 
     defaults = dataclasses.asdict(get_distiller(method).options_class())
-    return " ".join(f"{key}={option_text(value)}" for key, value in entry.get("options", {}).items()
-                    if key in given or (defaults.get(key) not in (None, "") and defaults[key] != value))
+    return changed_words(entry.get("options", {}), defaults, given)
 
 
-def given_options(argv: list[str], method: str) -> frozenset[str]:
-    """The option keys a ``ddbench run`` command set for ``method`` (``--option METHOD.KEY=VALUE``,
-    grouped by method as ``ddbench`` groups them)."""
-    assignments = [value for flag_name, value in zip(argv, argv[1:]) if flag_name == "--option"]
-    return frozenset(assignment.partition("=")[0] for assignment in _method_options(assignments).get(method, []))
+def changed_words(values: dict, defaults: dict, given: frozenset[str], prefix: str = "") -> str:
+    """``KEY=VALUE`` words (joined by spaces) for the resolved ``values`` that the command set
+    (``given``) or that differ from ``defaults``; a default resolved per run (``None``, ``""`` or
+    ``"auto"``) is not compared."""
+    return " ".join(f"{prefix}{key}={option_text(value)}" for key, value in values.items()
+                    if key in given or (defaults.get(key, "auto") not in (None, "", "auto")
+                                        and option_text(defaults[key]) != option_text(value)))
+
+
+class UnreadableCommand(ValueError):
+    """A recorded command that ``ddbench``'s own parser does not read."""
+
+
+class GivenSettings(NamedTuple):
+    """The keys a recorded ``ddbench run``/``eval`` command set: method options by method,
+    evaluator options and budget fields, however they were spelt (``--option lic.n=1``,
+    ``--option=lic.n=1``, ``--option eval.mixing=none``, ``--budget-set``, a ``--config`` file)."""
+    options: Mapping[str, frozenset[str]] = MappingProxyType({})
+    evaluator: frozenset[str] = frozenset()
+    budget: frozenset[str] = frozenset()
+
+
+def given_settings(command: str) -> GivenSettings:
+    """What ``command`` (a ``results.json``'s) set, read by ``ddbench``'s own parser and routed as
+    ``ddbench`` routes it. A run through the Python API records no command line: nothing is named
+    as given, and its rows name only the values that differ from the defaults."""
+    from ddbench.cli.arguments import build_parser
+    from ddbench.settings.config_file import ConfigError, config_defaults, read_config, route_dotted
+
+    argv = shlex.split(command)
+    if len(argv) < 2 or argv[0] != "ddbench":
+        return GivenSettings()
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv[1:])
+    except SystemExit:
+        raise UnreadableCommand(f"the recorded command is not one this ddbench reads: {command}") from None
+    assignments = [vars(args).get(key, []) for key in ("option", "budget_set", "eval_option")]
+    if getattr(args, "config", None):
+        try:
+            from_file = config_defaults(read_config(args.config), vars(args), args.config)
+        except (ConfigError, OSError) as exc:
+            raise UnreadableCommand(f"the recorded command read its settings from --config {args.config}, which "
+                                    f"cannot be read now ({exc}); record a run whose settings are on its command line") from None
+        assignments = [from_file.get(key, []) + given for key, given in zip(("option", "budget_set", "eval_option"), assignments)]
+    methods, budget, evaluator = route_dotted(assignments[0])
+
+    def keys(words: list[str]) -> frozenset[str]:
+        return frozenset(word.partition("=")[0] for word in words)
+
+    return GivenSettings({method: keys(words) for method, words in _method_options(methods).items()},
+                         keys(evaluator + assignments[2]), keys(budget + assignments[1]))
+
+
+def evaluation_settings(results: dict, given: GivenSettings) -> str:
+    """The evaluation settings of a ``results.json`` that are not the defaults, as words: the
+    evaluator (when not the default one) and its options, the budget preset (when not the
+    default one) and its fields, the verifier (when not the observer's architecture) and the
+    soft-label teacher (when not the observer). Read from the resolved values the run records,
+    so a setting counts however the command spelt it; a field resolved per run (``auto``) is
+    named only when the command set it."""
+    from ddbench.host.registry import get_evaluator
+    from ddbench.pipeline.config import RunConfig
+    from ddbench.settings.budget import PRESETS
+
+    default = RunConfig(methods=[])
+    words = []
+    evaluator = results.get("evaluator", {})
+    name = evaluator.get("name", default.evaluator)
+    if name != default.evaluator:
+        words.append(f"evaluator={name}")
+    words.append(changed_words(evaluator.get("options", {}),
+                               dataclasses.asdict(get_evaluator(name).options_class()), given.evaluator))
+    budget = dict(results.get("budget", {}))
+    preset = str(budget.pop("preset", default.budget.preset)).rstrip("*")  # "quick*": the preset, changed
+    if preset != default.budget.preset:
+        words.append(f"budget={preset}")
+    budget.pop("version", None)
+    words.append(changed_words(budget, dataclasses.asdict(PRESETS[preset]), given.budget, prefix="budget."))
+    observer = results.get("observer", {})
+    if results.get("verifier") not in (None, observer.get("architecture")):
+        words.append(f"verifier={results['verifier']}")
+    teacher = results.get("teacher", "observer")
+    if teacher != "observer":
+        words.append(f"teacher={Path(teacher.get('checkpoint', '')).name} ({teacher.get('test_accuracy')} %)")
+    return " ".join(word for word in words if word)
 
 
 def eval_rows(name: str, results: dict) -> list[dict]:
@@ -225,24 +309,24 @@ def eval_rows(name: str, results: dict) -> list[dict]:
     configuration (``--eval-option``, ``--budget-set``) tried on sets distilled earlier (a
     ``ddbench run --validation N`` of the defaults reads the same way). The LIC set's row is
     ``name``, another method's ``METHOD-name`` (``random-mixing-none``; plain ``METHOD`` beside
-    ``defaults``, as the search names its rows). The evaluator settings come from the command as
-    run; ``options`` are those the saved set records that differ from its method's defaults, and
-    those a ``ddbench run`` command set (:func:`set_options`): empty for a set of the defaults.
-    Refuses an evaluation on a test split."""
+    ``defaults``, as the search names its rows). The evaluator settings are those the run records
+    that are not the defaults (:func:`evaluation_settings`); ``options`` are those the saved set
+    records that differ from its method's defaults, and those the command set
+    (:func:`set_options`): empty for a set of the defaults. Refuses an evaluation on a test split."""
     evaluated_on = results["dataset"].get("evaluated_on", "")
     if not evaluated_on.startswith("validation"):
         raise NotAValidationEvaluation(
             f"{name}: this evaluation ran on {evaluated_on or 'the test split'}; the search records validation-split "
             f"results only: evaluate the sets again with --validation N")
-    argv = shlex.split(results["command"])
-    settings = [f"{'' if flag_name == '--eval-option' else 'budget.'}{value}"
-                for flag_name, value in zip(argv, argv[1:]) if flag_name in ("--eval-option", "--budget-set")]
+    given = given_settings(results["command"])
+    settings = evaluation_settings(results, given)
     rows = []
     for key, entry in results["methods"].items():
         method = entry.get("method", key)  # an eval names its sets (lic-<hash>) and says their method; a run, the method
         rows.append(measured_row(
             results, entry, name=name if method == "lic" else (method if name == "defaults" else f"{method}-{name}"),
-            method=method, options=set_options(entry, method, given_options(argv, method)), eval_options=" ".join(settings), command=results["command"],
+            method=method, options=set_options(entry, method, given.options.get(method, frozenset())),
+            eval_options=settings, command=results["command"],
             image_size=results["dataset"]["image_shape"][-1], ipc=entry.get("images_per_class", results.get("ipc"))))
     return rows
 
@@ -324,8 +408,8 @@ def record_evaluations(pairs: list[tuple[str, str]], results: Path, parser: argp
             parser.error(f"--record-eval {name}: {results_file} does not exist; give the --out of a finished ddbench eval")
         try:
             recorded += eval_rows(name, json.loads(results_file.read_text()))
-        except NotAValidationEvaluation as refusal:
-            parser.error(str(refusal))
+        except (NotAValidationEvaluation, UnreadableCommand) as refusal:
+            parser.error(f"--record-eval {name}: {refusal}" if isinstance(refusal, UnreadableCommand) else str(refusal))
     record(recorded, results)
     for row in recorded:
         print(summary(row))

@@ -106,16 +106,32 @@ def test_the_search_parses_every_observer_recipe_setting_as_ddbench_run_does(cap
     assert "--observer-epochs" in capsys.readouterr().err
 
 
-def eval_results(evaluated_on: str, command: str) -> dict:
-    """The parts of a ``ddbench eval`` results.json that ``--record-eval`` reads."""
+def eval_results(evaluated_on: str, command: str, evaluator: dict | None = None, budget: dict | None = None) -> dict:
+    """The parts of a ``ddbench eval`` results.json that ``--record-eval`` reads: the evaluator's
+    options and the budget as the run resolved them (the defaults, with ``evaluator`` and
+    ``budget`` changed; a changed budget's preset is starred, as ``resolve_budget`` names it)."""
+    import dataclasses
+
+    from ddbench.evaluators.relabel import RelabelOptions
+    from ddbench.settings.budget import PRESETS
+
     def entry(method: str, per_seed: list[float]) -> dict:
         mean = sum(per_seed) / len(per_seed)
         return {"method": method, "images_per_class": 10, "distill_seconds": 511.61323144999915,
                 "accuracy": {"per_seed": per_seed, "mean": mean, "std": 0.5}}
 
+    preset = PRESETS[(budget or {}).get("preset", "quick")]
+    resolved_budget = {**dataclasses.asdict(preset), "precision": "fp32", "channels_last": "on", **(budget or {})}
+    resolved_budget.pop("notes")
+    if set(budget or {}) - {"preset"}:
+        resolved_budget["preset"] = preset.preset + "*"
     return {"command": command, "ipc": 10,
             "dataset": {"name": "imagefolder", "image_shape": [3, 32, 32], "evaluated_on": evaluated_on},
-            "observer": {"test_accuracy": 60.8, "recipe": {"epochs": 30, "shift": 0.125, "precision": "fp32"}},
+            "observer": {"architecture": "convnet3-bn", "test_accuracy": 60.8,
+                         "recipe": {"epochs": 30, "shift": 0.125, "precision": "fp32"}},
+            "teacher": "observer", "verifier": "convnet3-bn",
+            "evaluator": {"name": "relabel", "options": {**dataclasses.asdict(RelabelOptions()), **(evaluator or {})}},
+            "budget": resolved_budget,
             "methods": {"lic-aaaa": entry("lic", [51.8, 52.0, 51.8]), "random-bbbb": entry("random", [41.6, 43.0, 42.2])}}
 
 
@@ -127,7 +143,8 @@ def test_an_evaluation_of_saved_sets_is_recorded_as_one_row_per_method(tmp_path,
                "--eval-option mixing=none --budget-set augmentation=crop+flip --out runs/x")
     out = tmp_path / "x"
     out.mkdir()
-    (out / "results.json").write_text(json.dumps(eval_results("validation (50 per class, seed 0, carved from train)", command)))
+    (out / "results.json").write_text(json.dumps(eval_results("validation (50 per class, seed 0, carved from train)", command,
+                                                              {"mixing": "none"}, {"augmentation": "crop+flip"})))
     path = tmp_path / "results.csv"
     assert search.main(["--record-eval", "mixing-none", str(out), "--results", str(path)]) == 0
     with open(path, newline="") as handle:
@@ -174,7 +191,39 @@ def test_an_option_a_run_set_is_named_even_where_its_default_is_resolved_per_run
     rows = {row["name"]: row for row in search.eval_rows("sources", results)}
     assert rows["sources"]["options"] == "n=1 lr=0.1"
     assert rows["random-sources"]["options"] == ""
-    assert search.given_options(command.split(), "random") == frozenset()
+    assert search.given_settings(command).options == {"lic": frozenset({"n", "lr"})}
+
+
+def test_the_settings_a_command_set_are_read_however_it_spelt_them(tmp_path):
+    """``--option=lic.n=1``, ``--option eval.KEY=VALUE``, ``--option budget.KEY=VALUE`` and a
+    ``--config`` file count as the flags do; the row's evaluation settings come from the values
+    the run resolved (a preset other than quick, a changed field, another verifier or teacher);
+    a Python API run (no command line) names only what differs from the defaults."""
+    search = load_search()
+    given = search.given_settings("ddbench run --method lic --option=lic.n=1 --option eval.temperature=10 "
+                                  "--option budget.epochs=38 --eval-option mixing=none --budget-set lr=0.01")
+    assert given.options == {"lic": frozenset({"n"})}
+    assert given.evaluator == {"temperature", "mixing"} and given.budget == {"epochs", "lr"}
+    config = tmp_path / "config.toml"
+    config.write_text('method = "lic"\n[eval]\nmixing = "none"\n[options.lic]\nn = 1\n')
+    from_file = search.given_settings(f"ddbench run --config {config} --budget-set epochs=38")
+    assert from_file.options == {"lic": frozenset({"n"})} and from_file.evaluator == {"mixing"} and from_file.budget == {"epochs"}
+    with pytest.raises(search.UnreadableCommand, match="--config .*cannot be read now"):
+        search.given_settings(f"ddbench run --config {tmp_path / 'gone.toml'}")
+    with pytest.raises(search.UnreadableCommand, match="not one this ddbench reads"):
+        search.given_settings("ddbench run --no-such-flag")
+    assert search.given_settings("ddbench.run (Python API)") == search.GivenSettings()
+
+    validation = "validation (50 per class, seed 0, carved from train)"
+    results = eval_results(validation, "ddbench.run (Python API)", {"temperature": 10.0}, {"preset": "paper", "epochs": 38})
+    results["verifier"] = "resnet18-bn"
+    results["teacher"] = {"checkpoint": "/cache/observers/teacher-20-epochs.safetensors", "test_accuracy": 59.0}
+    row = search.eval_rows("api", results)[0]
+    assert row["eval_options"] == ("temperature=10.0 budget=paper budget.epochs=38 verifier=resnet18-bn "
+                                   "teacher=teacher-20-epochs.safetensors (59.0 %)")
+    precision_set = eval_results(validation, "ddbench run --method lic --budget-set precision=fp32")
+    assert search.eval_rows("fp32", precision_set)[0]["eval_options"] == "budget.precision=fp32"  # resolved per run: named as set
+    assert search.eval_rows("defaults", eval_results(validation, "ddbench run --method lic"))[0]["eval_options"] == ""
 
 
 def test_a_test_split_evaluation_is_refused_and_nothing_is_written(tmp_path, capsys):
