@@ -28,7 +28,7 @@ def test_unknown_key_lists_valid_ones():
 
 
 def test_bad_values_are_named():
-    with pytest.raises(OptionError, match="steps takes a int"):
+    with pytest.raises(OptionError, match=r"steps takes an integer \(e.g. 4\), got 'many'"):
         apply_overrides(Opts(), ["steps=many"], "t")
     with pytest.raises(OptionError, match="flag takes true or false"):
         apply_overrides(Opts(), ["flag=maybe"], "t")

@@ -33,7 +33,8 @@ def _coerce(raw: str, annotation: Any, key: str, what: str) -> Any:
         try:
             return annotation(raw)
         except ValueError:
-            raise OptionError(f"{what}: {key} takes a {annotation.__name__}, got {raw!r}") from None
+            kind = {int: "an integer (e.g. 4)", float: "a number (e.g. 0.1)"}.get(annotation, "text")
+            raise OptionError(f"{what}: {key} takes {kind}, got {raw!r}") from None
     raise OptionError(f"{what}: {key} cannot be set from the command line (type {annotation})")
 
 
