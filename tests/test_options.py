@@ -50,7 +50,15 @@ def test_budget_presets_and_overrides():
     assert changed.epochs == 7 and changed.preset == "quick*"
     # the preset's notes describe its own values ("300 steps at 100 images"): changed ones are named
     assert changed.notes.startswith(resolve_budget("quick").notes)
-    assert changed.notes.endswith("Changed from the preset 'quick': epochs 150 -> 7.")
+    assert "Changed from the preset 'quick': epochs 150 -> 7." in changed.notes
+    # few epochs move the milestones (0.5 and 0.75 of 7: 3.5 and 5.25): the notes say where the lr drops
+    assert changed.notes.endswith("The lr drops after epochs 4, 5 of 7: milestones 0.5, 0.75 rounded to whole epochs.")
+    assert changed.milestone_epochs() == [4, 5]
+    assert resolve_budget("quick", ["epochs=3"]).notes.endswith("The lr drops after epoch 2 of 3: milestones 0.5, "
+                                                                "0.75 rounded to whole epochs.")
+    assert resolve_budget("quick", ["epochs=4"]).notes.endswith("epochs 150 -> 4.")  # drops after epochs 2 and 3, as asked
+    assert resolve_budget("quick", ["epochs=3", "scheduler=cosine"]).milestone_note() == ""
+    assert resolve_budget("quick").milestone_epochs() == [75, 112]  # 112.5 to 112: within 1 % of the training, no note
     assert resolve_budget("quick", ["epochs=150"]).notes == resolve_budget("quick").notes
     with pytest.raises(BudgetError, match="available: paper"):
         resolve_budget("slow")

@@ -33,8 +33,7 @@ def make_optimizer(budget: EvalBudget, model: nn.Module) -> torch.optim.Optimize
 def make_scheduler(budget: EvalBudget, optimizer: torch.optim.Optimizer):
     """A per-epoch schedule."""
     if budget.scheduler == "multistep":
-        milestones = sorted({max(1, int(round(m * budget.epochs))) for m in budget.milestones})
-        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=budget.gamma)
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=budget.milestone_epochs(), gamma=budget.gamma)
     if budget.scheduler == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=budget.epochs)
     if budget.scheduler == "constant":

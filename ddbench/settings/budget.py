@@ -94,6 +94,25 @@ class EvalBudget:
             raise BudgetError("budget precision=bf16 (bfloat16 autocast) is for CUDA devices; use precision=fp32 or auto")
         return dataclasses.replace(self, precision=precision, channels_last=channels_last)
 
+    def milestone_epochs(self) -> list[int]:
+        """The epochs after which a ``multistep`` schedule drops the lr: the milestones (fractions
+        of the epochs) rounded to whole epochs, at least 1; two that round alike are one drop."""
+        return sorted({max(1, int(round(m * self.epochs))) for m in self.milestones})
+
+    def milestone_note(self) -> str:
+        """A sentence naming where a ``multistep`` schedule's lr drops when rounding to whole
+        epochs moves a milestone by more than 1 % of the training or merges two (few epochs:
+        ``epochs=3`` drops once, after the second); empty otherwise."""
+        if self.scheduler != "multistep":
+            return ""
+        drops = self.milestone_epochs()
+        moved = any(abs(max(1, round(m * self.epochs)) - m * self.epochs) > 0.01 * self.epochs for m in self.milestones)
+        if not moved and len(drops) == len(set(self.milestones)):
+            return ""
+        where = ", ".join(map(str, drops))
+        return (f"The lr drops after epoch{'s' if len(drops) > 1 else ''} {where} of {self.epochs}: milestones "
+                f"{', '.join(f'{m:g}' for m in self.milestones)} rounded to whole epochs.")
+
     def steps_per_epoch(self, num_images: int) -> int:
         return max(1, -(-num_images // self.batch_size))
 
@@ -154,4 +173,5 @@ def changed_notes(preset: EvalBudget, budget: EvalBudget) -> str:
     before, after = preset.describe(), budget.describe()
     changes = [f"{key} {before.get(key)} -> {value}" for key, value in after.items()
                if key != "preset" and before.get(key) != value]
-    return f"{preset.notes} Changed from the preset {preset.preset!r}: {', '.join(changes)}."
+    note = budget.milestone_note()
+    return f"{preset.notes} Changed from the preset {preset.preset!r}: {', '.join(changes)}.{' ' + note if note else ''}"
