@@ -243,7 +243,8 @@ def given_settings(command: str) -> GivenSettings:
     ``ddbench`` routes it. A run through the Python API records no command line: nothing is named
     as given, and its rows name only the values that differ from the defaults."""
     from ddbench.cli.arguments import build_parser
-    from ddbench.settings.config_file import ConfigError, config_defaults, read_config, route_dotted
+    from ddbench.cli.common import arguments_with_config_file
+    from ddbench.settings.config_file import ConfigError, route_dotted
 
     argv = shlex.split(command)
     if len(argv) < 2 or argv[0] != "ddbench":
@@ -251,23 +252,20 @@ def given_settings(command: str) -> GivenSettings:
     parser = build_parser()
     try:
         args = parser.parse_args(argv[1:])
+        if getattr(args, "config", None):
+            args = arguments_with_config_file(parser, args, argv[1:])
     except SystemExit:
         raise UnreadableCommand(f"the recorded command is not one this ddbench reads: {command}") from None
-    assignments = [vars(args).get(key, []) for key in ("option", "budget_set", "eval_option")]
-    if getattr(args, "config", None):
-        try:
-            from_file = config_defaults(read_config(args.config), vars(args), args.config)
-        except (ConfigError, OSError) as exc:
-            raise UnreadableCommand(f"the recorded command read its settings from --config {args.config}, which "
-                                    f"cannot be read now ({exc}); record a run whose settings are on its command line") from None
-        assignments = [from_file.get(key, []) + given for key, given in zip(("option", "budget_set", "eval_option"), assignments)]
-    methods, budget, evaluator = route_dotted(assignments[0])
+    except ConfigError as exc:
+        raise UnreadableCommand(f"the recorded command read its settings from --config {args.config}, which "
+                                f"cannot be read now ({exc}); record a run whose settings are on its command line") from None
+    methods, budget, evaluator = route_dotted(getattr(args, "option", []))
 
     def keys(words: list[str]) -> frozenset[str]:
         return frozenset(word.partition("=")[0] for word in words)
 
     return GivenSettings({method: keys(words) for method, words in _method_options(methods).items()},
-                         keys(evaluator + assignments[2]), keys(budget + assignments[1]))
+                         keys(evaluator + getattr(args, "eval_option", [])), keys(budget + getattr(args, "budget_set", [])))
 
 
 def evaluation_settings(results: dict, given: GivenSettings) -> str:
@@ -316,7 +314,7 @@ def eval_rows(name: str, results: dict) -> list[dict]:
     evaluated_on = results["dataset"].get("evaluated_on", "")
     if not evaluated_on.startswith("validation"):
         raise NotAValidationEvaluation(
-            f"{name}: this evaluation ran on {evaluated_on or 'the test split'}; the search records validation-split "
+            f"this evaluation ran on {evaluated_on or 'the test split'}; the search records validation-split "
             f"results only: evaluate the sets again with --validation N")
     given = given_settings(results["command"])
     settings = evaluation_settings(results, given)
@@ -409,7 +407,7 @@ def record_evaluations(pairs: list[tuple[str, str]], results: Path, parser: argp
         try:
             recorded += eval_rows(name, json.loads(results_file.read_text()))
         except (NotAValidationEvaluation, UnreadableCommand) as refusal:
-            parser.error(f"--record-eval {name}: {refusal}" if isinstance(refusal, UnreadableCommand) else str(refusal))
+            parser.error(f"--record-eval {name}: {refusal}")
     record(recorded, results)
     for row in recorded:
         print(summary(row))

@@ -57,16 +57,15 @@ def _exit_code(failed: list[str], where: str) -> int:
     return 0
 
 
-def _with_config_file(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] | None) -> argparse.Namespace:
-    """The arguments again, with the config file's values as defaults: flags given win."""
-    from ddbench.settings.config_file import ConfigError, config_defaults, read_config
+def arguments_with_config_file(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                               argv: list[str] | None) -> argparse.Namespace:
+    """The arguments again, with the config file's values as defaults: flags given win, and the
+    repeatable flags (``--option``, ``--budget-set``, ``--eval-option``) hold the file's values,
+    then the command line's. Raises ``ConfigError`` for a file that cannot be read."""
+    from ddbench.settings.config_file import config_defaults, read_config
 
     command = parser._subparsers._group_actions[0].choices[args.command]  # the subcommand's parser
-    try:
-        defaults = config_defaults(read_config(args.config), vars(args), args.config)
-    except ConfigError as exc:
-        print(f"ddbench: error: {exc}", file=sys.stderr)
-        raise SystemExit(EXIT_USAGE) from None
+    defaults = config_defaults(read_config(args.config), vars(args), args.config)
     for key in ("option", "budget_set", "eval_option"):  # repeatable flags: the file's, then the command line's
         defaults[key] = defaults.get(key, []) + getattr(args, key, [])
     if "seeds" in defaults:
@@ -76,3 +75,14 @@ def _with_config_file(parser: argparse.ArgumentParser, args: argparse.Namespace,
     for key in ("option", "budget_set", "eval_option"):
         setattr(again, key, defaults[key])
     return again
+
+
+def _with_config_file(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] | None) -> argparse.Namespace:
+    """:func:`arguments_with_config_file`, a file that cannot be read a usage error."""
+    from ddbench.settings.config_file import ConfigError
+
+    try:
+        return arguments_with_config_file(parser, args, argv)
+    except ConfigError as exc:
+        print(f"ddbench: error: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None

@@ -97,7 +97,10 @@ class EvalBudget:
     def milestone_epochs(self) -> list[int]:
         """The epochs after which a ``multistep`` schedule drops the lr: the milestones (fractions
         of the epochs) rounded to whole epochs, at least 1; two that round alike are one drop."""
-        return sorted({max(1, int(round(m * self.epochs))) for m in self.milestones})
+        return sorted(set(self._rounded_milestones()))
+
+    def _rounded_milestones(self) -> list[int]:
+        return [max(1, int(round(m * self.epochs))) for m in self.milestones]
 
     def milestone_note(self) -> str:
         """A sentence naming where a ``multistep`` schedule's lr drops when rounding to whole
@@ -106,7 +109,8 @@ class EvalBudget:
         if self.scheduler != "multistep":
             return ""
         drops = self.milestone_epochs()
-        moved = any(abs(max(1, round(m * self.epochs)) - m * self.epochs) > 0.01 * self.epochs for m in self.milestones)
+        moved = any(abs(rounded - m * self.epochs) > 0.01 * self.epochs
+                    for m, rounded in zip(self.milestones, self._rounded_milestones()))
         if not moved and len(drops) == len(set(self.milestones)):
             return ""
         where = ", ".join(map(str, drops))
