@@ -12,6 +12,9 @@ class OptionError(ValueError):
     """An option that does not exist or a value of the wrong type."""
 
 
+_NUMBER_WORDS = {int: "an integer (e.g. 4)", float: "a number (e.g. 0.1)"}
+
+
 def _coerce(raw: str, annotation: Any, key: str, what: str) -> Any:
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
@@ -29,12 +32,13 @@ def _coerce(raw: str, annotation: Any, key: str, what: str) -> Any:
         if raw.lower() in ("0", "false", "no", "off"):
             return False
         raise OptionError(f"{what}: {key} takes true or false, got {raw!r}")
-    if annotation in (int, float, str):
+    if annotation is str:
+        return raw
+    if annotation in _NUMBER_WORDS:
         try:
             return annotation(raw)
         except ValueError:
-            kind = {int: "an integer (e.g. 4)", float: "a number (e.g. 0.1)"}.get(annotation, "text")
-            raise OptionError(f"{what}: {key} takes {kind}, got {raw!r}") from None
+            raise OptionError(f"{what}: {key} takes {_NUMBER_WORDS[annotation]}, got {raw!r}") from None
     raise OptionError(f"{what}: {key} cannot be set from the command line (type {annotation})")
 
 
