@@ -30,6 +30,10 @@ def test_unknown_key_lists_valid_ones():
 def test_bad_values_are_named():
     with pytest.raises(OptionError, match=r"steps takes an integer \(e.g. 4\), got 'many'"):
         apply_overrides(Opts(), ["steps=many"], "t")
+    with pytest.raises(OptionError, match=r"lr takes a number \(e.g. 0.1\), got 'fast'"):
+        apply_overrides(Opts(), ["lr=fast"], "t")
+    with pytest.raises(OptionError, match=r"layers takes an integer \(e.g. 4\), got 'x'"):  # each element
+        apply_overrides(Opts(), ["layers=3,x"], "t")
     with pytest.raises(OptionError, match="flag takes true or false"):
         apply_overrides(Opts(), ["flag=maybe"], "t")
     with pytest.raises(OptionError, match="KEY=VALUE"):
